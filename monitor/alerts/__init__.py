@@ -1,0 +1,1 @@
+"""Alerts: the model the engine produces, the outbox worker, one module per channel."""

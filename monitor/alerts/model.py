@@ -1,0 +1,47 @@
+"""The alert: what a rule (or the monitor itself) says about one or more events."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from monitor.config import SEVERITIES
+
+
+def alert_id(rule_id: str, group_key: str, event_ids: tuple[int, ...] | list[int]) -> str:
+    """A stable id: re-processing the same events can never make a second alert."""
+    material = "\x1f".join([rule_id, group_key, ",".join(str(i) for i in sorted(event_ids))])
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
+
+
+def severity_rank(severity: str) -> int:
+    return SEVERITIES.index(severity)
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """One alert. ``event_time`` is the (last) triggering event's created_at, aware UTC.
+
+    ``fields`` are display pairs chosen by the rule (``user.email`` -> value); ``context`` holds
+    the triggering event's user, workspace, branch and message for every channel to show.
+    All strings that came from events are untrusted: channels escape them.
+    """
+
+    rule_id: str
+    severity: str
+    title: str
+    text: str
+    source: str
+    event_time: datetime
+    event_ids: tuple[int, ...]
+    group_key: str = ""
+    fields: dict[str, str] = field(default_factory=dict)
+    context: dict[str, Any] = field(default_factory=dict)
+    suppressed_count: int = 0  # matches the rule's throttle held back since the previous alert
+    tags: tuple[str, ...] = ()
+
+    @property
+    def id(self) -> str:
+        return alert_id(self.rule_id, self.group_key, self.event_ids)

@@ -1,0 +1,364 @@
+"""Configuration: YAML + ``${VAR}`` expansion -> typed, validated settings.
+
+Every error names the file, the line when known, and the key path
+(``audit-monitor.yaml:7: sources[0].per_pgae: unknown key``). Secret values are held
+as ``SecretStr`` so that no repr, log line or error message can show them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from monitor.resources import bundled_rules_dir
+
+DEFAULT_CONFIG_PATH = "audit-monitor.yaml"
+CONFIG_ENV = "AUDIT_MONITOR_CONFIG"
+
+SEVERITIES = ("info", "low", "medium", "high", "critical")
+Severity = Literal["info", "low", "medium", "high", "critical"]
+
+
+class ConfigError(Exception):
+    """A configuration problem; the message names the file, line and key path."""
+
+
+_DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: Any) -> timedelta:
+    """``30s``, ``10m``, ``1h``, ``7d`` (also ``ms`` and ``w``) -> timedelta."""
+    if isinstance(value, timedelta):
+        return value
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"a duration like 30s, 10m, 1h or 7d is expected, not {type(value).__name__}")
+    if isinstance(value, int):
+        raise ValueError(f"a duration needs a unit: {value}s, {value}m, {value}h or {value}d")
+    match = _DURATION.match(value)
+    if not match:
+        raise ValueError(f"{value!r} is not a duration like 30s, 10m, 1h or 7d")
+    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+
+
+Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class SourceConfig(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
+    base_url: str
+    token: SecretStr
+    workspace_id: int | None = None
+    poll_interval: Duration = timedelta(minutes=5)
+    per_page: int = Field(default=500, ge=1, le=10000)
+    overlap: Duration = timedelta(minutes=15)
+    plan_retention: Duration = timedelta(hours=24)
+    backfill: str = "all"
+    timeout: Duration = timedelta(seconds=30)
+    ca_file: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("must be an http(s) URL such as https://x8ki-letl-twmt.n7.xano.io")
+        return value.rstrip("/")
+
+    @field_validator("backfill")
+    @classmethod
+    def _backfill(cls, value: str) -> str:
+        if value in ("all", "none"):
+            return value
+        try:
+            date.fromisoformat(value)
+        except ValueError:
+            raise ValueError("must be all, none or a date YYYY-MM-DD") from None
+        return value
+
+    @field_validator("poll_interval", "overlap", "plan_retention", "timeout")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
+
+
+class StateConfig(_Strict):
+    path: str = "./data/audit-monitor.db"
+    retention_days: int = Field(default=0, ge=0)
+
+
+class RulesConfig(_Strict):
+    paths: list[str] = Field(default_factory=lambda: [str(bundled_rules_dir())])
+    lists: dict[str, list[Any]] = Field(default_factory=dict)
+    calendars: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    disable: list[str] = Field(default_factory=list)
+
+
+class SlackConfig(_Strict):
+    token: SecretStr | None = None
+    webhook_url: SecretStr | None = None
+    channel: str | None = None
+    routes: dict[Severity, str] = Field(default_factory=dict)
+    min_severity: Severity = "medium"
+    base_url: str = "https://slack.com/api/"
+    timeout: Duration = timedelta(seconds=30)
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> SlackConfig:
+        if (self.token is None) == (self.webhook_url is None):
+            raise ValueError("set either token (with channel) or webhook_url")
+        if self.token is not None and not self.channel:
+            raise ValueError("channel is required with token")
+        return self
+
+
+class SmtpConfig(_Strict):
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout: Duration = timedelta(seconds=30)
+    ca_file: str | None = None
+
+
+class EmailConfig(_Strict):
+    smtp: SmtpConfig
+    from_: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    min_severity: Severity = "high"
+
+
+class AlertsConfig(_Strict):
+    min_severity: Severity = "low"
+    digest_after: int = Field(default=10, ge=1)
+    console: bool | None = None  # None: on when no other channel is configured
+    slack: SlackConfig | None = None
+    email: EmailConfig | None = None
+
+
+class ReportConfig(_Strict):
+    schedule: str = "0 8 1 * *"
+    to: list[str] = Field(default_factory=list)
+    out_dir: str = "./data/reports"
+
+
+class ServerConfig(_Strict):
+    listen: str = "127.0.0.1:9108"
+
+
+class Config(_Strict):
+    timezone: str = "UTC"
+    state: StateConfig = Field(default_factory=StateConfig)
+    sources: list[SourceConfig] = Field(default_factory=list)
+    rules: RulesConfig = Field(default_factory=RulesConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+
+    @field_validator("timezone")
+    @classmethod
+    def _iana(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+        return value
+
+    @model_validator(mode="after")
+    def _unique_sources(self) -> Config:
+        seen: set[str] = set()
+        for source in self.sources:
+            if source.name in seen:
+                raise ValueError(f"source name {source.name!r} is used twice")
+            seen.add(source.name)
+        return self
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        raise KeyError(name)
+
+
+# --- loading ---------------------------------------------------------------------------------------------
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(text: str, where: str, env: dict[str, str]) -> str:
+    """Expand ``${VAR}`` / ``${VAR:-default}``; ``VAR_FILE`` names a file holding the value."""
+
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if env.get(name):
+            return env[name]
+        file_path = env.get(f"{name}_FILE")
+        if file_path:
+            try:
+                return Path(file_path).read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"{where}: cannot read {name}_FILE ({file_path}): {exc.strerror}") from None
+        if default is not None:
+            return default
+        raise ConfigError(f"{where}: environment variable {name} is not set (nor {name}_FILE)")
+
+    return _VAR.sub(substitute, text)
+
+
+def _path_text(path: tuple[str | int, ...]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += f".{part}" if out else part
+    return out or "(top level)"
+
+
+class _Document:
+    """The YAML tree as plain Python values, with the line of every key kept for error messages."""
+
+    def __init__(self, file_label: str, env: dict[str, str]) -> None:
+        self.file_label = file_label
+        self.env = env
+        self.lines: dict[tuple[str | int, ...], int] = {}
+
+    def convert(self, node: yaml.Node, path: tuple[str | int, ...]) -> Any:
+        self.lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                key = str(key_node.value)
+                child = (*path, key)
+                self.lines[child] = key_node.start_mark.line + 1
+                if key in out:
+                    raise ConfigError(f"{self.where(child)}: key given twice")
+                out[key] = self.convert(value_node, child)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+        assert isinstance(node, yaml.ScalarNode)
+        value = yaml.SafeLoader(  # resolve the scalar's tag exactly as safe_load would
+            ""
+        ).construct_object(node, deep=True)
+        if isinstance(value, str) and "${" in value:
+            expanded = _expand(value, self.where(path), self.env)
+            # An expanded value keeps YAML's scalar typing (a port from ${SMTP_PORT} is an int).
+            if node.style is None:
+                try:
+                    loaded = yaml.safe_load(expanded)
+                except yaml.YAMLError:
+                    loaded = expanded
+                return loaded if isinstance(loaded, int | float | bool) else expanded
+            return expanded
+        if isinstance(value, date) and not isinstance(value, str):
+            return value.isoformat()  # "backfill: 2026-10-01" stays a string for the schema
+        return value
+
+    def where(self, path: tuple[str | int, ...]) -> str:
+        line = None
+        probe = path
+        while probe and line is None:
+            line = self.lines.get(probe)
+            probe = probe[:-1]
+        loc = f"{self.file_label}:{line}" if line else self.file_label
+        return f"{loc}: {_path_text(path)}"
+
+
+def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] | None = None) -> Config:
+    """Load the config from ``path``, ``$AUDIT_MONITOR_CONFIG`` or ``./audit-monitor.yaml``.
+
+    Without any file, every default holds (bundled rules, no sources). An explicitly
+    named file that does not exist is an error.
+    """
+    env = dict(os.environ) if env is None else env
+    explicit = path is not None or bool(env.get(CONFIG_ENV))
+    file_path = Path(path if path is not None else env.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH)
+    if not file_path.exists():
+        if explicit:
+            raise ConfigError(f"{file_path}: config file not found")
+        return Config()
+    try:
+        text = file_path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{file_path}: cannot read config: {exc}") from None
+    return parse_config(text, str(file_path), env)
+
+
+def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
+    document = _Document(file_label, env)
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{file_label}:{mark.line + 1}" if mark else file_label
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML: {problem}") from None
+    data = {} if node is None else document.convert(node, ())
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file_label}:1: the config must be a mapping of keys (timezone, sources, ...)")
+    config_dir = Path(file_label).parent
+    rules = data.get("rules")
+    if isinstance(rules, dict) and isinstance(rules.get("paths"), list):
+        # Relative rule paths are relative to the config file, not to the working directory.
+        rules["paths"] = [
+            str(config_dir / p) if isinstance(p, str) and not Path(p).is_absolute() else p
+            for p in rules["paths"]
+        ]
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, document)) from None
+
+
+def _describe(exc: ValidationError, document: _Document) -> str:
+    messages = []
+    for error in exc.errors(include_input=False, include_url=False):
+        loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
+        loc = tuple("from" if part == "from_" else part for part in loc)
+        if error["type"] == "extra_forbidden":
+            text = "unknown key"
+        elif error["type"] == "missing":
+            text = "required key is missing"
+        else:
+            text = str(error["msg"]).removeprefix("Value error, ")
+        messages.append(f"{document.where(loc)}: {text}")
+    return "\n".join(messages)
+
+
+def _is_union_tag(part: str | int) -> bool:
+    # pydantic adds the chosen union member's type name to a location; a user never typed it.
+    return isinstance(part, str) and part in {"str", "int", "SecretStr", "function-after[_positive(), ...]"}
+
+
+def effective_console(config: Config) -> bool:
+    """The console sink is the default when no other channel is configured."""
+    if config.alerts.console is not None:
+        return config.alerts.console
+    return config.alerts.slack is None and config.alerts.email is None

@@ -1,0 +1,170 @@
+"""AuditEvent: one Xano audit-log entry, normalised.
+
+Xano's docs do not pin down the wire format of ``created_at``; we accept epoch
+milliseconds (int or numeric string), ISO 8601, and PostgreSQL's text form.
+A value without a zone is UTC. Unknown keys of the entry are kept in ``raw``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+
+class NormalizationError(ValueError):
+    """An entry that cannot be archived as an event (no id, unreadable time)."""
+
+
+_PG_TIMESTAMP = re.compile(
+    r"^(?P<date>\d{4}-\d{2}-\d{2})[ T](?P<time>\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)"
+    r"\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?$"
+)
+
+
+def parse_timestamp(value: Any) -> datetime:
+    """Parse a Xano timestamp into an aware UTC datetime.
+
+    Accepts epoch milliseconds (int, float or numeric string), ISO 8601 and
+    PostgreSQL's ``YYYY-MM-DD HH:MM:SS[.ffffff][+HH|+HHMM|+HH:MM|Z]``.
+    """
+    if isinstance(value, bool) or value is None:
+        raise NormalizationError(f"timestamp is {value!r}")
+    if isinstance(value, int | float):
+        return _from_epoch_ms(value)
+    if not isinstance(value, str):
+        raise NormalizationError(f"timestamp of type {type(value).__name__}")
+    text = value.strip()
+    if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        return _from_epoch_ms(float(text) if "." in text else int(text))
+    match = _PG_TIMESTAMP.match(text)
+    if not match:
+        raise NormalizationError(f"unreadable timestamp {value!r}")
+    date, clock, zone = match.group("date"), match.group("time"), match.group("zone")
+    if "." in clock:  # fromisoformat takes at most 6 fractional digits
+        whole, frac = clock.split(".")
+        clock = f"{whole}.{frac[:6].ljust(6, '0')}"
+    try:
+        parsed = datetime.fromisoformat(f"{date}T{clock}")
+    except ValueError as exc:
+        raise NormalizationError(f"unreadable timestamp {value!r}") from exc
+    return parsed.replace(tzinfo=_zone(zone)).astimezone(UTC)
+
+
+def _from_epoch_ms(ms: float) -> datetime:
+    try:
+        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+    except OverflowError as exc:
+        raise NormalizationError(f"epoch milliseconds out of range: {ms!r}") from exc
+
+
+def _zone(zone: str | None) -> timezone:
+    if zone is None or zone in ("Z", "z"):
+        return UTC
+    sign = -1 if zone[0] == "-" else 1
+    digits = zone[1:].replace(":", "")
+    hours, minutes = int(digits[:2]), int(digits[2:4] or 0)
+    if hours > 23 or minutes > 59:
+        raise NormalizationError(f"bad zone offset {zone!r}")
+    return timezone(sign * timedelta(hours=hours, minutes=minutes))
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with microseconds: sorts as text, round-trips exactly."""
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def canonical_json(value: Any) -> str:
+    """The one JSON spelling used for hashing and raw storage."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    """A normalised audit event. ``raw`` is the entry exactly as the API served it."""
+
+    source: str
+    id: int
+    created_at: datetime
+    type: str
+    msg: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+
+    @property
+    def user_email(self) -> str | None:
+        return _nested_str(self.raw, "user", "email")
+
+    @property
+    def workspace_name(self) -> str | None:
+        return _nested_str(self.raw, "workspace", "name")
+
+    @property
+    def branch_label(self) -> str | None:
+        return _nested_str(self.raw, "branch", "label")
+
+    def get(self, path: str) -> Any:
+        """Value at a dotted field path (``user.email``, ``data.ip``); None when missing.
+
+        ``id``, ``source``, ``created_at`` (aware datetime), ``type`` and ``msg`` come from the
+        normalised fields; everything else is looked up in the raw entry.
+        """
+        if path in _TOP_LEVEL:
+            return getattr(self, path)
+        node: Any = self.raw
+        for part in path.split("."):
+            if isinstance(node, dict):
+                node = node.get(part)
+            else:
+                return None
+            if node is None:
+                return None
+        return node
+
+    def to_dict(self) -> dict[str, Any]:
+        """The raw entry plus ``source``, with created_at normalised: for templates and export."""
+        out = dict(self.raw)
+        out["source"] = self.source
+        out["created_at"] = format_timestamp(self.created_at)
+        return out
+
+
+_TOP_LEVEL = frozenset({"id", "source", "created_at", "type", "msg"})
+
+
+def _nested_str(raw: dict[str, Any], outer: str, inner: str) -> str | None:
+    node = raw.get(outer)
+    if isinstance(node, dict):
+        value = node.get(inner)
+        if value is not None:
+            return str(value)
+    return None
+
+
+def normalize(source: str, entry: Any) -> AuditEvent:
+    """Turn one API entry into an AuditEvent, or raise NormalizationError saying why."""
+    if not isinstance(entry, dict):
+        raise NormalizationError(f"entry is a {type(entry).__name__}, not an object")
+    raw_id = entry.get("id")
+    if isinstance(raw_id, bool) or raw_id is None:
+        raise NormalizationError("entry has no id")
+    try:
+        event_id = int(raw_id)
+    except (TypeError, ValueError) as exc:
+        raise NormalizationError(f"id {raw_id!r} is not an integer") from exc
+    if isinstance(raw_id, float) and raw_id != event_id:
+        raise NormalizationError(f"id {raw_id!r} is not an integer")
+    if not -(2**63) <= event_id < 2**63:
+        raise NormalizationError(f"id {raw_id!r} is outside int64")
+    created_at = parse_timestamp(entry.get("created_at"))
+    event_type = entry.get("type")
+    msg = entry.get("msg")
+    return AuditEvent(
+        source=source,
+        id=event_id,
+        created_at=created_at,
+        type="" if event_type is None else str(event_type),
+        msg="" if msg is None else str(msg),
+        raw=entry,
+    )
