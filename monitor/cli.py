@@ -7,11 +7,20 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import NoReturn
 
 import click
 
 from monitor.config import Config, ConfigError, load_config
+from monitor.daemon import Monitor, run_daemon
+from monitor.engine import RuleLoadError
+from monitor.export import write_csv, write_jsonl
+from monitor.logs import setup_logging
+from monitor.status import render_status
+from monitor.store import Store, StoreError
+from monitor.timeutil import parse_cli_date
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -52,6 +61,135 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     new events, alerts on Slack, email or the console, and emails a monthly compliance report.
     """
     ctx.obj = CliContext(config_path)
+
+
+
+def _open_store(config: Config, *, readonly: bool = False) -> Store:
+    try:
+        return Store.open(config.state.path, readonly=readonly)
+    except StoreError as exc:
+        fail(str(exc), EXIT_FAILED)
+
+
+def _dates(ctx: CliContext, since: str, until: str) -> tuple[datetime, datetime]:
+    tz = ctx.config().tz
+    try:
+        return parse_cli_date(since, tz), parse_cli_date(until, tz)
+    except ValueError as exc:
+        fail(f"usage error: {exc}", EXIT_USAGE)
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="One cycle of every source, deliver what is due, then exit (1 if anything failed).")
+@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.pass_obj
+def run(ctx: CliContext, once: bool, log_level: str) -> None:
+    """Run the daemon: poll every source on its interval, deliver alerts, send the monthly report.
+
+    SIGTERM or SIGINT finishes the cycle in flight and exits 0.
+    """
+    config = ctx.config()
+    if not config.sources:
+        where = ctx.config_path or "./audit-monitor.yaml"
+        fail(
+            f"configuration error: {where}: sources: no source is configured. Add at least one, e.g.\n"
+            "sources:\n  - name: prod\n    base_url: https://YOUR-INSTANCE.xano.io\n    token: ${XANO_META_TOKEN}",
+            EXIT_USAGE,
+        )
+    setup_logging(log_level)
+    monitor = _build_monitor(config)
+    if once:
+        try:
+            outcome = monitor.run_once()
+        finally:
+            monitor.close()
+        for poll in outcome.polls:
+            if not poll.ok:
+                click.echo(f"source {poll.source}: {poll.error}", err=True)
+        for error in outcome.delivery.errors:
+            click.echo(f"delivery: {error}", err=True)
+        sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
+    run_daemon(monitor)
+
+
+def _build_monitor(config: Config) -> Monitor:
+    try:
+        return Monitor(config)
+    except StoreError as exc:
+        fail(str(exc), EXIT_FAILED)
+    except RuleLoadError as exc:
+        fail("rule errors:\n" + "\n".join(exc.errors), EXIT_USAGE)
+
+
+@cli.command()
+@click.pass_obj
+def status(ctx: CliContext) -> None:
+    """Per source: cursor, last success, last error, lag; outbox depth, dead letters, archive size."""
+    config = ctx.config()
+    with _open_store(config) as store:
+        click.echo(render_status(store, config, datetime.now(UTC)))
+
+
+@cli.command()
+@click.option("--since", required=True, metavar="D", help="YYYY-MM-DD (midnight, configured zone) or ISO 8601.")
+@click.option("--until", required=True, metavar="D", help="Exclusive end, same forms as --since.")
+@click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Output file (default stdout).")
+@click.option("--source", help="Only this source.")
+@click.pass_obj
+def export(ctx: CliContext, since: str, until: str, fmt: str, out: str | None, source: str | None) -> None:
+    """Export archived events with since <= created_at < until as CSV or JSON Lines."""
+    config = ctx.config()
+    start, end = _dates(ctx, since, until)
+    writer = write_csv if fmt == "csv" else write_jsonl
+    with _open_store(config) as store:
+        events = store.iter_events(start, end, source=source)
+        if out:
+            with open(out, "w", encoding="utf-8", newline="") as handle:
+                count = writer(events, handle, config.tz)
+            click.echo(f"{count} events written to {out}", err=True)
+        else:
+            writer(events, sys.stdout, config.tz)
+
+
+@cli.command()
+@click.pass_obj
+def verify(ctx: CliContext) -> None:
+    """Check the archive's hash chain; exit 1 naming the first bad row."""
+    config = ctx.config()
+    with _open_store(config) as store:
+        result = store.verify()
+    if result.ok:
+        click.echo(f"OK: {result.rows_checked} events, chain head {result.head_hash}")
+        return
+    fail(
+        f"FAILED at row {result.bad_seq} (source {result.bad_source}, event id {result.bad_event_id}): "
+        f"{result.reason}; {result.rows_checked - 1} rows before it are intact",
+        EXIT_FAILED,
+    )
+
+
+@cli.command()
+@click.option("--port", default=8787, show_default=True, type=int, help="Port (0 picks a free one).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
+@click.option("--seed", default=7, show_default=True, type=int, help="Seed of the simulated traffic.")
+@click.option("--token", default="sim-token", show_default=True, help="The Bearer token the simulator accepts.")
+@click.option("--live-per-minute", default=6.0, show_default=True, type=float, help="Extra live events per minute.")
+def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float) -> None:
+    """Run the simulator alone: a Xano-compatible audit-log API with realistic traffic and planted incidents."""
+    from monitor.simulator import serve_forever
+
+    serve_forever(host, port, seed=seed, token=token, live_events_per_minute=live_per_minute)
+
+
+@cli.command()
+@click.option("--out", default="./demo-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
+@click.option("--seconds", default=30, show_default=True, type=int, help="How long to keep polling live traffic.")
+def demo(out: str, seconds: int) -> None:
+    """The whole monitor against the embedded simulator: no credentials, no network."""
+    from monitor.demo import run_demo
+
+    sys.exit(run_demo(Path(out), seconds=seconds))
 
 
 def main() -> None:

@@ -1,0 +1,21 @@
+"""Which channels an alert goes to: the global floor, then each channel's own min_severity."""
+
+from __future__ import annotations
+
+from monitor.alerts.model import Alert, severity_rank
+from monitor.config import Config, effective_console
+
+
+def channels_for(alert: Alert, config: Config) -> list[str]:
+    rank = severity_rank(alert.severity)
+    alerts = config.alerts
+    if rank < severity_rank(alerts.min_severity):
+        return []
+    channels = []
+    if effective_console(config):
+        channels.append("console")
+    if alerts.slack is not None and rank >= severity_rank(alerts.slack.min_severity):
+        channels.append("slack")
+    if alerts.email is not None and rank >= severity_rank(alerts.email.min_severity):
+        channels.append("email")
+    return channels

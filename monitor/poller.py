@@ -1,0 +1,318 @@
+"""One poll cycle for one source: fetch -> stage -> dedupe -> evaluate -> commit in one transaction.
+
+The walk reads newest-first from page 1 until it has seen an event older than the cursor minus
+the overlap window (or, on a first backfill, to the end of the log). Every page is staged in
+SQLite, so a backlog of millions never sits in memory. Only when the walk is complete does one
+transaction archive the new events in id order, run the rules, record alerts and outbox rows, and
+advance the cursor. Any failure before the COMMIT leaves the cursor where it was; the next cycle
+repeats the work and the (source, id) dedupe plus stable alert ids make the repeat harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
+
+from monitor import selfmon
+from monitor.alerts.model import Alert
+from monitor.alerts.routing import channels_for
+from monitor.config import Config, SourceConfig
+from monitor.events import AuditEvent, NormalizationError, canonical_json, normalize
+from monitor.store import Cursor, SqliteStateStore, Store, StoreError
+from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoError
+
+log = logging.getLogger("monitor.poller")
+
+Clock = Callable[[], datetime]
+
+
+class Evaluator(Protocol):
+    """What the poller needs of the rule engine."""
+
+    def evaluate(self, event: AuditEvent, state: SqliteStateStore) -> list[Alert]: ...
+
+
+class PageSource(Protocol):
+    def iter_pages(self, *, newest_first: bool = True, include_data: bool = True) -> Iterator[Page]: ...
+
+
+ClientFactory = Callable[[SourceConfig], AbstractContextManager[PageSource]]
+
+
+def default_client_factory(source: SourceConfig) -> XanoClient:
+    return XanoClient(
+        source.base_url,
+        source.token.get_secret_value(),
+        source_name=source.name,
+        workspace_id=source.workspace_id,
+        per_page=source.per_page,
+        timeout=source.timeout.total_seconds(),
+        retry=RetryPolicy(budget=min(600.0, source.poll_interval.total_seconds())),
+        verify=source.ca_file or True,
+    )
+
+
+@dataclass(frozen=True)
+class PollResult:
+    source: str
+    ok: bool
+    pages: int = 0
+    fetched: int = 0
+    new: int = 0
+    rejected: int = 0
+    alerts: int = 0
+    duration: float = 0.0
+    error: str | None = None
+    error_kind: str | None = None  # auth | unavailable | store
+    lag_seconds: float | None = None
+
+
+@dataclass
+class _Walk:
+    pages: int = 0
+    fetched: int = 0
+    rejected: int = 0
+    max_id: int | None = None
+    max_created_at: datetime | None = None
+    newest_on_page_one: int | None = None
+
+
+class Poller:
+    def __init__(
+        self,
+        store: Store,
+        config: Config,
+        evaluator: Evaluator | None,
+        *,
+        clock: Clock = lambda: datetime.now(UTC),
+        client_factory: ClientFactory = default_client_factory,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.evaluator = evaluator
+        self.clock = clock
+        self.client_factory = client_factory
+
+    def poll(self, source: SourceConfig) -> PollResult:
+        started = time.monotonic()
+        now = self.clock()
+        cursor = self.store.get_cursor(source.name) or Cursor(source=source.name)
+        try:
+            walk = self._walk(source, cursor)
+            new, alerts = self._commit(source, cursor, walk, now)
+        except XanoAuthError as exc:
+            return self._failed(source, cursor, now, started, "auth", str(exc))
+        except XanoError as exc:
+            return self._failed(source, cursor, now, started, "unavailable", str(exc))
+        except (StoreError, sqlite3.Error) as exc:
+            # e.g. a read-only file or a full disk: the transaction rolled back, the cursor stays.
+            return self._failed(source, cursor, now, started, "store", str(exc))
+        newest = self.store.newest_event_time(source.name)
+        result = PollResult(
+            source=source.name,
+            ok=True,
+            pages=walk.pages,
+            fetched=walk.fetched,
+            new=new,
+            rejected=walk.rejected,
+            alerts=alerts,
+            duration=time.monotonic() - started,
+            lag_seconds=(now - newest).total_seconds() if newest else None,
+        )
+        log.info(
+            "poll cycle",
+            extra={
+                "source": source.name,
+                "events": walk.fetched,
+                "new": new,
+                "pages": walk.pages,
+                "rejected": walk.rejected,
+                "alerts": alerts,
+                "duration_s": round(result.duration, 3),
+                "lag_s": round(result.lag_seconds, 1) if result.lag_seconds is not None else None,
+            },
+        )
+        return result
+
+    # the walk -----------------------------------------------------------------------------------------
+
+    def _walk(self, source: SourceConfig, cursor: Cursor) -> _Walk:
+        first_run = cursor.last_id is None
+        backfill_none = first_run and source.backfill == "none"
+        cutoff = self._cutoff(source, cursor)
+        walk = _Walk()
+        self.store.clear_staging(source.name)
+        with self.client_factory(source) as client:
+            for page in client.iter_pages(newest_first=True):
+                walk.pages += 1
+                staged, page_ids, page_times = [], [], []
+                for entry in page.items:
+                    walk.fetched += 1
+                    try:
+                        event = normalize(source.name, entry)
+                    except NormalizationError as exc:
+                        walk.rejected += 1
+                        self._reject(source.name, entry, str(exc))
+                        continue
+                    page_ids.append(event.id)
+                    page_times.append(event.created_at)
+                    if walk.max_id is None or event.id > walk.max_id:
+                        walk.max_id, walk.max_created_at = event.id, event.created_at
+                    staged.append((event.id, canonical_json(entry)))
+                if backfill_none:
+                    # First run without backfill: only learn where the log ends now.
+                    break
+                self.store.stage(source.name, staged)
+                if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id):
+                    break
+        if backfill_none:
+            self.store.clear_staging(source.name)
+        return walk
+
+    def _cutoff(self, source: SourceConfig, cursor: Cursor) -> datetime | None:
+        if cursor.last_created_at is not None:
+            return cursor.last_created_at - source.overlap
+        floor = cursor.floor_time or self._backfill_floor(source)
+        return floor
+
+    def _backfill_floor(self, source: SourceConfig) -> datetime | None:
+        if source.backfill in ("all", "none"):
+            return None
+        return datetime.combine(date.fromisoformat(source.backfill), datetime.min.time(), self.config.tz)
+
+    @staticmethod
+    def _walk_done(
+        ids: list[int], times: list[datetime], cutoff: datetime | None, floor_id: int | None
+    ) -> bool:
+        """True once this page reaches past the cutoff, provided the server really sorts newest-first.
+
+        A page that is not in descending id order means the server ignored the sort: then we
+        never stop early and read the whole log, which is slower but loses nothing.
+        """
+        if not ids:
+            return False
+        descending = all(a > b for a, b in zip(ids, ids[1:], strict=False))
+        if not descending:
+            return False
+        if floor_id is not None and ids[-1] <= floor_id:
+            return True
+        return cutoff is not None and min(times) < cutoff
+
+    def _reject(self, source: str, entry: object, reason: str) -> None:
+        log.warning("entry rejected", extra={"source": source, "reason": reason})
+        with self.store.transaction():
+            self.store.reject(source, entry, reason, self.clock())
+
+    # the commit ---------------------------------------------------------------------------------------
+
+    def _commit(self, source: SourceConfig, cursor: Cursor, walk: _Walk, now: datetime) -> tuple[int, int]:
+        first_run = cursor.last_id is None
+        new = alerts = 0
+        with self.store.transaction():
+            if first_run and source.backfill == "none":
+                floor_id = walk.max_id if walk.max_id is not None else 0
+                next_cursor = replace(
+                    cursor, last_id=floor_id, last_created_at=walk.max_created_at, floor_id=floor_id
+                )
+            else:
+                floor_time = cursor.floor_time or (self._backfill_floor(source) if first_run else None)
+                new, alerts = self._archive_staged(source, cursor.floor_id, floor_time, now)
+                advance = walk.max_id is not None and (cursor.last_id is None or walk.max_id > cursor.last_id)
+                next_cursor = replace(
+                    cursor,
+                    last_id=walk.max_id if advance else (cursor.last_id if cursor.last_id is not None else 0),
+                    last_created_at=walk.max_created_at if advance else cursor.last_created_at,
+                    floor_time=floor_time,
+                )
+                alerts += self._record_gaps(source, cursor, now)
+            self.store.save_cursor(
+                replace(
+                    next_cursor,
+                    last_success_at=now,
+                    last_attempt_at=now,
+                    last_error=None,
+                    last_error_at=None,
+                    error_kind=None,
+                )
+            )
+            self.store.conn.execute("DELETE FROM staging WHERE source = ?", (source.name,))
+        return new, alerts
+
+    def _archive_staged(
+        self, source: SourceConfig, floor_id: int | None, floor_time: datetime | None, now: datetime
+    ) -> tuple[int, int]:
+        self.store.drop_archived_from_staging(source.name)
+        prev_hash = self.store.head_hash()
+        state = SqliteStateStore(self.store)
+        new = alerts = 0
+        for _event_id, raw in self.store.iter_staged(source.name):
+            event = normalize(source.name, json.loads(raw))
+            if floor_id is not None and event.id <= floor_id:
+                continue
+            if floor_time is not None and event.created_at < floor_time:
+                continue
+            prev_hash = self.store.archive(event, raw, prev_hash, now)
+            new += 1
+            if self.evaluator is not None:
+                for alert in self.evaluator.evaluate(event, state):
+                    alerts += self._record(alert, now)
+        return new, alerts
+
+    def _record(self, alert: Alert, now: datetime) -> int:
+        return int(self.store.record_alert(alert, channels_for(alert, self.config), now))
+
+    def _record_gaps(self, source: SourceConfig, cursor: Cursor, now: datetime) -> int:
+        """Inside the commit: note polling and retention gaps since the last success."""
+        last = cursor.last_success_at
+        if last is None:
+            return 0
+        silence = now - last
+        if silence > max(3 * source.poll_interval, timedelta(seconds=30)):
+            self.store.record_gap(
+                source.name, "polling", last, now, f"no successful poll for {silence}", now
+            )
+        if silence <= source.plan_retention:
+            return 0
+        lost_until = now - source.plan_retention
+        self.store.record_gap(
+            source.name,
+            "retention",
+            last,
+            lost_until,
+            f"events created between the last successful poll and {lost_until.isoformat()} may have expired "
+            f"upstream (plan retention {source.plan_retention})",
+            now,
+        )
+        log.warning("retention gap", extra={"source": source.name, "gap_start": last.isoformat(), "gap_end": now.isoformat()})
+        return self._record(selfmon.retention_gap(source.name, last, lost_until, str(source.plan_retention), now), now)
+
+    # failures -----------------------------------------------------------------------------------------
+
+    def _failed(
+        self, source: SourceConfig, cursor: Cursor, now: datetime, started: float, kind: str, message: str
+    ) -> PollResult:
+        log.error("poll failed", extra={"source": source.name, "error_kind": kind, "error": message})
+        alerts = 0
+        try:
+            self.store.record_poll_failure(source.name, at=now, kind=kind, message=message)
+            if kind == "auth":
+                with self.store.transaction():
+                    alert = selfmon.auth_failed(source.name, message, cursor.last_success_at, now)
+                    alerts = self._record(alert, now)
+        except (StoreError, sqlite3.Error) as exc:  # the store itself is failing: nothing more we can record
+            log.error("cannot record the poll failure", extra={"source": source.name, "error": str(exc)})
+        return PollResult(
+            source=source.name,
+            ok=False,
+            alerts=alerts,
+            duration=time.monotonic() - started,
+            error=message,
+            error_kind=kind,
+        )

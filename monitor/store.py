@@ -1,0 +1,662 @@
+"""The SQLite store: archive (hash chain), cursors, staging, rule state, alerts, outbox, gaps.
+
+One file, WAL mode, schema versions in ``PRAGMA user_version`` applied by ``MIGRATIONS``.
+Every write of a poll cycle happens inside ``Store.transaction()`` (BEGIN IMMEDIATE), so the
+archive, the rule state, the alerts and the cursor move together or not at all.
+
+Tamper evidence: each archived row carries ``hash = sha256(prev_hash + canonical_json(record))``
+where record is ``{"source", "id", "entry"}`` and ``entry`` the raw API entry. ``verify()``
+re-walks the chain; after a prune the chain starts from the hash kept in ``meta``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from monitor.alerts.model import Alert
+from monitor.events import AuditEvent, NormalizationError, canonical_json, format_timestamp, normalize
+
+GENESIS_HASH = "0" * 64
+
+
+class StoreError(Exception):
+    """The store cannot be opened or written (read-only file, disk full, newer schema)."""
+
+
+# --- schema ----------------------------------------------------------------------------------------------
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db.execute(
+        """CREATE TABLE events (
+            seq INTEGER PRIMARY KEY,            -- archive order; the hash chain follows it
+            source TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            created_at TEXT NOT NULL,           -- ISO 8601 UTC, microseconds: sorts as text
+            created_ms INTEGER NOT NULL,        -- epoch ms, for range queries
+            type TEXT NOT NULL,
+            msg TEXT NOT NULL,
+            user_email TEXT,
+            workspace_name TEXT,
+            branch_label TEXT,
+            raw TEXT NOT NULL,                  -- the entry exactly as served (canonical JSON)
+            archived_at TEXT NOT NULL,
+            hash TEXT NOT NULL,
+            UNIQUE (source, event_id)
+        )"""
+    )
+    events = db.table("events")
+    events.create_index(["created_ms"])
+    events.create_index(["type"])
+    events.create_index(["user_email"])
+    events.create_index(["workspace_name"])
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+    db.execute(
+        """CREATE TABLE cursors (
+            source TEXT PRIMARY KEY,
+            last_id INTEGER,                    -- highest event id handled
+            last_created_at TEXT,               -- its created_at
+            floor_id INTEGER,                   -- backfill none: ids at or below are never archived
+            floor_time TEXT,                    -- backfill from a date: older events are never archived
+            last_success_at TEXT,
+            last_attempt_at TEXT,
+            last_error TEXT,
+            last_error_at TEXT,
+            error_kind TEXT                     -- auth | unavailable | protocol | store | null
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE staging (
+            source TEXT NOT NULL,
+            event_id INTEGER NOT NULL,
+            raw TEXT NOT NULL,
+            PRIMARY KEY (source, event_id)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE rejected (
+            source TEXT NOT NULL,
+            raw_sha256 TEXT NOT NULL,
+            raw TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            seen_at TEXT NOT NULL,
+            PRIMARY KEY (source, raw_sha256)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE rule_state (
+            rule_id TEXT NOT NULL,
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,
+            PRIMARY KEY (rule_id, key)
+        )"""
+    )
+    db.execute(
+        """CREATE TABLE alerts (
+            id TEXT PRIMARY KEY,
+            rule_id TEXT NOT NULL,
+            severity TEXT NOT NULL,
+            title TEXT NOT NULL,
+            text TEXT NOT NULL,
+            source TEXT NOT NULL,
+            event_time TEXT NOT NULL,
+            event_ids TEXT NOT NULL,            -- JSON list
+            group_key TEXT NOT NULL,
+            fields TEXT NOT NULL,               -- JSON object
+            context TEXT NOT NULL,              -- JSON object
+            suppressed_count INTEGER NOT NULL,
+            tags TEXT NOT NULL,                 -- JSON list
+            recorded_at TEXT NOT NULL
+        )"""
+    )
+    db.table("alerts").create_index(["event_time"])
+    db.execute(
+        """CREATE TABLE outbox (
+            alert_id TEXT NOT NULL REFERENCES alerts(id),
+            channel TEXT NOT NULL,
+            status TEXT NOT NULL,               -- pending | sent | dead
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            first_attempt_at TEXT,
+            last_error TEXT,
+            sent_at TEXT,
+            remote_id TEXT,                     -- Slack ts / email Message-ID
+            PRIMARY KEY (alert_id, channel)
+        )"""
+    )
+    db.table("outbox").create_index(["status", "next_attempt_at"])
+    db.execute(
+        """CREATE TABLE gaps (
+            id INTEGER PRIMARY KEY,
+            source TEXT NOT NULL,
+            kind TEXT NOT NULL,                 -- polling | retention
+            start TEXT NOT NULL,
+            end TEXT NOT NULL,
+            detail TEXT NOT NULL,
+            recorded_at TEXT NOT NULL
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+# --- records ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cursor:
+    source: str
+    last_id: int | None = None
+    last_created_at: datetime | None = None
+    floor_id: int | None = None
+    floor_time: datetime | None = None
+    last_success_at: datetime | None = None
+    last_attempt_at: datetime | None = None
+    last_error: str | None = None
+    last_error_at: datetime | None = None
+    error_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    rows_checked: int
+    head_hash: str
+    bad_seq: int | None = None
+    bad_source: str | None = None
+    bad_event_id: int | None = None
+    reason: str = ""
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return format_timestamp(value) if value is not None else None
+
+
+def chain_hash(prev_hash: str, source: str, event_id: int, raw_json: str) -> str:
+    """The archive's hash link. ``raw_json`` is the entry's canonical JSON."""
+    record = f'{{"entry":{raw_json},"id":{event_id},"source":{json.dumps(source, ensure_ascii=False)}}}'
+    return hashlib.sha256((prev_hash + record).encode("utf-8")).hexdigest()
+
+
+# --- the store -------------------------------------------------------------------------------------------
+
+
+class Store:
+    """Open with ``Store.open(path)``; use as a context manager to close it."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.path = path
+        self._in_transaction = False
+
+    # opening ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+        path_text = str(path)
+        try:
+            if path_text != ":memory:" and not readonly:
+                Path(path_text).parent.mkdir(parents=True, exist_ok=True)
+                if not Path(path_text).exists():
+                    # Created 0600: the archive holds user emails and IPs.
+                    os.close(os.open(path_text, os.O_CREAT | os.O_WRONLY, 0o600))
+            if readonly:
+                uri = f"file:{Path(path_text).resolve()}?mode=ro"
+                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+            else:
+                conn = sqlite3.connect(path_text, isolation_level=None, check_same_thread=False, timeout=30)
+            store = cls(conn, path_text)
+            if not readonly:
+                store._prepare()
+            return store
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path_text}: cannot open the archive: {exc}") from None
+        except OSError as exc:
+            raise StoreError(f"{path_text}: cannot create the archive: {exc.strerror}") from None
+
+    def _prepare(self) -> None:
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
+        self.conn.execute("PRAGMA foreign_keys=ON")
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: the archive has schema version {version}, newer than this program's "
+                f"{SCHEMA_VERSION}; upgrade audit-monitor"
+            )
+        for number in range(version, SCHEMA_VERSION):
+            with self.transaction():
+                MIGRATIONS[number](self.db)
+                self.conn.execute(f"PRAGMA user_version={number + 1}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[Store]:
+        """One write transaction (BEGIN IMMEDIATE: one writer at a time, even across processes)."""
+        if self._in_transaction:
+            raise RuntimeError("nested transaction")
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as exc:
+            raise StoreError(f"{self.path}: cannot write to the archive: {exc}") from None
+        self._in_transaction = True
+        try:
+            yield self
+        except sqlite3.OperationalError as exc:
+            # read-only file, full disk, I/O error: say so plainly; the whole transaction is undone.
+            self.conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: cannot write to the archive: {exc}") from None
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                self.conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                self.conn.execute("ROLLBACK")
+                raise StoreError(f"{self.path}: cannot commit to the archive: {exc}") from None
+        finally:
+            self._in_transaction = False
+
+    # meta ---------------------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # cursors ------------------------------------------------------------------------------------------
+
+    def get_cursor(self, source: str) -> Cursor | None:
+        row = self.conn.execute(
+            "SELECT source, last_id, last_created_at, floor_id, floor_time, last_success_at, last_attempt_at, "
+            "last_error, last_error_at, error_kind FROM cursors WHERE source = ?",
+            (source,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Cursor(
+            source=row[0],
+            last_id=row[1],
+            last_created_at=_dt(row[2]),
+            floor_id=row[3],
+            floor_time=_dt(row[4]),
+            last_success_at=_dt(row[5]),
+            last_attempt_at=_dt(row[6]),
+            last_error=row[7],
+            last_error_at=_dt(row[8]),
+            error_kind=row[9],
+        )
+
+    def cursors(self) -> list[Cursor]:
+        names = [r[0] for r in self.conn.execute("SELECT source FROM cursors ORDER BY source")]
+        return [c for c in (self.get_cursor(n) for n in names) if c is not None]
+
+    def save_cursor(self, cursor: Cursor) -> None:
+        self.conn.execute(
+            """INSERT INTO cursors (source, last_id, last_created_at, floor_id, floor_time, last_success_at,
+                   last_attempt_at, last_error, last_error_at, error_kind)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT(source) DO UPDATE SET last_id = excluded.last_id,
+                   last_created_at = excluded.last_created_at, floor_id = excluded.floor_id,
+                   floor_time = excluded.floor_time, last_success_at = excluded.last_success_at,
+                   last_attempt_at = excluded.last_attempt_at, last_error = excluded.last_error,
+                   last_error_at = excluded.last_error_at, error_kind = excluded.error_kind""",
+            (
+                cursor.source,
+                cursor.last_id,
+                _iso(cursor.last_created_at),
+                cursor.floor_id,
+                _iso(cursor.floor_time),
+                _iso(cursor.last_success_at),
+                _iso(cursor.last_attempt_at),
+                cursor.last_error,
+                _iso(cursor.last_error_at),
+                cursor.error_kind,
+            ),
+        )
+
+    def record_poll_failure(self, source: str, *, at: datetime, kind: str, message: str) -> None:
+        """Note a failed cycle without touching the cursor position."""
+        with self.transaction():
+            self.conn.execute(
+                """INSERT INTO cursors (source, last_attempt_at, last_error, last_error_at, error_kind)
+                   VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT(source) DO UPDATE SET last_attempt_at = excluded.last_attempt_at,
+                       last_error = excluded.last_error, last_error_at = excluded.last_error_at,
+                       error_kind = excluded.error_kind""",
+                (source, _iso(at), message, _iso(at), kind),
+            )
+
+    # staging ------------------------------------------------------------------------------------------
+
+    def clear_staging(self, source: str) -> None:
+        with self.transaction():
+            self.conn.execute("DELETE FROM staging WHERE source = ?", (source,))
+
+    def stage(self, source: str, rows: Iterable[tuple[int, str]]) -> None:
+        """Stage (event_id, canonical raw JSON) pairs read from the API; duplicates collapse."""
+        with self.transaction():
+            self.conn.executemany(
+                "INSERT OR IGNORE INTO staging (source, event_id, raw) VALUES (?, ?, ?)",
+                ((source, event_id, raw) for event_id, raw in rows),
+            )
+
+    def drop_archived_from_staging(self, source: str) -> None:
+        """Inside the cycle's transaction: forget staged events the archive already holds."""
+        self.conn.execute(
+            "DELETE FROM staging WHERE source = ? AND event_id IN "
+            "(SELECT event_id FROM events WHERE source = ?)",
+            (source, source),
+        )
+
+    def iter_staged(self, source: str, batch: int = 2000) -> Iterator[tuple[int, str]]:
+        """Staged (event_id, raw) in ascending id order, a batch in memory at a time."""
+        cursor = self.conn.execute(
+            "SELECT event_id, raw FROM staging WHERE source = ? ORDER BY event_id", (source,)
+        )
+        while rows := cursor.fetchmany(batch):
+            yield from rows
+
+    def staged_max(self, source: str) -> tuple[int, str] | None:
+        return self.conn.execute(
+            "SELECT event_id, raw FROM staging WHERE source = ? ORDER BY event_id DESC LIMIT 1", (source,)
+        ).fetchone()
+
+    # archive ------------------------------------------------------------------------------------------
+
+    def head_hash(self) -> str:
+        row = self.conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+        if row:
+            return str(row[0])
+        return self.get_meta("chain_anchor_hash") or GENESIS_HASH
+
+    def archive(self, event: AuditEvent, raw_json: str, prev_hash: str, archived_at: datetime) -> str:
+        """Append one event (inside a transaction); returns its hash for the next link."""
+        new_hash = chain_hash(prev_hash, event.source, event.id, raw_json)
+        self.conn.execute(
+            """INSERT INTO events (source, event_id, created_at, created_ms, type, msg, user_email,
+                   workspace_name, branch_label, raw, archived_at, hash)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                event.source,
+                event.id,
+                format_timestamp(event.created_at),
+                int(event.created_at.timestamp() * 1000),
+                event.type,
+                event.msg,
+                event.user_email,
+                event.workspace_name,
+                event.branch_label,
+                raw_json,
+                format_timestamp(archived_at),
+                new_hash,
+            ),
+        )
+        return new_hash
+
+    def reject(self, source: str, raw: Any, reason: str, seen_at: datetime) -> None:
+        raw_json = canonical_json(raw)
+        self.conn.execute(
+            "INSERT OR IGNORE INTO rejected (source, raw_sha256, raw, reason, seen_at) VALUES (?, ?, ?, ?, ?)",
+            (source, hashlib.sha256(raw_json.encode()).hexdigest(), raw_json, reason, format_timestamp(seen_at)),
+        )
+
+    def event_count(self, source: str | None = None) -> int:
+        if source is None:
+            return int(self.conn.execute("SELECT count(*) FROM events").fetchone()[0])
+        return int(self.conn.execute("SELECT count(*) FROM events WHERE source = ?", (source,)).fetchone()[0])
+
+    def newest_event_time(self, source: str | None = None) -> datetime | None:
+        sql = "SELECT max(created_at) FROM events" + (" WHERE source = ?" if source else "")
+        row = self.conn.execute(sql, (source,) if source else ()).fetchone()
+        return _dt(row[0]) if row and row[0] else None
+
+    def iter_events(
+        self, since: datetime | None = None, until: datetime | None = None, *, source: str | None = None
+    ) -> Iterator[AuditEvent]:
+        """Archived events with since <= created_at < until, in (created_at, id) order, streamed."""
+        clauses, params = self._range(since, until, source)
+        cursor = self.conn.execute(
+            f"SELECT source, raw FROM events {clauses} ORDER BY created_ms, created_at, event_id", params
+        )
+        while rows := cursor.fetchmany(2000):
+            for source_name, raw in rows:
+                yield normalize(source_name, json.loads(raw))
+
+    @staticmethod
+    def _range(
+        since: datetime | None, until: datetime | None, source: str | None
+    ) -> tuple[str, list[Any]]:
+        conditions, params = [], []
+        if since is not None:
+            conditions.append("created_at >= ?")
+            params.append(format_timestamp(since))
+        if until is not None:
+            conditions.append("created_at < ?")
+            params.append(format_timestamp(until))
+        if source is not None:
+            conditions.append("source = ?")
+            params.append(source)
+        return ("WHERE " + " AND ".join(conditions)) if conditions else "", params
+
+    def verify(self) -> VerifyResult:
+        """Re-walk the hash chain and re-derive the indexed columns from the raw entries."""
+        prev = self.get_meta("chain_anchor_hash") or GENESIS_HASH
+        checked = 0
+        cursor = self.conn.execute(
+            "SELECT seq, source, event_id, created_at, type, msg, user_email, workspace_name, branch_label, "
+            "raw, hash FROM events ORDER BY seq"
+        )
+        while rows := cursor.fetchmany(2000):
+            for seq, source, event_id, created_at, type_, msg, email, workspace, branch, raw, stored in rows:
+                checked += 1
+
+                def bad(reason: str, seq: int = seq, source: str = source, event_id: int = event_id) -> VerifyResult:
+                    return VerifyResult(False, checked, prev, seq, source, event_id, reason)
+
+                if chain_hash(prev, source, event_id, raw) != stored:
+                    return bad("hash does not match the row's content or its predecessor")
+                try:
+                    event = normalize(source, json.loads(raw))
+                except (ValueError, NormalizationError) as exc:
+                    return bad(f"raw entry no longer parses: {exc}")
+                derived = (
+                    event.id,
+                    format_timestamp(event.created_at),
+                    event.type,
+                    event.msg,
+                    event.user_email,
+                    event.workspace_name,
+                    event.branch_label,
+                )
+                if derived != (event_id, created_at, type_, msg, email, workspace, branch):
+                    return bad("indexed columns differ from the raw entry")
+                prev = stored
+        return VerifyResult(True, checked, prev)
+
+    def prune_before(self, cutoff: datetime) -> int:
+        """Delete events archived before ``cutoff`` (by event time) keeping the chain verifiable.
+
+        The chain is in archive order, so we prune the longest prefix (by seq) whose events are all
+        older than the cutoff, and keep the last pruned hash as the new anchor.
+        """
+        with self.transaction():
+            first_young = self.conn.execute(
+                "SELECT min(seq) FROM events WHERE created_at >= ?", (format_timestamp(cutoff),)
+            ).fetchone()[0]
+            bound = first_young if first_young is not None else (
+                (self.conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+            )
+            anchor = self.conn.execute(
+                "SELECT hash FROM events WHERE seq < ? ORDER BY seq DESC LIMIT 1", (bound,)
+            ).fetchone()
+            if anchor is None:
+                return 0
+            deleted = self.conn.execute("DELETE FROM events WHERE seq < ?", (bound,)).rowcount
+            self.set_meta("chain_anchor_hash", anchor[0])
+            self.set_meta("chain_anchor_pruned_at", format_timestamp(datetime.now(UTC)))
+            return int(deleted)
+
+    # rule state ---------------------------------------------------------------------------------------
+
+    def state_get(self, rule_id: str, key: str) -> Any | None:
+        row = self.conn.execute(
+            "SELECT value FROM rule_state WHERE rule_id = ? AND key = ?", (rule_id, key)
+        ).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def state_put(self, rule_id: str, key: str, value: Any | None) -> None:
+        if value is None:
+            self.conn.execute("DELETE FROM rule_state WHERE rule_id = ? AND key = ?", (rule_id, key))
+        else:
+            self.conn.execute(
+                "INSERT INTO rule_state (rule_id, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT(rule_id, key) DO UPDATE SET value = excluded.value",
+                (rule_id, key, json.dumps(value, separators=(",", ":"), default=str)),
+            )
+
+    # alerts and outbox --------------------------------------------------------------------------------
+
+    def record_alert(self, alert: Alert, channels: Iterable[str], recorded_at: datetime) -> bool:
+        """Inside a transaction: the alert and one outbox row per channel. False if already known."""
+        inserted = self.conn.execute(
+            """INSERT OR IGNORE INTO alerts (id, rule_id, severity, title, text, source, event_time, event_ids,
+                   group_key, fields, context, suppressed_count, tags, recorded_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                alert.id,
+                alert.rule_id,
+                alert.severity,
+                alert.title,
+                alert.text,
+                alert.source,
+                format_timestamp(alert.event_time),
+                json.dumps(list(alert.event_ids)),
+                alert.group_key,
+                canonical_json(alert.fields),
+                canonical_json(alert.context),
+                alert.suppressed_count,
+                json.dumps(list(alert.tags)),
+                format_timestamp(recorded_at),
+            ),
+        ).rowcount
+        if not inserted:
+            return False
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO outbox (alert_id, channel, status, next_attempt_at) VALUES (?, ?, 'pending', ?)",
+            [(alert.id, channel, format_timestamp(recorded_at)) for channel in channels],
+        )
+        return True
+
+    def load_alert(self, alert_id: str) -> Alert | None:
+        row = self.conn.execute(
+            "SELECT rule_id, severity, title, text, source, event_time, event_ids, group_key, fields, context, "
+            "suppressed_count, tags FROM alerts WHERE id = ?",
+            (alert_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Alert(
+            rule_id=row[0],
+            severity=row[1],
+            title=row[2],
+            text=row[3],
+            source=row[4],
+            event_time=datetime.fromisoformat(row[5]),
+            event_ids=tuple(json.loads(row[6])),
+            group_key=row[7],
+            fields=json.loads(row[8]),
+            context=json.loads(row[9]),
+            suppressed_count=row[10],
+            tags=tuple(json.loads(row[11])),
+        )
+
+    def alert_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "sent": 0, "dead": 0}
+        for status, count in self.conn.execute("SELECT status, count(*) FROM outbox GROUP BY status"):
+            counts[status] = count
+        return counts
+
+    # gaps ---------------------------------------------------------------------------------------------
+
+    def record_gap(self, source: str, kind: str, start: datetime, end: datetime, detail: str, at: datetime) -> None:
+        self.conn.execute(
+            "INSERT INTO gaps (source, kind, start, end, detail, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (source, kind, format_timestamp(start), format_timestamp(end), detail, format_timestamp(at)),
+        )
+
+    def gaps(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
+        sql = "SELECT source, kind, start, end, detail FROM gaps"
+        params: list[str] = []
+        if since is not None and until is not None:
+            sql += " WHERE end >= ? AND start < ?"
+            params = [format_timestamp(since), format_timestamp(until)]
+        return [
+            {"source": s, "kind": k, "start": datetime.fromisoformat(a), "end": datetime.fromisoformat(b), "detail": d}
+            for s, k, a, b, d in self.conn.execute(sql + " ORDER BY start", params)
+        ]
+
+    def file_size(self) -> int:
+        if self.path == ":memory:":
+            return 0
+        return sum(
+            Path(self.path + suffix).stat().st_size
+            for suffix in ("", "-wal")
+            if Path(self.path + suffix).exists()
+        )
+
+
+class SqliteStateStore:
+    """The engine's StateStore over the rule_state table, inside the caller's transaction.
+
+    Reads are cached for the cycle: a burst of events for one threshold group reads the row once.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[tuple[str, str], Any] = {}
+
+    def get(self, rule_id: str, key: str) -> Any | None:
+        cache_key = (rule_id, key)
+        if cache_key not in self._cache:
+            self._cache[cache_key] = self._store.state_get(rule_id, key)
+        return self._cache[cache_key]
+
+    def put(self, rule_id: str, key: str, value: Any | None) -> None:
+        self._cache[(rule_id, key)] = value
+        self._store.state_put(rule_id, key, value)

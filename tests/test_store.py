@@ -1,0 +1,129 @@
+"""The archive: schema, hash chain, verify naming the first bad row, prune keeping the chain verifiable."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.events import canonical_json, normalize
+from monitor.store import SCHEMA_VERSION, Store, StoreError
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def entry(event_id: int, minutes: int = 0, **extra: object) -> dict[str, object]:
+    return {
+        "id": event_id,
+        "created_at": (T0 + timedelta(minutes=minutes)).isoformat(),
+        "type": "Update Function",
+        "msg": f"event {event_id}",
+        "user": {"id": 1, "email": "ana@corp.io"},
+        "workspace": {"id": 1, "name": "shop"},
+        **extra,
+    }
+
+
+def archive(store: Store, entries: list[dict[str, object]], source: str = "prod") -> None:
+    with store.transaction():
+        prev = store.head_hash()
+        for item in entries:
+            raw = canonical_json(item)
+            prev = store.archive(normalize(source, item), raw, prev, T0)
+
+
+def test_new_file_is_private_and_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "a.db"
+    with Store.open(path) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+
+
+def test_reopening_keeps_data_and_schema(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with Store.open(path) as store:
+        archive(store, [entry(1), entry(2, 1)])
+    with Store.open(path) as store:
+        assert store.event_count() == 2
+        assert store.verify().ok
+
+
+def test_newer_schema_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with Store.open(path) as store:
+        store.conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    with pytest.raises(StoreError, match="newer than this program"):
+        Store.open(path)
+
+
+def test_duplicate_event_is_refused_by_the_archive(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(1)])
+        with pytest.raises(Exception, match="UNIQUE"):
+            archive(store, [entry(1)])
+        assert store.event_count() == 1 and store.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("UPDATE events SET raw = replace(raw, 'event 3', 'event X') WHERE event_id = 3", "hash does not match"),
+        ("UPDATE events SET type = 'Login' WHERE event_id = 3", "indexed columns differ"),
+        ("DELETE FROM events WHERE event_id = 2", "hash does not match"),
+    ],
+)
+def test_verify_names_the_first_bad_row(tmp_path: Path, sql: str, reason: str) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i) for i in range(1, 6)])
+        assert store.verify().ok
+        store.conn.execute(sql)
+        result = store.verify()
+        assert not result.ok
+        assert result.bad_event_id == 3
+        assert reason in result.reason
+
+
+def test_prune_keeps_chain_verifiable(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i * 60) for i in range(1, 11)])  # one per hour
+        deleted = store.prune_before(T0 + timedelta(hours=5, minutes=30))
+        assert deleted == 5
+        assert store.event_count() == 5
+        result = store.verify()
+        assert result.ok and result.rows_checked == 5
+        archive(store, [entry(11, 11 * 60)])
+        assert store.verify().ok
+        store.conn.execute("UPDATE events SET raw = replace(raw, 'event 7', 'event Y') WHERE event_id = 7")
+        assert store.verify().bad_event_id == 7
+
+
+def test_failed_transaction_leaves_nothing(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        with pytest.raises(RuntimeError), store.transaction():
+            prev = store.head_hash()
+            store.archive(normalize("prod", entry(1)), canonical_json(entry(1)), prev, T0)
+            raise RuntimeError("crash in the middle of a cycle")
+        assert store.event_count() == 0
+
+
+def test_read_only_file_gives_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    with Store.open(path) as store:
+        archive(store, [entry(1)])
+    with Store.open(path, readonly=True) as store:
+        assert store.event_count() == 1
+        with pytest.raises(StoreError, match="cannot write"):
+            archive(store, [entry(2)])
+
+
+def test_iter_events_range_and_order(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(5, 30), entry(3, 10), entry(4, 20)])
+        ids = [e.id for e in store.iter_events(T0 + timedelta(minutes=10), T0 + timedelta(minutes=30))]
+        assert ids == [3, 4]
+        assert json.loads(json.dumps(next(store.iter_events()).to_dict()))["id"] == 3
