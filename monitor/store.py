@@ -149,7 +149,24 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    # Monthly report claims: one row per period, taken by compare-and-set inside BEGIN IMMEDIATE so that
+    # two processes sharing the file never both send (monitor/report/schedule.py).
+    db.execute(
+        """CREATE TABLE reports (
+            period TEXT PRIMARY KEY,            -- YYYY-MM, a calendar month in the configured timezone
+            status TEXT NOT NULL,               -- sending | sent | failed | written (no recipients)
+            claimed_at TEXT NOT NULL,
+            claimed_by TEXT NOT NULL,           -- host:pid:nonce of the process holding the claim
+            attempts INTEGER NOT NULL DEFAULT 0,
+            sent_at TEXT,
+            message_id TEXT,
+            error TEXT
+        )"""
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
