@@ -192,6 +192,11 @@ def demo(out: str, seconds: int) -> None:
     sys.exit(run_demo(Path(out), seconds=seconds))
 
 
+from monitor.cli_rules import rules as _rules  # noqa: E402 - the `rules` group lives in its own module
+
+cli.add_command(_rules)
+
+
 def main() -> None:
     cli(prog_name="audit-monitor")
 

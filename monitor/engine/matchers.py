@@ -1,0 +1,516 @@
+"""Field matchers: one ``field|modifier|...: values`` key compiled once into a predicate.
+
+Semantics (RULES.md "Modifiers"):
+- a missing field never matches (except ``exists: false``); a list field matches when any element does;
+- a list of values is ORed; ``all`` makes it AND;
+- strings compare case-insensitively unless ``cased``; numbers and booleans compare by value, so
+  ``user.id: 42`` matches 42 and "42";
+- ``neq`` is the negation of equality over a present field: ``type|neq: [Login, Login Failed]`` matches
+  every other type, and a list field matches when none of its elements equals a value.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from monitor.engine.calendars import Calendar, CalendarError, build_calendar
+from monitor.events import AuditEvent, NormalizationError, format_timestamp, parse_timestamp
+
+COMPARISONS = (
+    "contains",
+    "startswith",
+    "endswith",
+    "like",
+    "glob",
+    "re",
+    "cidr",
+    "exists",
+    "neq",
+    "gt",
+    "gte",
+    "lt",
+    "lte",
+    "calendar",
+    "domain",
+)
+FLAGS = ("cased", "all", "in_list")
+MODIFIERS = COMPARISONS + FLAGS
+
+TOP_LEVEL = ("id", "source", "created_at", "updated_at", "type", "msg", "label")
+OBJECTS = {
+    "user": ("id", "email"),
+    "workspace": ("id", "name"),
+    "branch": ("id", "label"),
+    "obj": ("type", "id"),
+}
+_DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]|$)")
+_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
+
+
+class MatcherError(ValueError):
+    """A problem with one key or its values."""
+
+
+Getter = Callable[[AuditEvent], Any]
+
+
+def check_field(path: str) -> str | None:
+    """None if the path names an event field, else a message saying what is known."""
+    parts = path.split(".")
+    if any(not part for part in parts):
+        return f"{path!r} is not a field path"
+    root = parts[0]
+    if root in TOP_LEVEL:
+        return None if len(parts) == 1 else f"{root} has no sub-fields"
+    if root in OBJECTS:
+        if len(parts) == 2 and parts[1] in OBJECTS[root]:
+            return None
+        return f"unknown field {path!r} ({', '.join(f'{root}.{sub}' for sub in OBJECTS[root])} are known)"
+    if root == "data":
+        return None if len(parts) > 1 else "use data.<key> to match inside the event data"
+    known = ", ".join([*TOP_LEVEL, *(f"{o}.*" for o in OBJECTS), "data.*"])
+    return f"unknown field {path!r} (known: {known})"
+
+
+def make_getter(path: str) -> Getter:
+    """A fast accessor for a checked field path; None when missing."""
+    if path in ("id", "source", "created_at", "type", "msg"):
+        name = path
+
+        def attribute(event: AuditEvent) -> Any:
+            return getattr(event, name)
+
+        return attribute
+    parts = tuple(path.split("."))
+    if len(parts) == 1:
+        key = parts[0]
+        return lambda event: event.raw.get(key)
+    if len(parts) == 2:
+        outer, inner = parts
+
+        def nested(event: AuditEvent) -> Any:
+            node = event.raw.get(outer)
+            return node.get(inner) if isinstance(node, dict) else None
+
+        return nested
+
+    def deep(event: AuditEvent) -> Any:
+        node: Any = event.raw
+        for part in parts:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(part)
+        return node
+
+    return deep
+
+
+def canon(value: Any, cased: bool = False) -> str | None:
+    """The comparison form of a scalar: strings casefolded unless cased; numbers and booleans by value."""
+    if isinstance(value, str):
+        return value if cased else value.casefold()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    return None
+
+
+def to_instant(value: Any) -> datetime | None:
+    """A datetime from a datetime field or a timestamp string; None when it is neither."""
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, str):
+        try:
+            return parse_timestamp(value)
+        except NormalizationError:
+            return None
+    return None
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str) and _NUMBER.match(value.strip()):
+        return float(value)
+    return None
+
+
+def parse_instant(value: Any, tz: ZoneInfo) -> datetime | None:
+    """An ISO 8601 date or date-time from a rule; a value without zone is in ``tz``."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=tz)
+    if isinstance(value, date):
+        return datetime.combine(value, time(0), tz)
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def _wildcard_regex(pattern: str, many: str, one: str) -> str:
+    """``like``/``glob`` pattern to a regex; a backslash escapes the next character."""
+    out = []
+    escaped = False
+    for ch in pattern:
+        if escaped:
+            out.append(re.escape(ch))
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == many:
+            out.append(".*")
+        elif ch == one:
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    if escaped:
+        out.append(re.escape("\\"))
+    return "".join(out)
+
+
+def _domain_of(value: str) -> str:
+    return value.rpartition("@")[2].strip().rstrip(".")
+
+
+@dataclass
+class Environment:
+    """What a rule can refer to: lists, calendars, the default time zone."""
+
+    lists: Mapping[str, Sequence[Any]]
+    calendars: Mapping[str, Calendar]
+    default_tz: ZoneInfo
+    used_lists: set[str] = field(default_factory=set)
+
+
+@dataclass
+class KeyMatcher:
+    """One compiled ``field|modifiers: values`` key of a selection."""
+
+    key: str
+    path: str
+    line: int
+    comparison: str  # "eq" or one of COMPARISONS
+    getter: Getter
+    scalar_test: Callable[[Any], bool]  # does one scalar match at least one value
+    each_value: tuple[Callable[[Any], bool], ...] | None  # with ``all``: one test per value
+    description: str  # the values as the rule wrote them, for explain
+
+    def test_value(self, value: Any) -> bool:
+        """Apply the key to a field value (which may be None or a list)."""
+        if self.comparison == "exists":
+            return self.scalar_test(value)
+        if value is None:
+            return False
+        if self.comparison == "neq":
+            if isinstance(value, list):
+                present = [item for item in value if item is not None]
+                return bool(present) and not any(self.scalar_test(item) for item in present)
+            return not self.scalar_test(value)
+        if isinstance(value, list):
+            present = [item for item in value if item is not None]
+            if self.each_value is not None:
+                return bool(present) and all(any(test(item) for item in present) for test in self.each_value)
+            return any(self.scalar_test(item) for item in present)
+        if self.each_value is not None:
+            return all(test(value) for test in self.each_value)
+        return self.scalar_test(value)
+
+    def __call__(self, event: AuditEvent) -> bool:
+        return self.test_value(self.getter(event))
+
+
+def parse_key(key: str) -> tuple[str, list[str]]:
+    path, *modifiers = key.split("|")
+    return path.strip(), [m.strip() for m in modifiers]
+
+
+def compile_key(key: str, raw_values: Any, line: int, env: Environment) -> KeyMatcher:
+    """Compile one selection key; raise MatcherError with a message for the rule author."""
+    path, modifiers = parse_key(key)
+    problem = check_field(path)
+    if problem:
+        raise MatcherError(problem)
+    seen: set[str] = set()
+    for modifier in modifiers:
+        if modifier not in MODIFIERS:
+            raise MatcherError(f"unknown modifier {modifier!r} (known: {', '.join(MODIFIERS)})")
+        if modifier in seen:
+            raise MatcherError(f"modifier {modifier!r} is given twice")
+        seen.add(modifier)
+    comparisons = [m for m in modifiers if m in COMPARISONS]
+    if len(comparisons) > 1:
+        raise MatcherError(f"modifiers {comparisons[0]!r} and {comparisons[1]!r} cannot be combined")
+    comparison = comparisons[0] if comparisons else "eq"
+    cased = "cased" in seen
+    use_all = "all" in seen
+    in_list = "in_list" in seen
+    if cased and comparison in ("cidr", "exists", "gt", "gte", "lt", "lte", "calendar", "domain"):
+        raise MatcherError(f"'cased' does not apply to {comparison!r}")
+    if comparison in ("exists", "calendar") and in_list:
+        raise MatcherError(f"'in_list' does not apply to {comparison!r}")
+    if comparison in ("exists", "neq") and use_all:
+        raise MatcherError(f"'all' does not apply to {comparison!r}")
+
+    values = _values(raw_values, comparison, in_list, env)
+    description = _describe_values(raw_values, in_list)
+    getter = make_getter(path)
+
+    if comparison == "exists":
+        if len(values) != 1 or not isinstance(values[0], bool):
+            raise MatcherError("exists takes true or false")
+        wanted = values[0]
+        return KeyMatcher(
+            key, path, line, comparison, getter, lambda v: (v is not None) is wanted, None, description
+        )
+
+    tests = [_single_test(comparison, value, cased, env) for value in values]
+    scalar_test = _any_test(comparison, values, tests, cased)
+    each = tuple(tests) if use_all and len(tests) > 1 else None
+    if use_all and not tests:
+        each = ()
+    return KeyMatcher(key, path, line, comparison, getter, scalar_test, each, description)
+
+
+def _describe_values(raw: Any, in_list: bool) -> str:
+    if in_list:
+        names = raw if isinstance(raw, list) else [raw]
+        return "list " + ", ".join(str(n) for n in names)
+    if isinstance(raw, list):
+        return "[" + ", ".join(str(v) for v in raw) + "]"
+    if isinstance(raw, dict):
+        return "inline calendar"
+    return str(raw)
+
+
+def _values(raw: Any, comparison: str, in_list: bool, env: Environment) -> list[Any]:
+    if in_list:
+        names = raw if isinstance(raw, list) else [raw]
+        if not names:
+            raise MatcherError("in_list needs the name of a list")
+        values: list[Any] = []
+        for name in names:
+            if not isinstance(name, str):
+                raise MatcherError(f"in_list takes list names, not {name!r}")
+            if name not in env.lists:
+                known = ", ".join(sorted(env.lists)) or "none"
+                raise MatcherError(f"undefined list {name!r} (defined: {known})")
+            env.used_lists.add(name)
+            for item in env.lists[name]:
+                if item is None or isinstance(item, dict | list):
+                    raise MatcherError(f"list {name!r} holds {item!r}; lists hold plain values")
+                values.append(item)
+        return values
+    if comparison == "calendar" and isinstance(raw, dict):
+        return [raw]
+    values = list(raw) if isinstance(raw, list) else [raw]
+    if not values:
+        raise MatcherError("an empty list of values matches nothing")
+    for value in values:
+        if value is None:
+            raise MatcherError("null is not a value to match; use |exists: false for a missing field")
+        if isinstance(value, list) or (isinstance(value, dict) and comparison != "calendar"):
+            raise MatcherError(f"{value!r} is not a plain value")
+    return values
+
+
+def _single_test(comparison: str, value: Any, cased: bool, env: Environment) -> Callable[[Any], bool]:
+    """A test of one scalar field value against one rule value."""
+    if comparison in ("eq", "neq"):
+        wanted = _eq_forms(value, cased)
+        return lambda v: canon(v, cased) in wanted
+    if comparison in ("contains", "startswith", "endswith"):
+        needle = _string_value(value, comparison, cased)
+        if comparison == "contains":
+            return lambda v: (s := canon(v, cased)) is not None and needle in s
+        if comparison == "startswith":
+            return lambda v: (s := canon(v, cased)) is not None and s.startswith(needle)
+        return lambda v: (s := canon(v, cased)) is not None and s.endswith(needle)
+    if comparison in ("like", "glob", "re"):
+        regex = _regex(comparison, [value], cased)
+        if comparison == "re":
+            return lambda v: (s := canon(v, True)) is not None and regex.search(s) is not None
+        return lambda v: (s := canon(v, True)) is not None and regex.fullmatch(s) is not None
+    if comparison == "cidr":
+        network = _network(value)
+        return lambda v: _in_networks(v, (network,))
+    if comparison in ("gt", "gte", "lt", "lte"):
+        return _ordering_test(comparison, value, env)
+    if comparison == "calendar":
+        calendar = _calendar(value, env)
+
+        def in_calendar(v: Any) -> bool:
+            instant = to_instant(v)
+            return instant is not None and calendar.contains(instant)
+
+        return in_calendar
+    if comparison == "domain":
+        domain = _domain_value(value)
+        return lambda v: isinstance(v, str) and _domain_matches(_domain_of(v).casefold(), (domain,))
+    raise AssertionError(comparison)
+
+
+def _any_test(
+    comparison: str, values: list[Any], tests: list[Callable[[Any], bool]], cased: bool
+) -> Callable[[Any], bool]:
+    """One scalar matches at least one value: fused into a set lookup, a tuple test or one regex."""
+    if not tests:
+        return lambda v: False
+    if comparison in ("eq", "neq"):
+        wanted: set[str] = set()
+        for value in values:
+            wanted |= _eq_forms(value, cased)
+        frozen = frozenset(wanted)
+        return lambda v: canon(v, cased) in frozen
+    if comparison in ("startswith", "endswith"):
+        needles = tuple(_string_value(value, comparison, cased) for value in values)
+        if comparison == "startswith":
+            return lambda v: (s := canon(v, cased)) is not None and s.startswith(needles)
+        return lambda v: (s := canon(v, cased)) is not None and s.endswith(needles)
+    if comparison in ("like", "glob") and len(values) > 1:
+        regex = _regex(comparison, values, cased)
+        return lambda v: (s := canon(v, True)) is not None and regex.fullmatch(s) is not None
+    if comparison == "cidr":
+        networks = tuple(_network(value) for value in values)
+        return lambda v: _in_networks(v, networks)
+    if comparison == "domain":
+        domains = tuple(_domain_value(value) for value in values)
+        return lambda v: isinstance(v, str) and _domain_matches(_domain_of(v).casefold(), domains)
+    if len(tests) == 1:
+        return tests[0]
+    frozen_tests = tuple(tests)
+    return lambda v: any(test(v) for test in frozen_tests)
+
+
+def _eq_forms(value: Any, cased: bool) -> set[str]:
+    form = canon(value, cased)
+    if form is None:
+        raise MatcherError(f"{value!r} is not a plain value")
+    forms = {form}
+    if isinstance(value, str) and _DATE_LIKE.match(value):
+        instant = to_instant(value)
+        if instant is not None:  # so that created_at: "2026-03-04 10:00:00Z" matches the datetime field
+            forms.add(format_timestamp(instant))
+    elif isinstance(value, datetime):
+        forms.add(format_timestamp(value if value.tzinfo else value.replace(tzinfo=ZoneInfo("UTC"))))
+    return forms
+
+
+def _string_value(value: Any, comparison: str, cased: bool) -> str:
+    form = canon(value, cased)
+    if form is None or isinstance(value, bool):
+        raise MatcherError(f"{comparison} takes text, not {value!r}")
+    return form
+
+
+def _regex(comparison: str, values: list[Any], cased: bool) -> re.Pattern[str]:
+    sources = []
+    for value in values:
+        if not isinstance(value, str):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise MatcherError(f"{comparison} takes text, not {value!r}")
+            value = str(value)
+        if comparison == "like":
+            sources.append(_wildcard_regex(value, "%", "_"))
+        elif comparison == "glob":
+            sources.append(_wildcard_regex(value, "*", "?"))
+        else:
+            sources.append(value)
+    flags = 0 if cased else re.IGNORECASE
+    pattern = sources[0] if len(sources) == 1 else "|".join(f"(?:{s})" for s in sources)
+    try:
+        return re.compile(pattern, flags | re.DOTALL if comparison != "re" else flags)
+    except re.error as exc:
+        raise MatcherError(
+            f"bad regular expression {values[0] if len(values) == 1 else pattern!r}: {exc}"
+        ) from None
+
+
+def _network(value: Any) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+    if not isinstance(value, str):
+        raise MatcherError(f"cidr takes a network like 10.0.0.0/8, not {value!r}")
+    try:
+        return ipaddress.ip_network(value.strip(), strict=False)
+    except ValueError:
+        raise MatcherError(f"{value!r} is not a network like 10.0.0.0/8 or 2001:db8::/32") from None
+
+
+def _in_networks(value: Any, networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        return False
+    return any(address in network for network in networks)
+
+
+def _domain_value(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip().lstrip("@.").strip():
+        raise MatcherError(f"domain takes a domain like corp.io, not {value!r}")
+    return value.strip().lstrip("@.").rstrip(".").casefold()
+
+
+def _domain_matches(domain: str, allowed: tuple[str, ...]) -> bool:
+    return any(domain == a or domain.endswith("." + a) for a in allowed) if domain else False
+
+
+def _ordering_test(comparison: str, value: Any, env: Environment) -> Callable[[Any], bool]:
+    number = _number(value) if not isinstance(value, date | datetime) else None
+    if number is not None:
+        bound_n = number
+        compare_n = _COMPARE[comparison]
+
+        def numeric(v: Any) -> bool:
+            got = _number(v)
+            return got is not None and compare_n(got, bound_n)
+
+        return numeric
+    instant = parse_instant(value, env.default_tz)
+    if instant is None:
+        raise MatcherError(f"{comparison} takes a number or an ISO 8601 date/time, not {value!r}")
+    bound_t = instant
+    compare_t = _COMPARE[comparison]
+
+    def temporal(v: Any) -> bool:
+        got = to_instant(v)
+        return got is not None and compare_t(got, bound_t)
+
+    return temporal
+
+
+_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
+    "gt": lambda a, b: a > b,
+    "gte": lambda a, b: a >= b,
+    "lt": lambda a, b: a < b,
+    "lte": lambda a, b: a <= b,
+}
+
+
+def _calendar(value: Any, env: Environment) -> Calendar:
+    if isinstance(value, str):
+        if value not in env.calendars:
+            known = ", ".join(sorted(env.calendars)) or "none"
+            raise MatcherError(f"undefined calendar {value!r} (defined: {known})")
+        return env.calendars[value]
+    if isinstance(value, dict):
+        try:
+            return build_calendar("(inline)", value, str(env.default_tz))
+        except CalendarError as exc:
+            raise MatcherError(f"inline calendar: {exc}") from None
+    raise MatcherError(f"calendar takes a calendar name or an inline calendar, not {value!r}")

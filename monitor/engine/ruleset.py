@@ -1,0 +1,382 @@
+"""The evaluator the daemon, `rules test`, explain and backtest all run.
+
+``RuleSet.evaluate(event, state)`` is pure apart from the state store: no I/O, no clock. Time is the
+event's ``created_at`` only, so replaying the same events in the same order (a retried transaction, a
+backtest) gives the same alerts with the same ids.
+
+Window edges are half-open: events are "within" a window of length W when they are less than W apart.
+A threshold of 5 in 10m fires on five events spanning at most 9m59.999999s; a fifth event exactly 10m
+after the first one does not complete the first one's window. Likewise a value last seen exactly
+``lookback`` ago is new again, and a throttle window opened at T admits the next alert at T + window.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from monitor.alerts.model import Alert
+from monitor.engine.matchers import canon
+from monitor.engine.rules import FieldSet, Rule
+from monitor.engine.state import StateStore
+from monitor.engine.templates import TemplateProblem, render
+from monitor.events import AuditEvent, format_timestamp
+
+log = logging.getLogger("monitor.engine")
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+_TYPE_CACHE_LIMIT = 4096
+
+
+def micros(instant: datetime) -> int:
+    """Microseconds since the epoch: exact, JSON-friendly, sorts like the instant."""
+    return (instant - _EPOCH) // _US
+
+
+def from_micros(value: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=value)
+
+
+def state_key(prefix: str, values: Sequence[Any]) -> str:
+    """A deterministic state key for a tuple of field values (compared case-insensitively)."""
+    return prefix + json.dumps(
+        [canon(v) if not isinstance(v, list) else canon_list(v) for v in values],
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def canon_list(value: list[Any]) -> str:
+    return ",".join(sorted(str(canon(v)) for v in value))
+
+
+def group_key(fields: FieldSet, values: Sequence[Any]) -> str:
+    """The alert's group key: ``user.email=a@corp.io|data.ip=1.2.3.4`` (values casefolded)."""
+    parts = []
+    for path, value in zip(fields.paths, values, strict=True):
+        text = canon_list(value) if isinstance(value, list) else canon(value)
+        parts.append(f"{path}={'' if text is None else text}")
+    return "|".join(parts)
+
+
+def display(value: Any) -> str:
+    if isinstance(value, datetime):
+        return format_timestamp(value)
+    if isinstance(value, list):
+        return ", ".join(display(v) for v in value)
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def event_view(event: AuditEvent, tz: ZoneInfo) -> dict[str, Any]:
+    """The event as templates see it: the raw entry plus source; created_at as a datetime in ``tz``."""
+    view = dict(event.raw)
+    for name in ("user", "workspace", "branch", "obj", "data"):
+        view.setdefault(name, None)  # so that {{ event.user.email | default('?') }} works when absent
+    view.update(
+        id=event.id,
+        source=event.source,
+        created_at=event.created_at.astimezone(tz),
+        type=event.type,
+        msg=event.msg,
+    )
+    return view
+
+
+@dataclass(frozen=True)
+class Firing:
+    """What the stateful part decided: fire with these events and this count."""
+
+    event_ids: tuple[int, ...]
+    count: int
+    window_events: list[dict[str, Any]]
+    values: list[Any]
+    group: dict[str, Any]
+    group_key: str
+
+
+class RuleSet:
+    """Compiled rules, indexed by event type. ``rules`` are the active ones (enabled, not disabled)."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        *,
+        all_rules: Sequence[Rule] | None = None,
+        files: Sequence[str] = (),
+        timezone: str = "UTC",
+        warnings: Sequence[str] = (),
+        disabled: Sequence[str] = (),
+    ) -> None:
+        self.rules: list[Rule] = list(rules)
+        self.all_rules: list[Rule] = list(all_rules) if all_rules is not None else list(rules)
+        self.files = list(files)
+        self.timezone = timezone
+        self.tz = ZoneInfo(timezone)
+        self.warnings = list(warnings)
+        self.disabled = list(disabled)
+        self.rule_errors = 0  # matcher failures on odd events (logged, never fatal)
+        self._by_id = {rule.id: rule for rule in self.all_rules}
+        self._live = tuple(rule for rule in self.rules if not rule.idle)
+        self._by_type: dict[str, tuple[Rule, ...]] = {}
+
+    def rule(self, rule_id: str) -> Rule:
+        """Any loaded rule (also a disabled one), by id; KeyError when unknown."""
+        return self._by_id[rule_id]
+
+    def candidates(self, event_type: str) -> tuple[Rule, ...]:
+        """The rules that can match an event of this type (those whose condition does not pin another)."""
+        found = self._by_type.get(event_type)
+        if found is None:
+            found = tuple(r for r in self._live if r.type_filter is None or r.type_filter(event_type))
+            if len(self._by_type) < _TYPE_CACHE_LIMIT:
+                self._by_type[event_type] = found
+        return found
+
+    def evaluate(self, event: AuditEvent, state: StateStore) -> list[Alert]:
+        """Run every candidate rule on one event, in rule order; return the alerts it raises."""
+        alerts: list[Alert] = []
+        for rule in self.candidates(event.type):
+            try:
+                if not rule.matches(event) or (rule.exceptions and rule.excepted(event)):
+                    continue
+            except Exception:  # a matcher must never stop the poll cycle; count it and carry on
+                self.rule_errors += 1
+                log.exception("rule failed on an event", extra={"rule_id": rule.id, "event_id": event.id})
+                continue
+            alert = fire(rule, event, state, self.tz)
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
+
+
+# --- the stateful kinds ------------------------------------------------------------------------------------
+
+
+def fire(rule: Rule, event: AuditEvent, state: StateStore, tz: ZoneInfo) -> Alert | None:
+    """The rule's condition matched this event: run its stateful part, its throttle, and build the alert."""
+    if rule.threshold is not None:
+        firing = threshold_step(rule, event, state)
+    elif rule.new_value is not None:
+        firing = new_value_step(rule, event, state)
+    else:
+        firing = single_firing(rule, event)
+    if firing is None:
+        return None
+    suppressed = 0
+    key = firing.group_key
+    if rule.throttle is not None:
+        throttle_values = rule.throttle.key.values(event)
+        passed = throttle_step(rule, event, state, throttle_values)
+        if passed is None:
+            return None
+        suppressed = passed
+        if not key and rule.throttle.key.paths:
+            key = group_key(rule.throttle.key, throttle_values)
+    return build_alert(rule, event, firing, suppressed, key, tz)
+
+
+def single_firing(rule: Rule, event: AuditEvent) -> Firing:
+    return Firing((event.id,), 1, [], [], {}, "")
+
+
+def threshold_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing | None:
+    """Add the event to its group's window; fire (and start afresh) when the count is reached.
+
+    State per group: ``[[micros, id, distinct value, type], ...]`` pruned to the window, so it never holds
+    more than ``count`` entries. With ``distinct`` only the latest event of each value is kept.
+    """
+    spec = rule.threshold
+    assert spec is not None
+    values = spec.group_by.values(event)
+    if any(value is None for value in values):
+        return None  # an event without a group value is not counted
+    distinct_value: Any = None
+    distinct_form: str | None = None
+    if spec.distinct_getter is not None:
+        distinct_value = spec.distinct_getter(event)
+        distinct_form = canon(distinct_value)
+        if distinct_form is None:
+            return None  # missing (or not a plain value): nothing to count
+        distinct_value = display(distinct_value)
+    key = state_key("g:", values)
+    now = micros(event.created_at)
+    entries: list[list[Any]] = list(state.get(rule.id, key) or [])
+    if any(entry[1] == event.id and entry[0] == now for entry in entries):
+        return None  # the same event again (a replayed overlap): counted once
+    if distinct_form is not None:
+        kept = []
+        for entry in entries:
+            if canon(entry[2]) == distinct_form:
+                if entry[0] > now:  # a later event of this value is already counted
+                    return None
+                continue
+            kept.append(entry)
+        entries = kept
+    entries.append([now, event.id, distinct_value, event.type])
+    newest = max(entry[0] for entry in entries)
+    cutoff = newest - spec.window // _US
+    entries = sorted((entry for entry in entries if entry[0] > cutoff), key=lambda e: (e[0], e[1]))
+    if len(entries) < spec.count:
+        state.put(rule.id, key, entries)
+        return None
+    state.put(rule.id, key, None)  # fired: this group's window starts afresh
+    window_events = [
+        {"id": entry[1], "created_at": from_micros(entry[0]), "type": entry[3], "value": entry[2]}
+        for entry in entries
+    ]
+    return Firing(
+        event_ids=tuple(entry[1] for entry in entries),
+        count=len(entries),
+        window_events=window_events,
+        values=[entry[2] for entry in entries] if spec.distinct else [],
+        group=dict(zip(spec.group_by.paths, values, strict=True)),
+        group_key=group_key(spec.group_by, values),
+    )
+
+
+def new_value_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing | None:
+    """Fire when the value tuple was not seen within the lookback; record it either way.
+
+    State: ``v:[values]`` -> last seen (micros); ``first`` -> when the rule first matched (for learning).
+    """
+    spec = rule.new_value
+    assert spec is not None
+    values = spec.fields.values(event)
+    if any(value is None for value in values):
+        return None
+    now = micros(event.created_at)
+    learning = False
+    if spec.learning:
+        first = state.get(rule.id, "first")
+        if first is None:
+            first = now
+            state.put(rule.id, "first", now)
+        learning = now < first + spec.learning // _US
+    key = state_key("v:", values)
+    last = state.get(rule.id, key)
+    is_new = last is None or now - last >= spec.lookback // _US
+    if last is None or now > last:
+        state.put(rule.id, key, now)
+    if not is_new or learning:
+        return None
+    return Firing(
+        event_ids=(event.id,),
+        count=1,
+        window_events=[],
+        values=[],
+        group=dict(zip(spec.fields.paths, values, strict=True)),
+        group_key=group_key(spec.fields, values),
+    )
+
+
+def seed_new_value(rule: Rule, state: StateStore, values: Sequence[Any], seen_at: datetime) -> None:
+    """Record a value tuple as seen (tests' ``state: seen``)."""
+    key = state_key("v:", values)
+    at = micros(seen_at)
+    last = state.get(rule.id, key)
+    if last is None or at > last:
+        state.put(rule.id, key, at)
+
+
+def throttle_step(rule: Rule, event: AuditEvent, state: StateStore, values: Sequence[Any]) -> int | None:
+    """None when suppressed; else the number suppressed since the previous alert of this key.
+
+    State: ``t:[key values]`` -> ``{"start": micros of the alert let through, "suppressed": n}``.
+    """
+    spec = rule.throttle
+    assert spec is not None
+    key = state_key("t:", values)
+    now = micros(event.created_at)
+    current = state.get(rule.id, key)
+    if current is not None and now < current["start"] + spec.window // _US:
+        state.put(rule.id, key, {"start": current["start"], "suppressed": current["suppressed"] + 1})
+        return None
+    state.put(rule.id, key, {"start": now, "suppressed": 0})
+    return int(current["suppressed"]) if current is not None else 0
+
+
+# --- the alert ---------------------------------------------------------------------------------------
+
+
+def template_context(rule: Rule, event: AuditEvent, firing: Firing, tz: ZoneInfo) -> dict[str, Any]:
+    return {
+        "event": event_view(event, tz),
+        "events": firing.window_events or [event_view(event, tz)],
+        "count": firing.count,
+        "group": firing.group,
+        "values": firing.values,
+        "rule": {
+            "id": rule.id,
+            "title": rule.title,
+            "severity": rule.severity,
+            "description": rule.description,
+            "tags": list(rule.tags),
+        },
+    }
+
+
+def render_alert_text(rule: Rule, context: dict[str, Any]) -> tuple[str, str]:
+    """(title, text); raises TemplateProblem (with the template's name) when a template fails."""
+    title = rule.title
+    if rule.title_template is not None:
+        try:
+            title = " ".join(render(rule.title_template, context).split())
+        except TemplateProblem as exc:
+            raise TemplateProblem(f"alert title: {exc}") from None
+    text = rule.description
+    if rule.text_template is not None:
+        try:
+            text = render(rule.text_template, context).strip()
+        except TemplateProblem as exc:
+            raise TemplateProblem(f"alert text: {exc}") from None
+    return title or rule.title, text
+
+
+def build_alert(
+    rule: Rule, event: AuditEvent, firing: Firing, suppressed: int, key: str, tz: ZoneInfo
+) -> Alert:
+    context = template_context(rule, event, firing, tz)
+    try:
+        title, text = render_alert_text(rule, context)
+    except TemplateProblem as exc:
+        # A field the template needs is missing on this live event: still alert, with the rule's own words.
+        log.warning(
+            "alert template failed", extra={"rule_id": rule.id, "event_id": event.id, "error": str(exc)}
+        )
+        title, text = (
+            rule.title,
+            f"{rule.description}\n(The rule's alert template failed on this event: {exc})",
+        )
+    fields = {}
+    for path in rule.alert_fields:
+        value = event.get(path)
+        if value is not None:
+            fields[path] = display(value)
+    return Alert(
+        rule_id=rule.id,
+        severity=rule.severity,
+        title=title,
+        text=text.strip(),
+        source=event.source,
+        event_time=event.created_at,
+        event_ids=firing.event_ids,
+        group_key=key,
+        fields=fields,
+        context={
+            "user": event.user_email,
+            "workspace": event.workspace_name,
+            "branch": event.branch_label,
+            "msg": event.msg,
+            "type": event.type,
+        },
+        suppressed_count=suppressed,
+        tags=rule.tags,
+    )
