@@ -1,4 +1,6 @@
-"""What `audit-monitor status` shows: per source cursor, last success/error, lag; outbox; archive size."""
+"""What `audit-monitor status` shows: per source cursor, last success/error, lag, archived; outbox per
+channel; recent dead letters; archive size and retention anchor. ``status_data`` is also the ``--json`` form.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +11,13 @@ from monitor.config import Config
 from monitor.events import format_timestamp
 from monitor.store import Store
 
+DEAD_LETTERS_SHOWN = 10
+
 
 def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
     cursors = {c.source: c for c in store.cursors()}
-    names = [s.name for s in config.sources] + sorted(set(cursors) - {s.name for s in config.sources})
+    configured = {s.name for s in config.sources}
+    names = [s.name for s in config.sources] + sorted(set(cursors) - configured)
     sources = []
     for name in names:
         cursor = cursors.get(name)
@@ -20,22 +25,61 @@ def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         sources.append(
             {
                 "source": name,
-                "configured": any(s.name == name for s in config.sources),
+                "configured": name in configured,
                 "cursor_id": cursor.last_id if cursor else None,
                 "cursor_created_at": _iso(cursor.last_created_at if cursor else None),
                 "last_success_at": _iso(cursor.last_success_at if cursor else None),
+                "last_attempt_at": _iso(cursor.last_attempt_at if cursor else None),
                 "last_error": cursor.last_error if cursor else None,
+                "last_error_kind": cursor.error_kind if cursor else None,
                 "last_error_at": _iso(cursor.last_error_at if cursor else None),
+                "newest_event_at": _iso(newest),
                 "lag_seconds": round((now - newest).total_seconds(), 1) if newest else None,
                 "archived": store.event_count(name),
             }
         )
     outbox = store.outbox_counts()
+    channels: dict[str, dict[str, int]] = {}
+    for channel, state, count in store.conn.execute(
+        "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status ORDER BY channel"
+    ):
+        channels.setdefault(channel, {"pending": 0, "sent": 0, "dead": 0})[state] = count
+    dead_letters = [
+        {
+            "channel": channel,
+            "alert_id": alert_id,
+            "rule_id": rule_id,
+            "at": at,
+            "attempts": attempts,
+            "error": (error or "").splitlines()[0][:300] if error else None,
+        }
+        for channel, alert_id, rule_id, at, attempts, error in store.conn.execute(
+            "SELECT o.channel, o.alert_id, a.rule_id, o.next_attempt_at, o.attempts, o.last_error "
+            "FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE o.status = 'dead' "
+            "ORDER BY o.next_attempt_at DESC LIMIT ?",
+            (DEAD_LETTERS_SHOWN,),
+        )
+    ]
+    oldest = store.conn.execute("SELECT min(created_at) FROM events").fetchone()[0]
     return {
+        "time": format_timestamp(now),
         "sources": sources,
-        "outbox": {"pending": outbox["pending"], "sent": outbox["sent"], "dead_letters": outbox["dead"]},
+        "outbox": {
+            "pending": outbox["pending"],
+            "sent": outbox["sent"],
+            "dead_letters": outbox["dead"],
+            "channels": channels,
+        },
+        "recent_dead_letters": dead_letters,
         "alerts": store.alert_count(),
-        "archive": {"events": store.event_count(), "bytes": store.file_size(), "path": store.path},
+        "archive": {
+            "events": store.event_count(),
+            "bytes": store.file_size(),
+            "path": store.path,
+            "oldest_event_at": oldest,
+            "retention_days": config.state.retention_days,
+            "pruned_at": store.get_meta("chain_anchor_pruned_at"),
+        },
     }
 
 
@@ -43,13 +87,24 @@ def _iso(value: datetime | None) -> str | None:
     return format_timestamp(value) if value else None
 
 
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+
+
 def render_status(store: Store, config: Config, now: datetime) -> str:
-    data = status_data(store, config, now)
-    lines = []
-    header = ("SOURCE", "CURSOR", "LAST SUCCESS", "LAG", "ARCHIVED", "LAST ERROR")
-    rows = [header]
+    return render_status_data(status_data(store, config, now))
+
+
+def render_status_data(data: dict[str, Any]) -> str:
+    lines: list[str] = []
+    rows: list[tuple[str, ...]] = [("SOURCE", "CURSOR", "LAST SUCCESS", "LAG", "ARCHIVED", "LAST ERROR")]
     for s in data["sources"]:
         lag = s["lag_seconds"]
+        error = "-"
+        if s["last_error"]:
+            kind = f"[{s['last_error_kind']}] " if s["last_error_kind"] else ""
+            error = f"{s['last_error_at'] or ''} {kind}{s['last_error'].splitlines()[0]}".strip()[:100]
         rows.append(
             (
                 s["source"] + ("" if s["configured"] else " (not configured)"),
@@ -57,22 +112,41 @@ def render_status(store: Store, config: Config, now: datetime) -> str:
                 s["last_success_at"] or "never",
                 "-" if lag is None else _human(lag),
                 str(s["archived"]),
-                (s["last_error"] or "-").splitlines()[0][:80],
+                error,
             )
         )
     if len(rows) == 1:
         lines.append("no source has been polled yet")
     else:
-        widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        lines.extend("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+        lines.extend(_table(rows))
     outbox = data["outbox"]
     lines.append("")
     lines.append(
         f"alerts: {data['alerts']} recorded; outbox: {outbox['pending']} pending, {outbox['sent']} sent, "
         f"{outbox['dead_letters']} dead letters"
     )
+    if outbox["channels"]:
+        channel_rows: list[tuple[str, ...]] = [("CHANNEL", "PENDING", "SENT", "DEAD")]
+        for name, counts in outbox["channels"].items():
+            channel_rows.append((name, str(counts["pending"]), str(counts["sent"]), str(counts["dead"])))
+        lines.extend("  " + line for line in _table(channel_rows))
+    if data["recent_dead_letters"]:
+        lines.append("")
+        lines.append(f"recent dead letters (newest first, at most {DEAD_LETTERS_SHOWN}):")
+        for dead in data["recent_dead_letters"]:
+            lines.append(
+                f"  {dead['at']}  {dead['channel']}  {dead['rule_id']}  alert {dead['alert_id']}  "
+                f"after {dead['attempts']} attempts: {dead['error'] or '-'}"
+            )
     archive = data["archive"]
-    lines.append(f"archive: {archive['events']} events, {archive['bytes'] / 1e6:.1f} MB in {archive['path']}")
+    lines.append("")
+    retention = f"kept {archive['retention_days']} days" if archive["retention_days"] else "kept forever"
+    oldest = f", oldest {archive['oldest_event_at']}" if archive["oldest_event_at"] else ""
+    pruned = f", last pruned {archive['pruned_at']}" if archive["pruned_at"] else ""
+    lines.append(
+        f"archive: {archive['events']} events, {archive['bytes'] / 1e6:.1f} MB in {archive['path']} "
+        f"({retention}{oldest}{pruned})"
+    )
     return "\n".join(lines)
 
 

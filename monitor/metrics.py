@@ -1,0 +1,304 @@
+"""Prometheus series and the health facts of the running daemon.
+
+One ``Metrics`` object per daemon, with its own ``CollectorRegistry`` (never the process-global
+one), so tests can build as many as they like. It is fed on the daemon's worker thread, from the
+results the poller and the outbox already produce and from a few cheap queries on the store the
+worker owns; the HTTP thread only reads it. That way the HTTP thread never touches the SQLite
+connection, and a wedged worker shows up as stale health instead of hanging the probe.
+
+Series that describe the archive (events archived, alerts, outbox depth) are derived from the store,
+and deliveries start from the outbox's counts, so after a restart they continue from what the archive
+holds instead of from zero. Series that describe this process (polls, poll errors, poll durations)
+start at zero.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.exposition import choose_encoder
+
+if TYPE_CHECKING:  # the poller imports the HTTP client; metrics only reads its results
+    from monitor.alerts.outbox import DeliveryReport
+    from monitor.poller import PollResult
+    from monitor.store import Store
+
+Clock = Callable[[], datetime]
+
+# A steady-state cycle takes well under a second; a backfill takes minutes.
+POLL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("xano-audit-monitor")
+    except Exception:  # a source checkout without an installed distribution
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class SourceFacts:
+    """What the daemon knows about one source's polling, for /healthz."""
+
+    polled_since_start: bool = False  # a cycle (ok or not) has completed in this process
+    last_success_at: datetime | None = None
+    last_error: str | None = None
+    last_error_kind: str | None = None
+    poll_started_at: datetime | None = None  # set while a cycle is in flight
+
+
+@dataclass(frozen=True)
+class HealthFacts:
+    sources: dict[str, SourceFacts] = field(default_factory=dict)
+    dead_letters: dict[str, datetime] = field(default_factory=dict)  # channel -> newest dead letter
+
+
+class Metrics:
+    """The daemon's Prometheus registry plus the facts /healthz judges. Thread-safe."""
+
+    def __init__(self, clock: Clock = _utcnow) -> None:
+        self.clock = clock
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        Info("audit_monitor_build", "The running audit-monitor version.", registry=r).info(
+            {"version": _version()}
+        )
+        self.events_archived = Counter(
+            "audit_monitor_events_archived",
+            "Events appended to the archive. Starts from the archive's row count, so it survives restarts; "
+            "retention pruning does not lower it.",
+            ["source"],
+            registry=r,
+        )
+        self.archive_events = Gauge(
+            "audit_monitor_archive_events",
+            "Events the archive holds now (drops after retention pruning).",
+            ["source"],
+            registry=r,
+        )
+        self.polls = Counter(
+            "audit_monitor_polls",
+            "Poll cycles finished by this process, by outcome (ok, error, cancelled).",
+            ["source", "outcome"],
+            registry=r,
+        )
+        self.poll_errors = Counter(
+            "audit_monitor_poll_errors",
+            "Failed poll cycles by error kind (auth, unavailable, store, ...).",
+            ["source", "kind"],
+            registry=r,
+        )
+        self.poll_duration = Histogram(
+            "audit_monitor_poll_duration_seconds",
+            "Duration of a poll cycle (walk and commit).",
+            ["source"],
+            buckets=POLL_BUCKETS,
+            registry=r,
+        )
+        self.lag = Gauge(
+            "audit_monitor_lag_seconds",
+            "Now minus the created_at of the newest archived event.",
+            ["source"],
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "audit_monitor_last_success_timestamp_seconds",
+            "Unix time of the last successful poll cycle.",
+            ["source"],
+            registry=r,
+        )
+        self.alerts = Counter(
+            "audit_monitor_alerts",
+            "Alerts recorded in the archive, by rule and severity.",
+            ["rule", "severity"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "audit_monitor_deliveries",
+            "Outbox rows by channel and delivery outcome: sent, retried (transient error), dead (dead "
+            "letter), deferred (not tried: the channel had just failed). Continues from the outbox at start.",
+            ["channel", "outcome"],
+            registry=r,
+        )
+        self.outbox = Gauge(
+            "audit_monitor_outbox_messages",
+            "Outbox rows by channel and status (pending is the queue depth).",
+            ["channel", "status"],
+            registry=r,
+        )
+        self.archive_bytes = Gauge(
+            "audit_monitor_archive_bytes",
+            "Size of the SQLite archive on disk (database and WAL).",
+            registry=r,
+        )
+        self.pruned = Counter(
+            "audit_monitor_pruned_events", "Events deleted by retention pruning in this process.", registry=r
+        )
+        self._lock = threading.Lock()
+        self._sources: dict[str, SourceFacts] = {}
+        self._newest: dict[str, datetime] = {}
+        self._dead_letters: dict[str, datetime] = {}
+        # What the store held at the last look: counters move by the difference, so they stay monotonic.
+        self._alerts_seen: dict[tuple[str, str], int] = {}
+        self._outbox_keys: set[tuple[str, str]] = set()
+
+    # feeding (worker thread) --------------------------------------------------------------------------
+
+    def seed(self, store: Store, sources: list[str]) -> None:
+        """At start: continue the archive-derived series from what the store already holds."""
+        counts = dict(store.conn.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
+        for name in sorted(set(sources) | set(counts)):
+            held = int(counts.get(name, 0))
+            self.events_archived.labels(name).inc(held)
+            self.archive_events.labels(name).set(held)
+            newest = store.newest_event_time(name) if held else None
+            if newest is not None:
+                self._set_newest(name, newest)
+        with self._lock:
+            for name in sources:
+                self._sources.setdefault(name, SourceFacts())
+        for cursor in store.cursors():
+            if cursor.source in sources and cursor.last_success_at is not None:
+                self._success(cursor.source, cursor.last_success_at)
+        self._seed_deliveries(store)
+        self.observe_store(store)
+
+    def _seed_deliveries(self, store: Store) -> None:
+        rows = store.conn.execute(
+            "SELECT channel, status, count(*), coalesce(sum(attempts), 0) FROM outbox "
+            "GROUP BY channel, status"
+        ).fetchall()
+        for channel, status, count, attempts in rows:
+            # A finished row's last attempt was its outcome; every earlier attempt (and every attempt of a
+            # pending row) was a transient failure.
+            finished = status in ("sent", "dead")
+            if finished:
+                self.deliveries.labels(channel, status).inc(count)
+            if int(attempts) - (count if finished else 0) > 0:
+                self.deliveries.labels(channel, "retried").inc(int(attempts) - (count if finished else 0))
+
+    def poll_started(self, source: str) -> None:
+        with self._lock:
+            facts = self._sources.get(source, SourceFacts())
+            self._sources[source] = replace(facts, poll_started_at=self.clock())
+
+    def observe_poll(self, result: PollResult) -> None:
+        """After a cycle: count it, and when it committed, move the archive series and health facts."""
+        cancelled = result.error_kind == "cancelled"
+        outcome = "ok" if result.ok else ("cancelled" if cancelled else "error")
+        self.polls.labels(result.source, outcome).inc()
+        self.poll_duration.labels(result.source).observe(result.duration)
+        if result.ok:
+            self.events_archived.labels(result.source).inc(result.new)
+            self.archive_events.labels(result.source).inc(result.new)
+            if result.newest_event_at is not None:
+                self._set_newest(result.source, result.newest_event_at)
+            self._success(result.source, self.clock())
+            with self._lock:
+                facts = self._sources.get(result.source, SourceFacts())
+                self._sources[result.source] = replace(
+                    facts,
+                    polled_since_start=True,
+                    poll_started_at=None,
+                    last_error=None,
+                    last_error_kind=None,
+                )
+            return
+        if not cancelled:
+            self.poll_errors.labels(result.source, result.error_kind or "unknown").inc()
+        with self._lock:
+            facts = self._sources.get(result.source, SourceFacts())
+            self._sources[result.source] = replace(
+                facts,
+                polled_since_start=facts.polled_since_start or not cancelled,
+                poll_started_at=None,
+                last_error=result.error if not cancelled else facts.last_error,
+                last_error_kind=result.error_kind if not cancelled else facts.last_error_kind,
+            )
+
+    def observe_delivery(self, report: DeliveryReport) -> None:
+        """After an outbox pass: rows by (channel, outcome) as the worker counted them."""
+        for (channel, outcome), rows in report.outcomes.items():
+            self.deliveries.labels(channel, outcome).inc(rows)
+
+    def observe_store(self, store: Store) -> None:
+        """Alerts, outbox depth, dead letters and file size, from the store (cheap queries)."""
+        for (rule, severity), count in self._grouped(
+            store, "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
+        ).items():
+            self._advance(self.alerts, self._alerts_seen, (rule, severity), count)
+        depth = self._grouped(store, "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status")
+        self._outbox_keys |= set(depth)
+        for key in self._outbox_keys:
+            self.outbox.labels(*key).set(depth.get(key, 0))
+        # A dead row's next_attempt_at is the moment it was dead-lettered (the outbox worker sets it so).
+        dead = store.conn.execute(
+            "SELECT channel, max(next_attempt_at) FROM outbox WHERE status = 'dead' GROUP BY channel"
+        ).fetchall()
+        with self._lock:
+            self._dead_letters = {channel: datetime.fromisoformat(at) for channel, at in dead if at}
+        self.archive_bytes.set(store.file_size())
+
+    def observe_prune(self, store: Store, deleted: int) -> None:
+        self.pruned.inc(deleted)
+        counts = dict(store.conn.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
+        for name in set(counts) | set(self._newest):
+            self.archive_events.labels(name).set(int(counts.get(name, 0)))
+        self.archive_bytes.set(store.file_size())
+
+    # reading (any thread) -----------------------------------------------------------------------------
+
+    def health_facts(self) -> HealthFacts:
+        with self._lock:
+            return HealthFacts(sources=dict(self._sources), dead_letters=dict(self._dead_letters))
+
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """(body, Content-Type) for a scrape's Accept header: the classic text format unless the
+        scraper asks for OpenMetrics or text 1.0.0, so Prometheus 2 and 3 both parse it."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    # helpers ------------------------------------------------------------------------------------------
+
+    def _success(self, source: str, at: datetime) -> None:
+        self.last_success.labels(source).set(at.timestamp())
+        with self._lock:
+            facts = self._sources.get(source, SourceFacts())
+            self._sources[source] = replace(facts, last_success_at=at)
+
+    def _set_newest(self, source: str, newest: datetime) -> None:
+        with self._lock:
+            known = source in self._newest
+            self._newest[source] = newest
+        if not known:
+            # Computed at scrape time, so the lag keeps growing while polls fail.
+            self.lag.labels(source).set_function(lambda: self._lag_seconds(source))
+
+    def _lag_seconds(self, source: str) -> float:
+        with self._lock:
+            newest = self._newest.get(source)
+        return (self.clock() - newest).total_seconds() if newest is not None else float("nan")
+
+    @staticmethod
+    def _grouped(store: Store, sql: str) -> dict[tuple[str, str], int]:
+        return {(a, b): int(n) for a, b, n in store.conn.execute(sql).fetchall()}
+
+    @staticmethod
+    def _advance(
+        counter: Counter, seen: dict[tuple[str, str], int], key: tuple[str, str], count: int
+    ) -> None:
+        delta = count - seen.get(key, 0)
+        if delta > 0 or key not in seen:
+            counter.labels(*key).inc(max(delta, 0))
+        seen[key] = max(count, seen.get(key, 0))
