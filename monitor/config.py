@@ -30,6 +30,7 @@ from monitor.resources import bundled_rules_dir
 
 DEFAULT_CONFIG_PATH = "audit-monitor.yaml"
 CONFIG_ENV = "AUDIT_MONITOR_CONFIG"
+LISTEN_ENV = "AUDIT_MONITOR_LISTEN"  # server.listen when the file does not set it (the image: 0.0.0.0:9108)
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -130,6 +131,9 @@ class SlackConfig(_Strict):
             raise ValueError("set either token (with channel) or webhook_url")
         if self.token is not None and not self.channel:
             raise ValueError("channel is required with token")
+        if self.webhook_url is not None and self.routes:
+            # An incoming webhook posts to the one channel it was created for; routing needs the Web API.
+            raise ValueError("routes need token (an incoming webhook always posts to its own channel)")
         return self
 
 
@@ -165,7 +169,23 @@ class ReportConfig(_Strict):
 
 
 class ServerConfig(_Strict):
-    listen: str = "127.0.0.1:9108"
+    listen: str = "127.0.0.1:9108"  # "" = no HTTP endpoint; the image sets AUDIT_MONITOR_LISTEN=0.0.0.0:9108
+    # /healthz fails when a source's last success is older than this; default max(3 x poll_interval, 30s).
+    stale_after: Duration | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        if value and not re.match(r"^(\[[0-9A-Fa-f:.]+\]|[^\s:\[\]]+):\d{1,5}$", value.strip()):
+            raise ValueError(f"{value!r} is not host:port (e.g. 127.0.0.1:9108, 0.0.0.0:9108) or empty (off)")
+        return value.strip()
+
+    @field_validator("stale_after")
+    @classmethod
+    def _positive_stale(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
+            raise ValueError("must be longer than zero")
+        return value
 
 
 class Config(_Strict):
@@ -323,6 +343,11 @@ def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
     data = {} if node is None else document.convert(node, ())
     if not isinstance(data, dict):
         raise ConfigError(f"{file_label}:1: the config must be a mapping of keys (timezone, sources, ...)")
+    server = data.get("server")
+    listen_unset = server is None or (isinstance(server, dict) and "listen" not in server)
+    if env.get(LISTEN_ENV) is not None and listen_unset:
+        # An image-level default: the file's own server.listen, when present, wins.
+        data["server"] = {**(server or {}), "listen": env[LISTEN_ENV]}
     config_dir = Path(file_label).parent
     rules = data.get("rules")
     if isinstance(rules, dict) and isinstance(rules.get("paths"), list):
