@@ -1,25 +1,45 @@
-"""Alerts the monitor raises about itself (rule ids ``monitor.*``).
+"""Alerts the monitor raises about itself (rule ids ``monitor.*``), through the same outbox as rule alerts.
 
 Each is keyed by its episode (e.g. the last success before the failure began) so that
 repeated failing cycles re-derive the same alert id and it is sent once per episode.
+An episode that ends is announced once by a recovery notice (rule id ``<rule>.recovered``,
+severity info, tag ``recovery``) sent to exactly the channels that carried the failure, so whoever
+was told that something broke is told that it works again, whatever their min_severity.
+
+Open episodes live in ``rule_state`` under the rule id (key: source or channel name), so they
+survive restarts. ``check_sources`` runs after every cycle (``Monitor.deliver``).
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from monitor.alerts.model import Alert
+from monitor.alerts.routing import channels_for
+from monitor.config import Config, SourceConfig
 from monitor.events import format_timestamp
+
+if TYPE_CHECKING:
+    from monitor.store import Cursor, Store
+
+SOURCE_UNREACHABLE = "monitor.source_unreachable"
+AUTH_FAILED = "monitor.auth_failed"
+RETENTION_GAP = "monitor.retention_gap"
+DELIVERY_FAILING = "monitor.delivery_failing"
+RECOVERY_TAG = "recovery"
+UNREACHABLE_POLLS = 3  # missed poll intervals before a source counts as unreachable
+UNREACHABLE_MIN = timedelta(seconds=30)  # the same floor /healthz uses
 
 
 def auth_failed(source: str, message: str, episode_start: datetime | None, at: datetime) -> Alert:
     episode = format_timestamp(episode_start) if episode_start else "never-succeeded"
     return Alert(
-        rule_id="monitor.auth_failed",
+        rule_id=AUTH_FAILED,
         severity="high",
         title=f"Xano rejected the metadata API token of source {source}",
         text=(
-            f"{message}\nCreate a new metadata API token with the \"Workspace Log: Read\" scope and update "
+            f'{message}\nCreate a new metadata API token with the "Workspace Log: Read" scope and update '
             "the source's token; audit events are not being archived until then."
         ),
         source=source,
@@ -32,11 +52,12 @@ def auth_failed(source: str, message: str, episode_start: datetime | None, at: d
 
 def retention_gap(source: str, start: datetime, end: datetime, retention: str, at: datetime) -> Alert:
     return Alert(
-        rule_id="monitor.retention_gap",
+        rule_id=RETENTION_GAP,
         severity="high",
         title=f"Audit events of source {source} may be lost: polling stopped longer than the plan keeps them",
         text=(
-            f"No successful poll between {format_timestamp(start)} and {format_timestamp(end)}, longer than the "
+            f"No successful poll between {format_timestamp(start)} and {format_timestamp(end)}, "
+            "longer than the "
             f"plan's retention of {retention}. Events created in that period may have expired upstream "
             "before they could be archived. The gap is recorded for the monthly report."
         ),
@@ -47,3 +68,235 @@ def retention_gap(source: str, start: datetime, end: datetime, retention: str, a
         fields={"gap_start": format_timestamp(start), "gap_end": format_timestamp(end)},
         context={"source": source},
     )
+
+
+# --- source_unreachable and recoveries ------------------------------------------------------------------
+
+
+def unreachable_after(source: SourceConfig) -> timedelta:
+    return max(UNREACHABLE_POLLS * source.poll_interval, UNREACHABLE_MIN)
+
+
+def _human(delta: timedelta) -> str:
+    seconds = int(delta.total_seconds())
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172800:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def source_unreachable(
+    source: str,
+    since: datetime,
+    last_success: datetime | None,
+    last_error: str | None,
+    limit: timedelta,
+    at: datetime,
+) -> Alert:
+    """``since``: the last successful poll, or when watching began for a source that never answered."""
+    if last_success is not None:
+        when = f"The last successful poll was at {format_timestamp(last_success)}, {_human(at - since)} ago"
+    else:
+        when = (
+            "No poll of this source has succeeded since the monitor started watching it "
+            f"{_human(at - since)} ago"
+        )
+    return Alert(
+        rule_id=SOURCE_UNREACHABLE,
+        severity="high",
+        title=f"Source {source} unreachable: no successful poll for {_human(at - since)}",
+        text=(
+            f"{when} (the limit is {_human(limit)}, three poll intervals). "
+            f"Last error: {last_error or 'none recorded'}.\n"
+            "Audit events are not being archived or checked by the rules until polling succeeds again; "
+            "nothing is lost as long as polling resumes within the plan's retention."
+        ),
+        source=source,
+        event_time=at,
+        event_ids=(),
+        group_key=f"{source}|{format_timestamp(since)}",
+        fields={"last_success": format_timestamp(last_success) if last_success else "never"},
+        context={"source": source},
+    )
+
+
+def _recovered(
+    rule_id: str, key: str, since: datetime, at: datetime, title: str, text: str, source: str
+) -> Alert:
+    return Alert(
+        rule_id=f"{rule_id}.recovered",
+        severity="info",
+        title=title,
+        text=text,
+        source=source,
+        event_time=at,
+        event_ids=(),
+        group_key=f"{key}|{format_timestamp(since)}",
+        context={"source": source},
+        tags=(RECOVERY_TAG,),
+    )
+
+
+def source_recovered(source: str, since: datetime, recovered_at: datetime) -> Alert:
+    return _recovered(
+        SOURCE_UNREACHABLE,
+        source,
+        since,
+        recovered_at,
+        f"Source {source} recovered: polling succeeds again",
+        f"A poll succeeded at {format_timestamp(recovered_at)} after failures since "
+        f"{format_timestamp(since)}. "
+        "The events of the outage are archived by this poll (see monitor.retention_gap if the outage "
+        "outlasted the plan's retention).",
+        source,
+    )
+
+
+def auth_recovered(source: str, since: datetime, recovered_at: datetime) -> Alert:
+    return _recovered(
+        AUTH_FAILED,
+        source,
+        since,
+        recovered_at,
+        f"Xano accepts the metadata API token of source {source} again",
+        f"A poll succeeded at {format_timestamp(recovered_at)}; the token has been rejected since "
+        f"{format_timestamp(since)}. Archiving has resumed.",
+        source,
+    )
+
+
+def delivery_failing(channel: str, error: str, at: datetime) -> Alert:
+    return Alert(
+        rule_id=DELIVERY_FAILING,
+        severity="high",
+        title=f"Alert delivery through {channel} is failing",
+        text=(
+            f"The {channel} channel gave up on an alert: {error}\n"
+            f"Alerts for {channel} are kept as dead letters, not lost. Fix the cause, then re-send them with "
+            f"`audit-monitor dead-letters requeue --channel {channel}` "
+            "(`audit-monitor dead-letters list` shows them). This notice goes through the other channels, "
+            f"once, until {channel} delivers again."
+        ),
+        source="monitor",
+        event_time=at,
+        event_ids=(),
+        group_key=f"{channel}|{format_timestamp(at)}",
+        fields={"channel": channel},
+        context={"channel": channel},
+    )
+
+
+def delivery_recovered(channel: str, since: datetime, at: datetime, dead_letters: int) -> Alert:
+    alert = _recovered(
+        DELIVERY_FAILING,
+        channel,
+        since,
+        at,
+        f"Alert delivery through {channel} works again",
+        f"{channel} accepted a message at {format_timestamp(at)} after failing since "
+        f"{format_timestamp(since)}. "
+        + (
+            f"{dead_letters} dead letters for {channel} remain; re-send them with "
+            f"`audit-monitor dead-letters requeue --channel {channel}`."
+            if dead_letters
+            else f"No dead letters for {channel} remain."
+        ),
+        "monitor",
+    )
+    return alert
+
+
+def record_recovery(store: Store, fired_alert_id: str, alert: Alert, now: datetime) -> bool:
+    """Inside a transaction: record ``alert`` for the channels that carried ``fired_alert_id``."""
+    channels = [
+        row[0]
+        for row in store.conn.execute("SELECT channel FROM outbox WHERE alert_id = ?", (fired_alert_id,))
+    ]
+    return store.record_alert(alert, channels, now) and bool(channels)
+
+
+def check_sources(store: Store, config: Config, now: datetime) -> int:
+    """After a cycle: raise or end source_unreachable, end auth_failed episodes. Returns alerts recorded."""
+    recorded = 0
+    for source in config.sources:
+        cursor = store.get_cursor(source.name)
+        recorded += _check_unreachable(store, config, source, cursor, now)
+        recorded += _check_auth(store, source, cursor, now)
+    return recorded
+
+
+def _check_unreachable(
+    store: Store, config: Config, source: SourceConfig, cursor: Cursor | None, now: datetime
+) -> int:
+    state = store.state_get(SOURCE_UNREACHABLE, source.name) or {}
+    last_success = cursor.last_success_at if cursor else None
+    if state.get("alert_id"):
+        since = datetime.fromisoformat(state["since"])
+        if last_success is None or last_success <= since:
+            return 0  # the episode goes on; it was announced
+        with store.transaction():
+            record_recovery(store, state["alert_id"], source_recovered(source.name, since, last_success), now)
+            store.state_put(SOURCE_UNREACHABLE, source.name, None)
+        return 1
+    if last_success is None:
+        if "watching_since" not in state:
+            # Never polled successfully: count from the first time we look (kept across restarts).
+            with store.transaction():
+                store.state_put(SOURCE_UNREACHABLE, source.name, {"watching_since": format_timestamp(now)})
+            return 0
+        since = datetime.fromisoformat(state["watching_since"])
+    else:
+        since = last_success
+        if state:
+            with store.transaction():
+                store.state_put(SOURCE_UNREACHABLE, source.name, None)
+    if now - since <= unreachable_after(source):
+        return 0
+    if cursor is not None and cursor.error_kind == "auth":
+        return 0  # monitor.auth_failed already says why polls fail, and what to do
+    alert = source_unreachable(
+        source.name,
+        since,
+        last_success,
+        cursor.last_error if cursor else None,
+        unreachable_after(source),
+        now,
+    )
+    with store.transaction():
+        new = store.record_alert(alert, channels_for(alert, config), now)
+        store.state_put(
+            SOURCE_UNREACHABLE, source.name, {"since": format_timestamp(since), "alert_id": alert.id}
+        )
+    return int(new)
+
+
+def _check_auth(store: Store, source: SourceConfig, cursor: Cursor | None, now: datetime) -> int:
+    if cursor is None:
+        return 0
+    state = store.state_get(AUTH_FAILED, source.name)
+    if cursor.error_kind == "auth":
+        if state is None:
+            # The poller recorded auth_failed under an id we can re-derive (the message is not part of it).
+            fired = auth_failed(source.name, "", cursor.last_success_at, now).id
+            known = store.conn.execute("SELECT 1 FROM alerts WHERE id = ?", (fired,)).fetchone()
+            if known:
+                since = cursor.last_error_at or now
+                with store.transaction():
+                    store.state_put(
+                        AUTH_FAILED, source.name, {"since": format_timestamp(since), "alert_id": fired}
+                    )
+        return 0
+    if state is None or cursor.last_success_at is None:
+        return 0
+    since = datetime.fromisoformat(state["since"])
+    if cursor.last_success_at <= since:
+        return 0
+    with store.transaction():
+        record_recovery(
+            store, state["alert_id"], auth_recovered(source.name, since, cursor.last_success_at), now
+        )
+        store.state_put(AUTH_FAILED, source.name, None)
+    return 1

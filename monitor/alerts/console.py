@@ -1,4 +1,8 @@
-"""The console channel: alerts printed readably to stdout (the default sink, and what `demo` shows)."""
+"""The console channel: alerts printed readably to stdout (the default sink, and what `demo` shows).
+
+The console never digests: it is the log of record on a terminal or in `docker logs`, where every
+alert in full is what an operator scrolling back wants.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +11,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from monitor.alerts.model import Alert
-from monitor.events import format_timestamp
+from monitor.alerts.render import alert_view
 
 
 def _clean(value: object) -> str:
@@ -24,22 +28,21 @@ class ConsoleChannel:
 
     def send(self, alert: Alert) -> str | None:
         out = self.stream or sys.stdout
-        local = alert.event_time.astimezone(self.tz)
-        ctx = alert.context
+        view = alert_view(alert, self.tz)
         lines = [
-            f"[{alert.severity.upper()}] {_clean(alert.title)}",
-            f"    rule {alert.rule_id} · {local:%Y-%m-%d %H:%M:%S %Z} ({format_timestamp(alert.event_time)})",
-            f"    source {_clean(alert.source)} · user {_clean(ctx.get('user') or '-')} · "
-            f"workspace {_clean(ctx.get('workspace') or '-')} · branch {_clean(ctx.get('branch') or '-')}",
+            f"[{view.severity_label}] {_clean(view.title)}",
+            f"    rule {view.rule_id} · {view.time_local} ({view.time_utc})",
+            f"    source {_clean(view.source)} · user {_clean(view.user or '-')} · "
+            f"workspace {_clean(view.workspace or '-')} · branch {_clean(view.branch or '-')}",
         ]
-        if alert.text and alert.text != alert.title:
-            lines.extend(f"    {_clean(line)}" for line in alert.text.splitlines())
-        if alert.event_ids:
-            shown = ", ".join(str(i) for i in alert.event_ids[:20])
-            more = f" (+{len(alert.event_ids) - 20} more)" if len(alert.event_ids) > 20 else ""
-            lines.append(f"    events {shown}{more}")
-        if alert.suppressed_count:
-            lines.append(f"    ({alert.suppressed_count} similar matches were throttled since the previous alert)")
+        if view.text:
+            lines.extend(f"    {_clean(line)}" for line in view.text.splitlines())
+        if view.event_message and view.event_message not in (view.title, view.text):
+            lines.append(f"    message: {_clean(view.event_message)}")
+        if view.event_ids:
+            lines.append(f"    events {view.event_ids_text}")
+        if view.suppressed_count:
+            lines.append(f"    ({view.suppressed_count} similar matches were throttled since the last alert)")
         out.write("\n".join(lines) + "\n")
         out.flush()
         return None

@@ -3,17 +3,28 @@
 A row is written (pending) in the poll transaction that recorded the alert; the worker marks it
 sent only after the channel accepted it, so a crash between the two re-sends at most that one
 message (at-least-once), and never loses one.
+
+Per ``deliver_due`` call and channel:
+- more than ``digest_after`` due rows go as one digest per destination (channels that offer
+  ``send_digest``; the console prints every alert), and every row is marked sent with the digest's id;
+- a transient failure backs the row off (5 s doubling, jitter, capped at 10 min, at least Retry-After)
+  and defers the channel's other due rows to the same moment, so a channel that is down is probed once
+  per backoff step instead of once per row (an SMTP timeout per row would stall the worker for hours);
+- a permanent failure, or 24 h of failures, moves the row to dead letters and, once per episode, raises
+  ``monitor.delivery_failing`` through the other channels; the channel's next success says it recovered.
 """
 
 from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
+from monitor import selfmon
 from monitor.alerts.model import Alert
 from monitor.events import format_timestamp
 from monitor.store import Store
@@ -23,10 +34,15 @@ log = logging.getLogger("monitor.outbox")
 FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(minutes=10)
 GIVE_UP_AFTER = timedelta(hours=24)
+DEFAULT_DIGEST_AFTER = 10
+MAX_PASSES = 3  # a pass may record monitor.delivery_failing (or its recovery); the next pass sends it
 
 
 class DeliveryError(Exception):
-    """A channel could not deliver. ``permanent`` errors go straight to dead letters."""
+    """A channel could not deliver. ``permanent`` errors go straight to dead letters.
+
+    The message is shown in logs, ``status`` and dead letters: it must never carry a secret.
+    """
 
     def __init__(self, message: str, *, permanent: bool, retry_after: float | None = None) -> None:
         super().__init__(message)
@@ -42,16 +58,44 @@ class Channel(Protocol):
         ...
 
 
+class DigestChannel(Channel, Protocol):
+    """A channel that can fold a burst into one message (Slack, email)."""
+
+    def destination(self, alert: Alert) -> str:
+        """Where this alert would go (a Slack channel, a recipient list): digests never mix destinations."""
+        ...
+
+    def send_digest(self, alerts: Sequence[Alert]) -> str | None: ...
+
+
 @dataclass
 class DeliveryReport:
     sent: int = 0
     retried: int = 0
     dead: int = 0
+    deferred: int = 0  # due rows not attempted because their channel just failed transiently
+    digests: int = 0
     errors: list[str] = field(default_factory=list)
+    outcomes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (channel, outcome) -> rows
 
     @property
     def failed(self) -> bool:
         return self.retried > 0 or self.dead > 0
+
+
+@dataclass
+class _Due:
+    alert_id: str
+    channel: str
+    attempts: int
+    first_attempt_at: datetime | None
+    alert: Alert
+
+
+@dataclass
+class _Batch:
+    items: list[_Due]
+    digest: bool
 
 
 class OutboxWorker:
@@ -62,80 +106,300 @@ class OutboxWorker:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
+        digest_after: int | None = DEFAULT_DIGEST_AFTER,
     ) -> None:
         self.store = store
         self.channels = channels
         self.clock = clock
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
+        self.digest_after = digest_after
 
     def deliver_due(self) -> DeliveryReport:
         report = DeliveryReport()
+        for _ in range(MAX_PASSES):
+            if not self._pass(report):
+                break
+        return report
+
+    # one pass --------------------------------------------------------------------------------------------
+
+    def _pass(self, report: DeliveryReport) -> bool:
+        """Send what is due now. True when it recorded new self-monitoring alerts (send them too)."""
         now = self.clock()
         rows = self.store.conn.execute(
-            "SELECT alert_id, channel, attempts, first_attempt_at FROM outbox "
-            "WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, alert_id",
+            "SELECT o.alert_id, o.channel, o.attempts, o.first_attempt_at FROM outbox o "
+            "JOIN alerts a ON a.id = o.alert_id WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
+            # Rows that failed before go first, so a channel that is down is probed by its oldest failure.
+            "ORDER BY o.next_attempt_at, o.attempts DESC, a.event_time, o.alert_id",
             (format_timestamp(now),),
         ).fetchall()
+        by_channel: dict[str, list[_Due]] = {}
         for alert_id, channel_name, attempts, first_attempt_at in rows:
-            channel = self.channels.get(channel_name)
             alert = self.store.load_alert(alert_id)
             if alert is None:
                 continue
+            first = datetime.fromisoformat(first_attempt_at) if first_attempt_at else None
+            by_channel.setdefault(channel_name, []).append(
+                _Due(alert_id, channel_name, attempts, first, alert)
+            )
+        recorded = False
+        for channel_name, due in by_channel.items():
+            channel = self.channels.get(channel_name)
             if channel is None:
-                self._dead(alert_id, channel_name, now, f"channel {channel_name} is not configured any more")
-                report.dead += 1
+                # Removed from the config: keep the rows visible as dead letters (requeue after re-adding it).
+                error = DeliveryError(f"channel {channel_name} is not configured any more", permanent=True)
+                self._failed(channel_name, _Batch(due, False), error, now, report, alarm=False)
                 continue
-            try:
-                remote_id = channel.send(alert)
-            except DeliveryError as exc:
-                first = datetime.fromisoformat(first_attempt_at) if first_attempt_at else now
-                if exc.permanent or now - first >= GIVE_UP_AFTER:
-                    self._dead(alert_id, channel_name, now, str(exc), first)
-                    report.dead += 1
-                else:
-                    self._retry(alert_id, channel_name, attempts + 1, now, first, str(exc), exc.retry_after)
-                    report.retried += 1
-                report.errors.append(f"{channel_name}: {exc}")
-                log.warning(
-                    "delivery failed",
-                    extra={"channel": channel_name, "alert_id": alert_id, "permanent": exc.permanent, "error": str(exc)},
-                )
-                continue
-            with self.store.transaction():
-                self.store.conn.execute(
-                    "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = ?, remote_id = ?, "
-                    "first_attempt_at = coalesce(first_attempt_at, ?), last_error = NULL "
-                    "WHERE alert_id = ? AND channel = ?",
-                    (format_timestamp(now), remote_id, format_timestamp(now), alert_id, channel_name),
-                )
-            report.sent += 1
-        return report
+            recorded |= self._deliver_channel(channel, channel_name, due, now, report)
+        return recorded
 
-    def _retry(
+    def _deliver_channel(
+        self, channel: Channel, name: str, due: list[_Due], now: datetime, report: DeliveryReport
+    ) -> bool:
+        recorded = False
+        batches = self._batches(channel, due)
+        for index, batch in enumerate(batches):
+            try:
+                remote_id = self._send(channel, batch)
+            except DeliveryError as exc:
+                alarm, retry_at = self._failed(name, batch, exc, now, report)
+                recorded |= alarm
+                if not exc.permanent and retry_at is not None:
+                    rest = [item for later in batches[index + 1 :] for item in later.items]
+                    self._defer(rest, retry_at)
+                    report.deferred += len(rest)
+                    report.outcomes[(name, "deferred")] += len(rest)
+                    break
+                continue
+            recorded |= self._sent(name, batch, remote_id, now, report)
+        return recorded
+
+    def _batches(self, channel: Channel, due: list[_Due]) -> list[_Batch]:
+        send_digest = getattr(channel, "send_digest", None)
+        destination = getattr(channel, "destination", None)
+        if (
+            send_digest is None
+            or destination is None
+            or self.digest_after is None
+            or len(due) <= self.digest_after
+        ):
+            return [_Batch([item], False) for item in due]
+        # A digest per destination: routing by severity must not move a critical alert out of its channel.
+        groups: dict[str, list[_Due]] = {}
+        for item in due:
+            groups.setdefault(destination(item.alert), []).append(item)
+        return [_Batch(items, len(items) > 1) for items in groups.values()]
+
+    @staticmethod
+    def _send(channel: Channel, batch: _Batch) -> str | None:
+        try:
+            if batch.digest:
+                send_digest = getattr(channel, "send_digest")  # noqa: B009 - only DigestChannels get here
+                return send_digest([item.alert for item in batch.items])  # type: ignore[no-any-return]
+            return channel.send(batch.items[0].alert)
+        except DeliveryError:
+            raise
+        except Exception as exc:
+            # A bug in a channel (a template error, say) must not stop the other channels or lose the row.
+            log.exception("channel crashed", extra={"channel": channel.name})
+            raise DeliveryError(
+                f"internal error in channel {channel.name}: {type(exc).__name__}", permanent=False
+            ) from exc
+
+    # outcomes --------------------------------------------------------------------------------------------
+
+    def _sent(
+        self, name: str, batch: _Batch, remote_id: str | None, now: datetime, report: DeliveryReport
+    ) -> bool:
+        stamp = format_timestamp(now)
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = ?, remote_id = ?, "
+                "first_attempt_at = coalesce(first_attempt_at, ?), last_error = NULL "
+                "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
+                [(stamp, remote_id, stamp, item.alert_id, name) for item in batch.items],
+            )
+            recovered = self._end_failing_episode(name, now)
+        count = len(batch.items)
+        report.sent += count
+        report.outcomes[(name, "sent")] += count
+        if batch.digest:
+            report.digests += 1
+            log.info("digest sent", extra={"channel": name, "alerts": count, "remote_id": remote_id})
+        return recovered
+
+    def _failed(
         self,
-        alert_id: str,
-        channel: str,
-        attempts: int,
+        name: str,
+        batch: _Batch,
+        exc: DeliveryError,
         now: datetime,
-        first: datetime,
-        error: str,
-        retry_after: float | None,
-    ) -> None:
-        backoff = min(MAX_RETRY, FIRST_RETRY * 2 ** (attempts - 1))
-        delay = backoff * self.rng.uniform(0.8, 1.2)
+        report: DeliveryReport,
+        *,
+        alarm: bool = True,
+    ) -> tuple[bool, datetime | None]:
+        """Back off or dead-letter the batch's rows. Returns (alert recorded?, when the retry is due)."""
+        error = str(exc)
+        stamp = format_timestamp(now)
+        dead = [i for i in batch.items if exc.permanent or now - (i.first_attempt_at or now) >= GIVE_UP_AFTER]
+        dead_ids = {i.alert_id for i in dead}
+        retry = [i for i in batch.items if i.alert_id not in dead_ids]
+        retry_at: datetime | None = None
+        if retry:
+            retry_at = now + self._delay(max(i.attempts for i in retry) + 1, exc.retry_after)
+        recorded = False
+        with self.store.transaction():
+            self.store.conn.executemany(
+                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+                "first_attempt_at = coalesce(first_attempt_at, ?), last_error = ? "
+                "WHERE alert_id = ? AND channel = ?",
+                [(format_timestamp(retry_at or now), stamp, error, i.alert_id, name) for i in retry],
+            )
+            # A dead row's next_attempt_at records when it was given up.
+            self.store.conn.executemany(
+                "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, "
+                "next_attempt_at = ?, "
+                "first_attempt_at = coalesce(first_attempt_at, ?) WHERE alert_id = ? AND channel = ?",
+                [(error, stamp, stamp, i.alert_id, name) for i in dead],
+            )
+            if dead and alarm:
+                recorded = self._start_failing_episode(name, error, now)
+        report.retried += len(retry)
+        report.dead += len(dead)
+        report.outcomes[(name, "retried")] += len(retry)
+        report.outcomes[(name, "dead")] += len(dead)
+        report.errors.append(f"{name}: {error}")
+        log.warning(
+            "delivery failed",
+            extra={
+                "channel": name,
+                "alerts": len(batch.items),
+                "alert_id": batch.items[0].alert_id,
+                "permanent": exc.permanent,
+                "dead": len(dead),
+                "retry_at": format_timestamp(retry_at) if retry_at else None,
+                "error": error,
+            },
+        )
+        return recorded, retry_at
+
+    def _delay(self, attempts: int, retry_after: float | None) -> timedelta:
+        backoff = FIRST_RETRY * 2 ** min(attempts - 1, 20)
+        delay = min(MAX_RETRY, backoff * self.rng.uniform(0.8, 1.2))
         if retry_after is not None:
             delay = max(delay, timedelta(seconds=min(retry_after, MAX_RETRY.total_seconds())))
+        return delay
+
+    def _defer(self, items: list[_Due], until: datetime) -> None:
+        if not items:
+            return
         with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE outbox SET attempts = ?, next_attempt_at = ?, first_attempt_at = ?, last_error = ? "
-                "WHERE alert_id = ? AND channel = ?",
-                (attempts, format_timestamp(now + delay), format_timestamp(first), error, alert_id, channel),
+            self.store.conn.executemany(
+                "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?) "
+                "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
+                [(format_timestamp(until), i.alert_id, i.channel) for i in items],
             )
 
-    def _dead(self, alert_id: str, channel: str, now: datetime, error: str, first: datetime | None = None) -> None:
-        with self.store.transaction():
-            self.store.conn.execute(
-                "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, next_attempt_at = ?, "
-                "first_attempt_at = coalesce(first_attempt_at, ?) WHERE alert_id = ? AND channel = ?",
-                (error, format_timestamp(now), format_timestamp(first or now), alert_id, channel),
-            )
+    # monitor.delivery_failing ----------------------------------------------------------------------------
+
+    def _start_failing_episode(self, name: str, error: str, now: datetime) -> bool:
+        """Inside a transaction: say once, through the other channels, that ``name`` dead-letters."""
+        if self.store.state_get(selfmon.DELIVERY_FAILING, name) is not None:
+            return False  # this episode was announced already
+        others = [c for c in self.channels if c != name]
+        alert = selfmon.delivery_failing(name, error, now)
+        # Not filtered by min_severity: when a channel is broken, every remaining one should carry the news.
+        self.store.record_alert(alert, others, now)
+        self.store.state_put(
+            selfmon.DELIVERY_FAILING, name, {"since": format_timestamp(now), "alert_id": alert.id}
+        )
+        log.error("delivery failing", extra={"channel": name, "notified": others, "error": error})
+        return bool(others)
+
+    def _end_failing_episode(self, name: str, now: datetime) -> bool:
+        """Inside a transaction: the channel accepted a message; close an open failing episode."""
+        state = self.store.state_get(selfmon.DELIVERY_FAILING, name)
+        if state is None:
+            return False
+        dead = self.store.conn.execute(
+            "SELECT count(*) FROM outbox WHERE channel = ? AND status = 'dead'", (name,)
+        ).fetchone()[0]
+        alert = selfmon.delivery_recovered(name, datetime.fromisoformat(state["since"]), now, int(dead))
+        recorded = selfmon.record_recovery(self.store, state["alert_id"], alert, now)
+        self.store.state_put(selfmon.DELIVERY_FAILING, name, None)
+        log.info("delivery recovered", extra={"channel": name, "dead_letters": dead})
+        return recorded
+
+
+# --- dead letters ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    alert_id: str
+    channel: str
+    rule_id: str
+    severity: str
+    title: str
+    attempts: int
+    first_attempt_at: datetime | None
+    failed_at: datetime
+    last_error: str
+
+
+def list_dead_letters(store: Store, channel: str | None = None) -> list[DeadLetter]:
+    sql = (
+        "SELECT o.alert_id, o.channel, a.rule_id, a.severity, a.title, o.attempts, o.first_attempt_at, "
+        "o.next_attempt_at, coalesce(o.last_error, '') FROM outbox o JOIN alerts a ON a.id = o.alert_id "
+        "WHERE o.status = 'dead'"
+    )
+    params: list[str] = []
+    if channel is not None:
+        sql += " AND o.channel = ?"
+        params.append(channel)
+    rows = store.conn.execute(sql + " ORDER BY o.next_attempt_at, o.alert_id", params).fetchall()
+    return [
+        DeadLetter(
+            alert_id=r[0],
+            channel=r[1],
+            rule_id=r[2],
+            severity=r[3],
+            title=r[4],
+            attempts=r[5],
+            first_attempt_at=datetime.fromisoformat(r[6]) if r[6] else None,
+            failed_at=datetime.fromisoformat(r[7]),
+            last_error=r[8],
+        )
+        for r in rows
+    ]
+
+
+class AmbiguousAlertId(ValueError):
+    """An id prefix given to requeue matches dead letters of more than one alert."""
+
+
+def requeue_dead_letters(
+    store: Store, now: datetime, *, alert_ids: Sequence[str] = (), channel: str | None = None
+) -> int:
+    """Make dead letters pending again, due now, with a fresh 24 h budget. Returns the number requeued.
+
+    ``alert_ids`` may be unique prefixes (as ``dead-letters list`` shows them); with none given, every
+    dead letter (of ``channel``, when set) is requeued.
+    """
+    letters = list_dead_letters(store, channel)
+    if alert_ids:
+        chosen: list[DeadLetter] = []
+        for wanted in alert_ids:
+            matches = {d.alert_id for d in letters if d.alert_id.startswith(wanted)}
+            if len(matches) > 1:
+                raise AmbiguousAlertId(f"{wanted} matches {len(matches)} alerts; give more of the id")
+            chosen.extend(d for d in letters if d.alert_id in matches)
+        letters = chosen
+    with store.transaction():
+        store.conn.executemany(
+            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+            "first_attempt_at = NULL "
+            "WHERE alert_id = ? AND channel = ? AND status = 'dead'",
+            [(format_timestamp(now), d.alert_id, d.channel) for d in letters],
+        )
+    return len(letters)

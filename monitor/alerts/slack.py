@@ -1,0 +1,370 @@
+"""The Slack channel: Block Kit messages through chat.postMessage (bot token) or an incoming webhook.
+
+Safety: every value interpolated into the Slack templates passes through ``slack_escape`` (``&``, ``<``,
+``>`` become entities) by the Jinja environment's ``finalize`` hook, so no event text can mention
+``<!channel>``/``<!here>``/``<@U…>`` or forge a ``<http://x|y>`` link, and no template can forget to escape.
+The rendered JSON is then cut to Block Kit's limits.
+
+Failures are classified by the tables ``SLACK_API_ERRORS`` and ``webhook_status_is_permanent``: the outbox
+retries what is transient (honouring Retry-After) and dead-letters what is not.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import logging
+import re
+import socket
+import ssl
+import urllib.error
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from jinja2.sandbox import SandboxedEnvironment
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web import WebClient
+from slack_sdk.webhook import WebhookClient
+
+from monitor.alerts.model import Alert
+from monitor.alerts.outbox import DeliveryError
+from monitor.alerts.render import alert_view, digest_view, make_environment
+
+# Block Kit limits (https://docs.slack.dev/reference/block-kit/blocks)
+MAX_BLOCKS = 50
+HEADER_TEXT_MAX = 150
+SECTION_TEXT_MAX = 3000
+SECTION_FIELD_MAX = 2000
+SECTION_FIELDS_MAX = 10
+CONTEXT_ELEMENTS_MAX = 10
+CONTEXT_TEXT_MAX = 2000
+FALLBACK_TEXT_MAX = 3000  # the notification text; Slack's hard limit is far higher, readers' is not
+DIGEST_LIST_MAX = 40  # alerts listed by name in a digest; the rest are counted
+
+SEVERITY_EMOJI = {
+    "critical": ":rotating_light:",
+    "high": ":red_circle:",
+    "medium": ":large_orange_circle:",
+    "low": ":large_yellow_circle:",
+    "info": ":information_source:",
+}
+
+# --- escaping and limits ---------------------------------------------------------------------------------
+
+
+def slack_escape(text: str) -> str:
+    """Slack's three control characters as entities: ``<!channel>`` arrives as inert text."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _finalize(value: Any) -> str:
+    """Every ``{{ }}`` in a Slack template: Slack-escaped, then escaped for a JSON string literal."""
+    text = "" if value is None else str(value)
+    return json.dumps(slack_escape(text), ensure_ascii=False)[1:-1]
+
+
+_PARTIAL_ENTITY = re.compile(r"&[a-z]{0,4}$")
+
+
+def cut_escaped(text: str, limit: int) -> str:
+    """Cut already-escaped text without leaving half an entity (``&am``) at the end."""
+    if len(text) <= limit:
+        return text
+    head = _PARTIAL_ENTITY.sub("", text[: max(0, limit - 1)]).rstrip()
+    return head + "…"
+
+
+def fit_blocks(blocks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Enforce Block Kit's limits on rendered blocks (templates cut sensibly; this guarantees it)."""
+    fitted: list[dict[str, Any]] = []
+    for block in blocks:
+        kind = block.get("type")
+        if kind == "header":
+            block["text"]["text"] = cut_escaped(block["text"]["text"], HEADER_TEXT_MAX)
+        elif kind == "section":
+            if "text" in block:
+                if not block["text"]["text"].strip():
+                    if not block.get("fields"):
+                        continue  # an empty section is an invalid_blocks error
+                    del block["text"]
+                else:
+                    block["text"]["text"] = cut_escaped(block["text"]["text"], SECTION_TEXT_MAX)
+            if "fields" in block:
+                fields = [f for f in block["fields"] if f["text"].strip()][:SECTION_FIELDS_MAX]
+                for item in fields:
+                    item["text"] = cut_escaped(item["text"], SECTION_FIELD_MAX)
+                if fields:
+                    block["fields"] = fields
+                else:
+                    del block["fields"]
+                    if "text" not in block:
+                        continue
+        elif kind == "context":
+            elements = [e for e in block["elements"] if e.get("text", "x").strip()][:CONTEXT_ELEMENTS_MAX]
+            if not elements:
+                continue
+            for element in elements:
+                if "text" in element:
+                    element["text"] = cut_escaped(element["text"], CONTEXT_TEXT_MAX)
+            block["elements"] = elements
+        fitted.append(block)
+    if len(fitted) > MAX_BLOCKS:
+        dropped = len(fitted) - (MAX_BLOCKS - 1)
+        fitted = fitted[: MAX_BLOCKS - 1]
+        fitted.append(
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": f"({dropped} more blocks cut)"}]}
+        )
+    return fitted
+
+
+# --- messages -------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlackMessage:
+    text: str  # the plain fallback for notifications and clients without Block Kit
+    blocks: list[dict[str, Any]]
+
+
+_env: SandboxedEnvironment | None = None
+
+
+def _environment() -> SandboxedEnvironment:
+    global _env
+    if _env is None:
+        _env = make_environment(finalize=_finalize)
+    return _env
+
+
+def _render(name: str, **context: Any) -> SlackMessage:
+    rendered = _environment().get_template(name).render(**context)
+    try:
+        payload = json.loads(rendered)
+    except json.JSONDecodeError as exc:  # a template bug, never event data: values are JSON-escaped
+        raise RuntimeError(f"templates/{name} does not render valid JSON: {exc}") from None
+    return SlackMessage(
+        text=cut_escaped(" ".join(payload["text"].split()), FALLBACK_TEXT_MAX),
+        blocks=fit_blocks(payload["blocks"]),
+    )
+
+
+def build_alert_message(alert: Alert, tz: ZoneInfo) -> SlackMessage:
+    return _render(
+        "slack_alert.json.j2", a=alert_view(alert, tz), emoji=SEVERITY_EMOJI.get(alert.severity, "")
+    )
+
+
+def build_digest_message(alerts: Sequence[Alert], tz: ZoneInfo) -> SlackMessage:
+    return _render("slack_digest.json.j2", d=digest_view(alerts, tz, DIGEST_LIST_MAX), emoji=SEVERITY_EMOJI)
+
+
+# --- failure classification -----------------------------------------------------------------------------
+
+# Slack Web API ``error`` codes -> permanent? (True: dead-letter now; False: retry with backoff.)
+# Codes not listed are treated as permanent unless the HTTP status is 5xx: Slack documents every
+# transient condition below, and an unknown code is most likely a request Slack will never accept, which
+# the operator should hear about now (delivery_failing) rather than after 24 h of silent retries.
+SLACK_API_ERRORS: dict[str, bool] = {
+    "ratelimited": False,
+    "rate_limited": False,
+    "internal_error": False,
+    "fatal_error": False,
+    "service_unavailable": False,
+    "request_timeout": False,
+    "invalid_auth": True,
+    "not_authed": True,
+    "account_inactive": True,
+    "token_revoked": True,
+    "token_expired": True,
+    "no_permission": True,
+    "missing_scope": True,
+    "not_allowed_token_type": True,
+    "access_denied": True,
+    "channel_not_found": True,
+    "not_in_channel": True,
+    "is_archived": True,
+    "restricted_action": True,
+    "msg_too_long": True,
+    "no_text": True,
+    "invalid_blocks": True,
+    "invalid_blocks_format": True,
+    "invalid_arguments": True,
+    "invalid_charset": True,
+    "too_many_attachments": True,
+}
+
+# Incoming-webhook answers: the body is a short code (``no_service``, ``invalid_payload`` ...), the HTTP
+# status carries the class: 408/429/5xx come back, any other 4xx is a request or configuration problem.
+WEBHOOK_TRANSIENT_STATUSES = frozenset({408, 425, 429})
+
+
+def webhook_status_is_permanent(status: int) -> bool:
+    return not (status in WEBHOOK_TRANSIENT_STATUSES or status >= 500)
+
+
+def _retry_after(headers: Any) -> float | None:
+    if not headers:
+        return None
+    for key in ("Retry-After", "retry-after"):
+        value = headers.get(key)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is None:
+            continue
+        try:
+            return max(0.0, float(value))
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def classify_api_error(error: str, status: int, headers: Any = None) -> DeliveryError:
+    """A Slack Web API failure (``ok: false`` or an HTTP error) as a DeliveryError."""
+    retry_after = _retry_after(headers)
+    if status == 429 or error in ("ratelimited", "rate_limited"):
+        wait = f"retry after {retry_after:g} s" if retry_after is not None else "no Retry-After given"
+        return DeliveryError(
+            f"Slack API error {error or 'ratelimited'} (HTTP {status}): rate limited, {wait}",
+            permanent=False,
+            retry_after=retry_after,
+        )
+    # A 5xx is Slack's side whatever the body says; otherwise the table decides, unknown codes are permanent.
+    permanent = False if status >= 500 else SLACK_API_ERRORS.get(error, True)
+    hint = _HINTS.get(error, "")
+    return DeliveryError(
+        f"Slack API error {error or 'unknown'} (HTTP {status}){hint}",
+        permanent=permanent,
+        retry_after=retry_after,
+    )
+
+
+_HINTS = {
+    "invalid_auth": ": the bot token is not valid",
+    "token_revoked": ": the bot token was revoked",
+    "account_inactive": ": the bot's account is deactivated",
+    "not_in_channel": ": invite the app to the channel (/invite @app)",
+    "channel_not_found": ": check alerts.slack.channel / routes (and that the app can see the channel)",
+    "missing_scope": ": the app needs the chat:write scope",
+}
+
+
+def classify_transport_error(exc: BaseException) -> DeliveryError:
+    """Connection-level failures: transient, except a certificate the system does not trust."""
+    reason: BaseException | str | None = exc
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        reason = exc.reason
+    if isinstance(reason, ssl.SSLCertVerificationError):
+        # Retrying cannot make an untrusted certificate trusted: tell the operator now.
+        return DeliveryError(f"Slack TLS certificate not trusted: {reason.verify_message}", permanent=True)
+    kind = type(reason).__name__ if isinstance(reason, BaseException) else str(reason)
+    detail = getattr(reason, "strerror", None) or ""
+    return DeliveryError(f"Slack unreachable: {kind}{': ' + detail if detail else ''}", permanent=False)
+
+
+# The SDK logs failed requests itself, at ERROR and (DEBUG) with the request URL, which for a webhook is
+# the secret. The outbox logs every failure, classified, so the SDK's own logger is silenced.
+_SDK_LOG = logging.getLogger("monitor.alerts.slack.sdk")
+_SDK_LOG.setLevel(logging.CRITICAL)
+
+_TRANSPORT_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException, socket.timeout, TimeoutError)
+
+
+# --- the channel ----------------------------------------------------------------------------------------
+
+
+class SlackChannel:
+    """``send``/``send_digest`` post one message and return its ``ts`` (None through a webhook)."""
+
+    name = "slack"
+
+    def __init__(self, config: Any, tz: ZoneInfo) -> None:
+        # ``config`` is a monitor.config.SlackConfig; typed loosely to keep this module free of the loader.
+        self.tz = tz
+        self.channel: str | None = config.channel
+        self.routes: dict[str, str] = dict(config.routes)
+        timeout = max(1, int(config.timeout.total_seconds()))
+        self._web: WebClient | None = None
+        self._webhook: WebhookClient | None = None
+        if config.token is not None:
+            base_url = config.base_url if config.base_url.endswith("/") else config.base_url + "/"
+            # retry_handlers=[]: the outbox owns retrying, with persisted backoff; a hidden retry inside
+            # the SDK would hold the worker thread and double-count attempts.
+            self._web = WebClient(
+                token=config.token.get_secret_value(),
+                base_url=base_url,
+                timeout=timeout,
+                retry_handlers=[],
+                logger=_SDK_LOG,
+            )
+        else:
+            self._webhook = WebhookClient(
+                url=config.webhook_url.get_secret_value(), timeout=timeout, retry_handlers=[], logger=_SDK_LOG
+            )
+
+    def __repr__(self) -> str:  # never the token or the webhook URL (which is itself a secret)
+        transport = "web-api" if self._web is not None else "webhook"
+        return f"SlackChannel({transport}, channel={self.channel!r})"
+
+    def destination(self, alert: Alert) -> str:
+        """Where the alert goes: ``routes[severity]``, else ``channel`` (a webhook has one fixed place)."""
+        if self._web is None:
+            return "webhook"
+        return self.routes.get(alert.severity) or self.channel or ""
+
+    def send(self, alert: Alert) -> str | None:
+        return self._post(self.destination(alert), build_alert_message(alert, self.tz))
+
+    def send_digest(self, alerts: Sequence[Alert]) -> str | None:
+        return self._post(self.destination(alerts[0]), build_digest_message(alerts, self.tz))
+
+    def _post(self, channel: str, message: SlackMessage) -> str | None:
+        if self._web is not None:
+            return self._post_api(channel, message)
+        return self._post_webhook(message)
+
+    def _post_api(self, channel: str, message: SlackMessage) -> str | None:
+        assert self._web is not None
+        try:
+            response = self._web.chat_postMessage(
+                channel=channel,
+                text=message.text,
+                blocks=message.blocks,
+                unfurl_links=False,  # a URL in event text must not pull a preview card into the channel
+                unfurl_media=False,
+            )
+        except SlackApiError as exc:
+            data = exc.response.data if isinstance(exc.response.data, dict) else {}
+            raise classify_api_error(
+                str(data.get("error", "")), exc.response.status_code, exc.response.headers
+            ) from None
+        except SlackClientError as exc:
+            raise DeliveryError(f"Slack client error: {type(exc).__name__}", permanent=True) from None
+        except _TRANSPORT_ERRORS as exc:
+            raise classify_transport_error(exc) from None
+        ts = response.get("ts")
+        return str(ts) if ts is not None else None
+
+    def _post_webhook(self, message: SlackMessage) -> str | None:
+        assert self._webhook is not None
+        try:
+            response = self._webhook.send(
+                text=message.text, blocks=message.blocks, unfurl_links=False, unfurl_media=False
+            )
+        except _TRANSPORT_ERRORS as exc:
+            raise classify_transport_error(exc) from None
+        if response.status_code == 200:
+            return None
+        body = one_word(response.body)
+        raise DeliveryError(
+            f"Slack webhook answered HTTP {response.status_code} {body}".rstrip(),
+            permanent=webhook_status_is_permanent(response.status_code),
+            retry_after=_retry_after(response.headers),
+        )
+
+
+def one_word(body: str | None) -> str:
+    """A webhook error body is a code such as ``no_service``; never echo anything longer or stranger."""
+    text = (body or "").strip()
+    return text if re.fullmatch(r"[a-z_]{1,64}", text) else ""
