@@ -1,0 +1,283 @@
+"""Rendering the monthly report (HTML, plain text, subject) and writing its three files.
+
+Charts are HTML tables: each bar is a table cell with a height or width and a background colour.
+Unlike images by Content-ID, the same markup shows in the .html file opened in a browser, in Gmail,
+Apple Mail and in Outlook (whose Word engine honours table cell sizes and ``bgcolor``), needs no
+image library, and is never blocked as "remote content".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+import jinja2
+
+from monitor.config import Config
+from monitor.engine.calendars import Calendar
+from monitor.export import CSV_COLUMNS, write_csv
+from monitor.report.figures import (
+    CATEGORIES,
+    DEFAULT_CAP,
+    Figures,
+    Period,
+    business_calendar,
+    compute_figures,
+)
+from monitor.resources import templates_dir
+from monitor.store import Store
+
+CATEGORY_COLOURS = {
+    "Workspace management": "#6366f1",
+    "Database": "#0ea5e9",
+    "API & functions": "#10b981",
+    "Authentication & security": "#f59e0b",
+    "Configuration": "#ec4899",
+    "Other": "#94a3b8",
+}
+CATEGORY_SHORT = {
+    "Workspace management": "Workspace",
+    "Database": "Database",
+    "API & functions": "API",
+    "Authentication & security": "Auth",
+    "Configuration": "Config",
+    "Other": "Other",
+}
+SEVERITY_COLOURS = {
+    "critical": "#b91c1c",
+    "high": "#dc2626",
+    "medium": "#d97706",
+    "low": "#2563eb",
+    "info": "#64748b",
+}
+DAY_CHART_HEIGHT = 140  # px of the tallest day bar
+TEXT_BAR_WIDTH = 40  # characters of the longest bar in the text version
+
+
+class ReportError(Exception):
+    """The report could not be built or written (message says which file or check)."""
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Where the reader finds the CSV: beside the report, attached, compressed, or only on the host."""
+
+    filename: str
+    rows: int
+    note: str
+
+
+@dataclass(frozen=True)
+class RenderedReport:
+    subject: str
+    html: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    period: Period
+    html: Path
+    text: Path
+    csv: Path
+    figures: Figures
+    rows: int
+
+
+def report_basename(period: Period) -> str:
+    return f"compliance-report-{period.key}"
+
+
+# --- templates ---------------------------------------------------------------------------------------------
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _clean(value: Any) -> str:
+    """Event text in the plain-text version: control characters (terminal escapes, CRs) become spaces."""
+    return _CONTROL.sub(" ", "" if value is None else str(value))
+
+
+def _cut(value: Any, width: int) -> str:
+    text = _clean(value).replace("\n", " ")
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _col(value: Any, width: int) -> str:
+    return _cut(value, width).ljust(width)
+
+
+def _num(value: int | float) -> str:
+    return f"{value:,}"
+
+
+def _pct(share: float) -> str:
+    return f"{share * 100:.1f}%"
+
+
+def _when(value: datetime | None, tz: ZoneInfo, seconds: bool = True) -> str:
+    if value is None:
+        return "never"
+    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+
+
+_ENVIRONMENT: jinja2.Environment | None = None
+
+
+def environment() -> jinja2.Environment:
+    global _ENVIRONMENT
+    if _ENVIRONMENT is None:
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(templates_dir()),
+            # HTML is escaped (event text is untrusted); plain text must not be, or "&" would become "&amp;".
+            autoescape=jinja2.select_autoescape(
+                enabled_extensions=("html.j2",), disabled_extensions=("txt.j2",), default=True
+            ),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+        )
+        env.filters.update(clean=_clean, cut=_cut, col=_col, num=_num, pct=_pct, when=_when)
+        _ENVIRONMENT = env
+    return _ENVIRONMENT
+
+
+def _context(figures: Figures, evidence: Evidence) -> dict[str, Any]:
+    peak = max((d.count for d in figures.days), default=0)
+    day_bars = [
+        {
+            "day": d.day,
+            "count": d.count,
+            "weekend": d.weekend,
+            # A non-empty day is at least 2 px tall so that it never looks like an empty one.
+            "height": max(2, round(d.count / peak * DAY_CHART_HEIGHT)) if d.count and peak else 0,
+            "text_bar": "#" * max(1, round(d.count / peak * TEXT_BAR_WIDTH)) if d.count and peak else "",
+        }
+        for d in figures.days
+    ]
+    top = max((c.count for c in figures.categories), default=0)
+    category_bars = [
+        {
+            "name": c.name,
+            "short": CATEGORY_SHORT[c.name],
+            "count": c.count,
+            "share": c.share,
+            "colour": CATEGORY_COLOURS[c.name],
+            "width": max(1, round(c.count / top * 100)) if c.count and top else 0,
+            "text_bar": "#" * max(1, round(c.count / top * TEXT_BAR_WIDTH)) if c.count and top else "",
+        }
+        for c in figures.categories
+    ]
+    return {
+        "f": figures,
+        "period": figures.period,
+        "tz": figures.tz,
+        "evidence": evidence,
+        "categories": CATEGORIES,
+        "short": CATEGORY_SHORT,
+        "colours": CATEGORY_COLOURS,
+        "severity_colours": SEVERITY_COLOURS,
+        "day_bars": day_bars,
+        "day_peak": peak,
+        "day_chart_height": DAY_CHART_HEIGHT,
+        # Equal columns, zero days included: 660 px of the 704 px content width (the rest labels the axis).
+        "day_column_width": 660 // max(1, len(day_bars)),
+        "category_bars": category_bars,
+        "csv_columns": CSV_COLUMNS,
+    }
+
+
+def render(figures: Figures, evidence: Evidence) -> RenderedReport:
+    env = environment()
+    context = _context(figures, evidence)
+    subject = env.get_template("report_subject.txt.j2").render(context)
+    return RenderedReport(
+        subject=" ".join(subject.split()),  # one line: a header can never be split by event text
+        html=env.get_template("report.html.j2").render(context),
+        text=env.get_template("report.txt.j2").render(context),
+    )
+
+
+# --- files -------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _read_snapshot(store: Store) -> Iterator[None]:
+    """One read transaction: the figures and the CSV see the same archive even while a poll commits."""
+    if store.conn.in_transaction:
+        yield
+        return
+    store.conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        store.conn.execute("ROLLBACK")  # nothing was written; ends the snapshot
+
+
+def atomic_write(path: Path, write: Callable[[TextIO], None]) -> None:
+    """Write ``path`` via a temporary file and rename: a reader never sees half a report. Mode 0600,
+    like the archive: reports name users."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def build_report(
+    store: Store,
+    config: Config,
+    period: Period,
+    out_dir: str | os.PathLike[str],
+    *,
+    now: datetime,
+    calendars: dict[str, Calendar] | None = None,
+    cap: int = DEFAULT_CAP,
+) -> ReportFiles:
+    """Compute the figures, write the CSV of every event, render HTML and text into ``out_dir``."""
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot create the report folder: {exc.strerror}") from None
+    base = report_basename(period)
+    paths = (out / f"{base}.html", out / f"{base}.txt", out / f"{base}.csv")
+    calendar, origin = business_calendar(config, calendars)
+    rows = 0
+
+    def write_events(handle: TextIO) -> None:
+        nonlocal rows
+        rows = write_csv(store.iter_events(period.start, period.end), handle, config.tz)
+
+    try:
+        with _read_snapshot(store):
+            figures = compute_figures(
+                store, config, period, now=now, calendar=calendar, calendar_origin=origin, cap=cap
+            )
+            atomic_write(paths[2], write_events)
+    except OSError as exc:
+        raise ReportError(f"{paths[2]}: cannot write the CSV: {exc.strerror}") from None
+    if rows != figures.total:
+        # Same snapshot, same range: a difference means the range logic broke. Never send such a report.
+        raise ReportError(f"{paths[2]}: {rows} CSV rows but the figures count {figures.total} events")
+    rendered = render(figures, Evidence(paths[2].name, rows, "in the CSV file beside this report"))
+    try:
+        atomic_write(paths[0], lambda handle: handle.write(rendered.html))
+        atomic_write(paths[1], lambda handle: handle.write(rendered.text))
+    except OSError as exc:
+        raise ReportError(f"{out}: cannot write the report: {exc.strerror}") from None
+    return ReportFiles(period, paths[0], paths[1], paths[2], figures, rows)
