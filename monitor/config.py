@@ -163,9 +163,20 @@ class AlertsConfig(_Strict):
 
 
 class ReportConfig(_Strict):
-    schedule: str = "0 8 1 * *"
-    to: list[str] = Field(default_factory=list)
+    schedule: str = "0 8 1 * *"  # cron in the configured timezone; the report covers the month before
+    to: list[str] = Field(default_factory=list)  # empty: the report is written to out_dir, not emailed
     out_dir: str = "./data/reports"
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger  # the daemon's own parser: what passes here runs
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r} is not a cron schedule like \"0 8 1 * *\" ({exc})") from None
+        return value
 
 
 class ServerConfig(_Strict):
@@ -213,6 +224,12 @@ class Config(_Strict):
             if source.name in seen:
                 raise ValueError(f"source name {source.name!r} is used twice")
             seen.add(source.name)
+        return self
+
+    @model_validator(mode="after")
+    def _report_mail(self) -> Config:
+        if self.report.to and self.alerts.email is None:
+            raise ValueError("report.to needs alerts.email (smtp and from) to send the monthly report")
         return self
 
     @property
