@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 a check failed, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,11 +15,13 @@ from typing import NoReturn
 import click
 
 from monitor.config import Config, ConfigError, load_config
-from monitor.daemon import Monitor, run_daemon
+from monitor.daemon import Monitor, config_rules_loader, run_daemon
 from monitor.engine import RuleLoadError
 from monitor.export import write_csv, write_jsonl
-from monitor.logs import setup_logging
-from monitor.status import render_status
+from monitor.logs import config_secrets, setup_logging
+from monitor.report import Period, ReportError, ReportSendError, produce_report
+from monitor.server import ServerError
+from monitor.status import render_status_data, status_data
 from monitor.store import Store, StoreError
 from monitor.timeutil import parse_cli_date
 
@@ -96,7 +99,7 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
             "sources:\n  - name: prod\n    base_url: https://YOUR-INSTANCE.xano.io\n    token: ${XANO_META_TOKEN}",
             EXIT_USAGE,
         )
-    setup_logging(log_level)
+    setup_logging(log_level, secrets=config_secrets(config))
     monitor = _build_monitor(config)
     if once:
         try:
@@ -108,8 +111,15 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
                 click.echo(f"source {poll.source}: {poll.error}", err=True)
         for error in outcome.delivery.errors:
             click.echo(f"delivery: {error}", err=True)
+        for report_run in outcome.reports:
+            if report_run.failed:
+                click.echo(f"monthly report {report_run.period}: {report_run.detail}", err=True)
         sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
-    run_daemon(monitor)
+    try:
+        run_daemon(monitor, rules_loader=config_rules_loader(ctx.config_path, config))
+    except ServerError as exc:
+        monitor.close()
+        fail(f"configuration error: {ctx.config_path or './audit-monitor.yaml'}: {exc}", EXIT_USAGE)
 
 
 def _build_monitor(config: Config) -> Monitor:
@@ -122,12 +132,14 @@ def _build_monitor(config: Config) -> Monitor:
 
 
 @cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object (for scripts), not the table.")
 @click.pass_obj
-def status(ctx: CliContext) -> None:
-    """Per source: cursor, last success, last error, lag; outbox depth, dead letters, archive size."""
+def status(ctx: CliContext, as_json: bool) -> None:
+    """Per source: cursor, last success, last error, lag, archived; outbox, dead letters, archive size."""
     config = ctx.config()
     with _open_store(config) as store:
-        click.echo(render_status(store, config, datetime.now(UTC)))
+        data = status_data(store, config, datetime.now(UTC))
+    click.echo(json.dumps(data, indent=2) if as_json else render_status_data(data))
 
 
 @cli.command()
@@ -150,6 +162,45 @@ def export(ctx: CliContext, since: str, until: str, fmt: str, out: str | None, s
             click.echo(f"{count} events written to {out}", err=True)
         else:
             writer(events, sys.stdout, config.tz)
+
+
+@cli.command()
+@click.option("--month", required=True, metavar="YYYY-MM", help="Calendar month in the configured timezone.")
+@click.option("--out", type=click.Path(file_okay=False), help="Output folder (default report.out_dir).")
+@click.option(
+    "--send",
+    is_flag=True,
+    help="Also email it (HTML + text, CSV attached) to report.to; the scheduler then counts it as sent.",
+)
+@click.pass_obj
+def report(ctx: CliContext, month: str, out: str | None, send: bool) -> None:
+    """Build the monthly compliance report: compliance-report-YYYY-MM.html, .txt and .csv.
+
+    Figures for the calendar month in the configured timezone (daylight-saving changes respected):
+    events by category, security-critical events, activity per user with off-hours counts, alerts,
+    coverage gaps and a daily chart. The CSV holds every event of the month.
+    """
+    config = ctx.config()
+    try:
+        period = Period.parse(month, config.tz)
+    except ValueError as exc:
+        fail(f"usage error: --month: {exc}", EXIT_USAGE)
+    if send and not config.report.to:
+        fail("configuration error: report.to: no recipients to send the report to", EXIT_USAGE)
+    with _open_store(config) as store:
+        try:
+            result = produce_report(
+                store, config, period, out or config.report.out_dir, now=datetime.now(UTC), send=send
+            )
+        except (ReportError, ReportSendError) as exc:
+            fail(f"report {period.key}: {exc}", EXIT_FAILED)
+    files = result.files
+    assert files is not None
+    click.echo(f"{files.rows} events in {period.label} ({config.timezone}):")
+    for path in (files.html, files.text, files.csv):
+        click.echo(f"  {path}")
+    if result.outcome == "sent":
+        click.echo(f"sent to {', '.join(config.report.to)} (Message-ID {result.detail})")
 
 
 @cli.command()

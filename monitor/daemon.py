@@ -2,31 +2,45 @@
 
 All jobs run on one worker thread, so the SQLite connection is never used by two threads at once
 and no two cycles of a source ever overlap (APScheduler's max_instances=1 and coalesce as well).
+The HTTP endpoint (/healthz, /metrics) runs in its own thread and reads only ``Monitor.metrics``.
+
+Signals: SIGTERM/SIGINT stop the scheduler and let the cycle in flight end: a normal cycle finishes
+and commits; a long walk (a backfill, a backlog) is abandoned at the next page with nothing committed,
+so the process exits within seconds and the next start repeats the walk. SIGHUP re-reads the rules on
+the worker thread between cycles; rules that fail validation leave the running ones in force.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import signal
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.cron import CronTrigger
 
 from monitor.alerts.console import ConsoleChannel
 from monitor.alerts.outbox import Channel, DeliveryReport, OutboxWorker
-from monitor.config import Config, SourceConfig, effective_console
-from monitor.engine import RuleSet, ruleset_from_config
-from monitor.poller import ClientFactory, Poller, PollResult, default_client_factory
+from monitor.config import Config, SourceConfig, effective_console, load_config
+from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
+from monitor.metrics import Metrics
+from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, default_client_factory
+from monitor.report.schedule import ReportRun, ReportScheduler
+from monitor.server import HealthServer
 from monitor.store import Store
 
 log = logging.getLogger("monitor.daemon")
 
 Clock = Callable[[], datetime]
+RulesLoader = Callable[[], RuleSet]
+
+RETENTION_EVERY = timedelta(days=1)
 
 
 def build_channels(config: Config, stdout: TextIO | None = None) -> dict[str, Channel]:
@@ -40,10 +54,12 @@ def build_channels(config: Config, stdout: TextIO | None = None) -> dict[str, Ch
 class CycleOutcome:
     polls: list[PollResult] = field(default_factory=list)
     delivery: DeliveryReport = field(default_factory=DeliveryReport)
+    reports: list[ReportRun] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return all(p.ok for p in self.polls) and not self.delivery.failed
+        reports_ok = not any(r.failed for r in self.reports)
+        return all(p.ok for p in self.polls) and not self.delivery.failed and reports_ok
 
 
 class Monitor:
@@ -65,31 +81,122 @@ class Monitor:
         self.ruleset = ruleset if ruleset is not None else ruleset_from_config(config)
         self.poller = Poller(self.store, config, self.ruleset, clock=clock, client_factory=client_factory)
         self.outbox = OutboxWorker(self.store, build_channels(config, stdout), clock=clock)
+        self.metrics = Metrics(clock)
+        self.reports = ReportScheduler(self.store, config, clock=clock)
 
     def poll(self, source: SourceConfig) -> PollResult:
-        return self.poller.poll(source)
+        self.metrics.poll_started(source.name)
+        result = self.poller.poll(source)
+        self.metrics.observe_poll(result)
+        self.metrics.observe_store(self.store)
+        return result
 
     def deliver(self) -> DeliveryReport:
-        return self.outbox.deliver_due()
+        report = self.outbox.deliver_due()
+        self.metrics.observe_delivery(report)
+        if report.outcomes:
+            self.metrics.observe_store(self.store)
+        return report
+
+    def apply_retention(self) -> int:
+        """Prune events older than ``state.retention_days`` (0 = keep forever); the chain stays verifiable."""
+        days = self.config.state.retention_days
+        if days <= 0:
+            return 0
+        cutoff = self.clock() - timedelta(days=days)
+        deleted = self.store.prune_before(cutoff)
+        self.metrics.observe_prune(self.store, deleted)
+        log.info(
+            "retention pruned",
+            extra={"deleted": deleted, "cutoff": cutoff.isoformat(), "retention_days": days,
+                   "events_left": self.store.event_count()},
+        )
+        return deleted
 
     def run_once(self) -> CycleOutcome:
         outcome = CycleOutcome()
         for source in self.config.sources:
             outcome.polls.append(self.poll(source))
         outcome.delivery = self.deliver()
+        outcome.reports = self.send_due_reports()
         return outcome
+
+    def send_due_reports(self) -> list[ReportRun]:
+        """Build and email every monthly report that is due and not yet sent (claimed once per period)."""
+        return self.reports.run_due()
 
     def reload_rules(self, ruleset: RuleSet) -> None:
         self.ruleset = ruleset
         self.poller.evaluator = ruleset
 
+    def reload_rules_from(self, load: RulesLoader) -> bool:
+        """Load and validate rules with ``load``; on any error keep the running rules and log why."""
+        try:
+            ruleset = load()
+        except RuleLoadError as exc:
+            log.error(
+                "rules reload failed; the previous rules stay in force",
+                extra={"errors": exc.errors, "rules_in_force": len(self.ruleset.rules)},
+            )
+            return False
+        except Exception as exc:  # e.g. the config file no longer parses: same answer, keep what runs
+            log.error(
+                "rules reload failed; the previous rules stay in force",
+                extra={"errors": [str(exc)], "rules_in_force": len(self.ruleset.rules)},
+            )
+            return False
+        self.reload_rules(ruleset)
+        log.info("rules reloaded", extra={"rules": len(ruleset.rules), "files": len(ruleset.files)})
+        return True
+
     def close(self) -> None:
         self.store.close()
 
 
-def run_daemon(monitor: Monitor, stop: threading.Event | None = None) -> None:
-    """Poll every source on its interval and deliver alerts until SIGTERM/SIGINT (or ``stop`` is set)."""
+def config_rules_loader(config_path: str | None, running: Config) -> RulesLoader:
+    """SIGHUP's loader: re-read the config file for its ``rules`` section (paths, lists, calendars,
+    disable) and load those rule files. Other sections need a restart: a change there is logged, not applied.
+    """
+
+    def load() -> RuleSet:
+        fresh = load_config(config_path)
+        if fresh.model_dump(exclude={"rules"}) != running.model_dump(exclude={"rules"}):
+            log.warning("config changes outside rules are applied only at the next start")
+        return ruleset_from_config(running.model_copy(update={"rules": fresh.rules}))
+
+    return load
+
+
+def run_daemon(
+    monitor: Monitor,
+    stop: threading.Event | None = None,
+    *,
+    rules_loader: RulesLoader | None = None,
+    reload: threading.Event | None = None,
+) -> None:
+    """Poll every source on its interval and deliver alerts until SIGTERM/SIGINT (or ``stop`` is set).
+
+    Serves /healthz and /metrics on ``server.listen`` (raises ``ServerError`` when it cannot listen),
+    prunes the archive daily when ``state.retention_days`` is set, and reloads the rules with
+    ``rules_loader`` (default: the running config's rule paths) on SIGHUP or when ``reload`` is set.
+    """
     stop = stop or threading.Event()
+    reload = reload or threading.Event()
+    load_rules = rules_loader or (lambda: ruleset_from_config(monitor.config))
+    # Shutdown abandons a long walk at the next page (nothing committed) instead of finishing it,
+    # and cuts short a retry's backoff sleep (a Retry-After may ask for minutes).
+    monitor.poller.cancel = stop
+    if monitor.poller.client_factory is default_client_factory:
+
+        def sleep_unless_stopping(seconds: float) -> None:
+            if stop.wait(seconds):
+                raise PollCancelled
+
+        monitor.poller.client_factory = functools.partial(default_client_factory, sleep=sleep_unless_stopping)
+    monitor.metrics.seed(monitor.store, [s.name for s in monitor.config.sources])
+    server = HealthServer(monitor.config, monitor.metrics) if monitor.config.server.listen else None
+    if server is not None:
+        server.start()
     scheduler = BackgroundScheduler(
         executors={"default": ThreadPoolExecutor(max_workers=1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
@@ -98,6 +205,8 @@ def run_daemon(monitor: Monitor, stop: threading.Event | None = None) -> None:
     now = datetime.now(UTC)
 
     def poll_job(source: SourceConfig) -> None:
+        if stop.is_set():
+            return
         try:
             monitor.poll(source)
             monitor.deliver()
@@ -121,19 +230,59 @@ def run_daemon(monitor: Monitor, stop: threading.Event | None = None) -> None:
         )
     scheduler.add_job(deliver_job, "interval", seconds=5, id="deliver")
 
+    def retention_job() -> None:
+        try:
+            monitor.apply_retention()
+        except Exception:
+            log.exception("retention job crashed")
+
+    if monitor.config.state.retention_days > 0:
+        every = RETENTION_EVERY.total_seconds()
+        scheduler.add_job(retention_job, "interval", seconds=every, next_run_time=now, id="retention")
+
+    def report_job() -> None:
+        if stop.is_set():
+            return
+        try:
+            monitor.send_due_reports()
+        except Exception:
+            log.exception("report job crashed")
+
+    # The monthly report on its cron (configured zone); plus at start (a period missed while down) and
+    # hourly (a failed send is retried). Each period is claimed in the store, so these never send twice.
+    report_cron = CronTrigger.from_crontab(monitor.config.report.schedule, timezone=monitor.config.tz)
+    scheduler.add_job(report_job, report_cron, id="report")
+    scheduler.add_job(report_job, "interval", hours=1, next_run_time=now, id="report-catch-up")
+
+    def reload_job() -> None:
+        monitor.reload_rules_from(load_rules)
+
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("stopping", extra={"signal": signal.Signals(signum).name})
-        stop.set()
+        # Only set flags here: the work happens on the main loop and the worker thread.
+        if signum == signal.SIGHUP:
+            reload.set()
+        else:
+            stop.set()
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_signal)
     scheduler.start()
-    log.info("daemon started", extra={"sources": [s.name for s in monitor.config.sources]})
+    log.info("daemon started", extra={"sources": [s.name for s in monitor.config.sources],
+                                      "rules": len(monitor.ruleset.rules)})
     try:
-        stop.wait()
+        while not stop.wait(0.2):
+            if reload.is_set():
+                reload.clear()
+                log.info("reloading rules")
+                # On the single worker: after the cycle in flight, never in the middle of one.
+                scheduler.add_job(reload_job, id="reload-rules", replace_existing=True)
+        log.info("stopping")
     finally:
-        # Let the cycle in flight finish: its transaction either commits or rolls back whole.
+        # Let the cycle in flight end: its transaction either commits or rolls back whole.
         scheduler.shutdown(wait=True)
         monitor.close()
+        if server is not None:
+            server.stop()
         log.info("daemon stopped")
