@@ -1,0 +1,100 @@
+"""The report email through a real SMTP server (aiosmtpd on 127.0.0.1): structure, parts, attachment."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+from datetime import datetime
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+from report_data import IN_MONTH, Mailbox, fill_fixture, mail_config, utc
+
+from monitor.report import Period, build_report, build_report_email
+from monitor.report.mail import report_message_id
+from monitor.report.schedule import ReportScheduler, get_claim
+from monitor.store import Store
+
+
+class Clock:
+    def __init__(self, now: str) -> None:
+        self.now = utc(now)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+def parse(raw: bytes) -> EmailMessage:
+    message = message_from_bytes(raw, policy=policy.default)
+    assert isinstance(message, EmailMessage)
+    return message
+
+
+def test_scheduled_report_arrives_with_html_text_and_the_csv(tmp_path: Path, mailbox: Mailbox) -> None:
+    config = mail_config(tmp_path, mailbox)
+    clock = Clock("2026-03-20T10:00:00Z")
+    with Store.open(config.state.path) as store:
+        fill_fixture(store)
+        scheduler = ReportScheduler(store, config, clock=clock)
+        assert scheduler.run_due() == []  # first start: nothing due yet
+        clock.now = utc("2026-04-01T06:00:05Z")  # the cron fired at 08:00 CEST
+        [run] = scheduler.run_due()
+        assert run.outcome == "sent" and run.period == "2026-03"
+        claim = get_claim(store, "2026-03")
+        assert claim is not None and claim.status == "sent" and claim.message_id == run.detail
+
+    assert len(mailbox.messages) == 1
+    envelope = mailbox.messages[0]
+    assert envelope.mail_from == "monitor@corp.io"
+    assert envelope.rcpt_tos == ["compliance@corp.io", "auditor@corp.io"]
+    message = parse(envelope.original_content)
+    assert message["Subject"] == (
+        "Xano compliance report March 2026: 14 events, 5 security-critical, 4 alerts, 4 coverage gaps"
+    )
+    assert message["To"] == "compliance@corp.io, auditor@corp.io" and message["From"] == "monitor@corp.io"
+    assert message["Message-ID"] == report_message_id(config, "2026-03") == run.detail
+    assert message["Auto-Submitted"] == "auto-generated"
+    assert message.get_content_type() == "multipart/mixed"
+    body, attachment = message.iter_parts()
+    assert body.get_content_type() == "multipart/alternative"
+    assert [p.get_content_type() for p in body.iter_parts()] == ["text/plain", "text/html"]
+    text = body.get_body(preferencelist=("plain",)).get_content()
+    html = body.get_body(preferencelist=("html",)).get_content()
+    assert "SECURITY-CRITICAL EVENTS (5)" in text and "in the attached CSV" in text
+    assert "Activity per day" in html and "in the attached CSV" in html
+    assert attachment.get_content_type() == "text/csv"
+    assert attachment.get_filename() == "compliance-report-2026-03.csv"
+    rows = list(csv.reader(io.StringIO(attachment.get_payload(decode=True).decode("utf-8"))))
+    assert len(rows) == IN_MONTH + 1 and rows[0][:3] == ["source", "id", "created_at"]
+    assert (Path(config.report.out_dir) / "compliance-report-2026-03.html").exists()
+
+
+def test_a_csv_too_big_to_attach_is_compressed_or_left_on_the_host(tmp_path: Path, mailbox: Mailbox) -> None:
+    config = mail_config(tmp_path, mailbox)
+    now = utc("2026-04-02T00:00:00Z")
+    with Store.open(config.state.path) as store:
+        fill_fixture(store)
+        files = build_report(store, config, Period.parse("2026-03", config.tz), tmp_path / "out", now=now)
+    size = files.csv.stat().st_size
+
+    compressed = build_report_email(files, config, now=now, limit=size - 1)
+    [_, attachment] = compressed.iter_parts()
+    assert attachment.get_content_type() == "application/gzip"
+    assert attachment.get_filename() == "compliance-report-2026-03.csv.gz"
+    assert gzip.decompress(attachment.get_payload(decode=True)) == files.csv.read_bytes()
+    assert "gzip-compressed" in compressed.get_body(preferencelist=("plain",)).get_content()
+
+    too_big = build_report_email(files, config, now=now, limit=10)
+    assert too_big.get_content_type() == "multipart/alternative"  # nothing attached
+    text = too_big.get_body(preferencelist=("plain",)).get_content()
+    assert "too large to attach" in text and str(files.csv) in text
+    assert not files.csv.with_name(files.csv.name + ".gz").exists()
+
+
+def test_message_id_is_stable_per_period(tmp_path: Path, mailbox: Mailbox) -> None:
+    config = mail_config(tmp_path, mailbox)
+    assert report_message_id(config, "2026-03") == report_message_id(config, "2026-03")
+    assert report_message_id(config, "2026-03") != report_message_id(config, "2026-04")
+    assert report_message_id(config, "2026-03").endswith("@corp.io>")
