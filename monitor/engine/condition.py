@@ -175,11 +175,8 @@ class _Parser:
                     f"expected a selection pattern or 'them' after 'of', found {_describe(target)}",
                     target.column,
                 )
-            return Quantified(
-                "1" if token.kind == "number" else "all",
-                target.text if target.kind != "them" else "them",
-                target.column,
-            )
+            pattern = "them" if target.kind == "them" else target.text
+            return Quantified("1" if token.kind == "number" else "all", pattern, token.column)
         if token.kind == "name":
             return Ref(token.text, token.column)
         if token.kind == "pattern":

@@ -202,7 +202,7 @@ def _duration(
 def _unknown_keys(mapping: YMap, allowed: tuple[str, ...], where: str, errors: RuleErrors) -> None:
     for key in mapping:
         if key not in allowed:
-            errors.add(mapping.key_line(key), f"unknown key {where}{key!r} (expected {', '.join(allowed)})")
+            errors.add(mapping.key_line(key), f"unknown key {key!r}{where} (expected {', '.join(allowed)})")
 
 
 def _field_list(
@@ -297,13 +297,15 @@ def _compile_match(
         else:
             selections[name] = selection
     if not lines:
-        errors.add(match.line, "match has no selection")
+        errors.add(doc.key_line("match"), "match has no selection")
         return never
-    condition_line = match.key_line("condition") if "condition" in match else match.line
+    if failed and "condition" not in match:
+        return never
+    condition_line = match.key_line("condition") if "condition" in match else doc.key_line("match")
     condition_text = match.get("condition")
     if condition_text is None:
         if len(lines) > 1:
-            errors.add(match.line, "condition is required when match has more than one selection")
+            errors.add(doc.key_line("match"), "condition is required when match has more than one selection")
             return never
         condition_text = next(iter(lines))
     if not isinstance(condition_text, str):
@@ -340,7 +342,7 @@ def _compile_exceptions(doc: YMap, errors: RuleErrors) -> list[ExceptionRule]:
         if not isinstance(item, YMap):
             errors.add(line, "an exception is a mapping {name, fields, values}")
             continue
-        _unknown_keys(item, ("name", "fields", "values"), "in exception ", errors)
+        _unknown_keys(item, ("name", "fields", "values"), " in exception", errors)
         name = item.get("name", f"exception {index + 1}")
         if not isinstance(name, str):
             errors.add(item.key_line("name"), "exception name must be text")
@@ -380,7 +382,7 @@ def _compile_threshold(doc: YMap, errors: RuleErrors) -> Threshold | None:
     if not isinstance(raw, YMap):
         errors.add(line, "threshold must be a mapping {group_by, window, count, distinct}")
         return None
-    _unknown_keys(raw, ("group_by", "window", "count", "distinct"), "in threshold ", errors)
+    _unknown_keys(raw, ("group_by", "window", "count", "distinct"), " in threshold", errors)
     group_by = _field_list(
         raw.get("group_by", []), raw.key_line("group_by"), "threshold group_by", errors, allow_empty=True
     )
@@ -412,7 +414,7 @@ def _compile_new_value(doc: YMap, errors: RuleErrors) -> NewValue | None:
     if not isinstance(raw, YMap):
         errors.add(line, "new_value must be a mapping {fields, lookback, learning}")
         return None
-    _unknown_keys(raw, ("fields", "lookback", "learning"), "in new_value ", errors)
+    _unknown_keys(raw, ("fields", "lookback", "learning"), " in new_value", errors)
     if "fields" not in raw:
         errors.add(line, "new_value needs fields")
         return None
@@ -438,7 +440,7 @@ def _compile_throttle(doc: YMap, errors: RuleErrors) -> Throttle | None:
     if not isinstance(raw, YMap):
         errors.add(line, "throttle must be a mapping {key, window}")
         return None
-    _unknown_keys(raw, ("key", "window"), "in throttle ", errors)
+    _unknown_keys(raw, ("key", "window"), " in throttle", errors)
     key = _field_list(raw.get("key", []), raw.key_line("key"), "throttle key", errors, allow_empty=True)
     if "window" not in raw:
         errors.add(line, "throttle needs a window such as 1h")
@@ -460,7 +462,7 @@ def _compile_alert(doc: YMap, errors: RuleErrors) -> tuple[Any, Any, dict[str, i
             errors.add(doc.key_line("alert"), "alert must be a mapping {title, text, fields}")
             raw = None
         else:
-            _unknown_keys(raw, ("title", "text", "fields"), "in alert ", errors)
+            _unknown_keys(raw, ("title", "text", "fields"), " in alert", errors)
             if "title" in raw:
                 title_source = raw["title"]
                 lines["title"] = raw.key_line("title")

@@ -6,6 +6,7 @@ when rules load, and statically refused when they reach for private or dunder at
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -26,16 +27,21 @@ def _refuse_private(tree: nodes.Template) -> None:
             raise TemplateProblem(f"access to {name!r} is refused by the sandbox")
 
 
-def compile_template(source: Any) -> Any:
-    """Compile a template string once; raise TemplateProblem on syntax errors or unsafe access."""
-    if not isinstance(source, str):
-        raise TemplateProblem("a template must be text")
+@functools.lru_cache(maxsize=1024)
+def _compile(source: str) -> Any:
     try:
         tree = _ENV.parse(source)
         _refuse_private(tree)
         return _ENV.from_string(tree)
     except TemplateSyntaxError as exc:
         raise TemplateProblem(f"template syntax error: {exc.message} (template line {exc.lineno})") from None
+
+
+def compile_template(source: Any) -> Any:
+    """Compile a template string once; raise TemplateProblem on syntax errors or unsafe access."""
+    if not isinstance(source, str):
+        raise TemplateProblem("a template must be text")
+    return _compile(source)  # compiled once per distinct source: rule variants of test cases share it
 
 
 def render(template: Any, context: dict[str, Any]) -> str:
