@@ -25,15 +25,18 @@ from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
+from monitor import selfmon
 from monitor.alerts.console import ConsoleChannel
+from monitor.alerts.email import EmailChannel
 from monitor.alerts.outbox import Channel, DeliveryReport, OutboxWorker
+from monitor.alerts.slack import SlackChannel
 from monitor.config import Config, SourceConfig, effective_console, load_config
 from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
 from monitor.metrics import Metrics
 from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, default_client_factory
 from monitor.report.schedule import ReportRun, ReportScheduler
 from monitor.server import HealthServer
-from monitor.store import Store
+from monitor.store import Store, StoreError
 
 log = logging.getLogger("monitor.daemon")
 
@@ -47,6 +50,10 @@ def build_channels(config: Config, stdout: TextIO | None = None) -> dict[str, Ch
     channels: dict[str, Channel] = {}
     if effective_console(config):
         channels["console"] = ConsoleChannel(config.tz, stdout)
+    if config.alerts.slack is not None:
+        channels["slack"] = SlackChannel(config.alerts.slack, config.tz)
+    if config.alerts.email is not None:
+        channels["email"] = EmailChannel(config.alerts.email, config.tz)
     return channels
 
 
@@ -80,7 +87,9 @@ class Monitor:
         self.store = store or Store.open(config.state.path)
         self.ruleset = ruleset if ruleset is not None else ruleset_from_config(config)
         self.poller = Poller(self.store, config, self.ruleset, clock=clock, client_factory=client_factory)
-        self.outbox = OutboxWorker(self.store, build_channels(config, stdout), clock=clock)
+        self.outbox = OutboxWorker(
+            self.store, build_channels(config, stdout), clock=clock, digest_after=config.alerts.digest_after
+        )
         self.metrics = Metrics(clock)
         self.reports = ReportScheduler(self.store, config, clock=clock)
 
@@ -92,6 +101,12 @@ class Monitor:
         return result
 
     def deliver(self) -> DeliveryReport:
+        try:
+            # After every cycle (and on the delivery timer): raise or end monitor.source_unreachable and
+            # auth_failed episodes, so their notices go out in this same delivery.
+            selfmon.check_sources(self.store, self.config, self.clock())
+        except StoreError as exc:
+            log.error("self-monitoring check failed", extra={"error": str(exc)})
         report = self.outbox.deliver_due()
         self.metrics.observe_delivery(report)
         if report.outcomes:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -46,7 +47,10 @@ class PageSource(Protocol):
 ClientFactory = Callable[[SourceConfig], AbstractContextManager[PageSource]]
 
 
-def default_client_factory(source: SourceConfig) -> XanoClient:
+def default_client_factory(
+    source: SourceConfig, *, sleep: Callable[[float], None] = time.sleep
+) -> XanoClient:
+    """``sleep`` waits between retries; the daemon passes one that shutdown interrupts."""
     return XanoClient(
         source.base_url,
         source.token.get_secret_value(),
@@ -56,6 +60,7 @@ def default_client_factory(source: SourceConfig) -> XanoClient:
         timeout=source.timeout.total_seconds(),
         retry=RetryPolicy(budget=min(600.0, source.poll_interval.total_seconds())),
         verify=source.ca_file or True,
+        sleep=sleep,
     )
 
 
@@ -70,8 +75,13 @@ class PollResult:
     alerts: int = 0
     duration: float = 0.0
     error: str | None = None
-    error_kind: str | None = None  # auth | unavailable | store
+    error_kind: str | None = None  # auth | unavailable | store | cancelled
     lag_seconds: float | None = None
+    newest_event_at: datetime | None = None  # the source's newest archived event (for the lag metric)
+
+
+class PollCancelled(Exception):
+    """The daemon is stopping: the cycle was abandoned before its commit, so nothing moved."""
 
 
 @dataclass
@@ -99,6 +109,9 @@ class Poller:
         self.evaluator = evaluator
         self.clock = clock
         self.client_factory = client_factory
+        # Set by the daemon at shutdown: a long walk (a backfill) stops between pages instead of
+        # holding SIGTERM for minutes. Nothing is committed, so the next start repeats the walk.
+        self.cancel: threading.Event | None = None
 
     def poll(self, source: SourceConfig) -> PollResult:
         started = time.monotonic()
@@ -114,6 +127,10 @@ class Poller:
         except (StoreError, sqlite3.Error) as exc:
             # e.g. a read-only file or a full disk: the transaction rolled back, the cursor stays.
             return self._failed(source, cursor, now, started, "store", str(exc))
+        except PollCancelled:
+            log.info("poll cancelled by shutdown; nothing committed", extra={"source": source.name})
+            elapsed = time.monotonic() - started
+            return PollResult(source.name, False, duration=elapsed, error="cancelled", error_kind="cancelled")
         newest = self.store.newest_event_time(source.name)
         result = PollResult(
             source=source.name,
@@ -125,6 +142,7 @@ class Poller:
             alerts=alerts,
             duration=time.monotonic() - started,
             lag_seconds=(now - newest).total_seconds() if newest else None,
+            newest_event_at=newest,
         )
         log.info(
             "poll cycle",
@@ -151,6 +169,7 @@ class Poller:
         self.store.clear_staging(source.name)
         with self.client_factory(source) as client:
             for page in client.iter_pages(newest_first=True):
+                self._check_cancel()
                 walk.pages += 1
                 staged, page_ids, page_times = [], [], []
                 for entry in page.items:
@@ -175,6 +194,10 @@ class Poller:
         if backfill_none:
             self.store.clear_staging(source.name)
         return walk
+
+    def _check_cancel(self) -> None:
+        if self.cancel is not None and self.cancel.is_set():
+            raise PollCancelled
 
     def _cutoff(self, source: SourceConfig, cursor: Cursor) -> datetime | None:
         if cursor.last_created_at is not None:
@@ -260,6 +283,8 @@ class Poller:
                 continue
             prev_hash = self.store.archive(event, raw, prev_hash, now)
             new += 1
+            if new % 5000 == 0:
+                self._check_cancel()  # a huge backfill's commit rolls back whole instead of holding SIGTERM
             if self.evaluator is not None:
                 for alert in self.evaluator.evaluate(event, state):
                     alerts += self._record(alert, now)
