@@ -656,6 +656,7 @@ class Simulator:
             ids = by_incident.get(incident_no)
             if ids:
                 self.incidents.append(Incident(kind, tuple(ids), description, _from_us(start)))
+        self.incidents.sort(key=lambda incident: incident.start)
 
     def _even_background(self, count: int) -> tuple[array[int], array[int]]:
         """``count`` events spread evenly over the history (benchmarks: built in bulk, no per-day loop)."""

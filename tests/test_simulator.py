@@ -265,6 +265,8 @@ def test_ids_increase_with_gaps_in_time_order(sim: Simulator) -> None:
 def test_every_incident_kind_is_planted_with_the_right_events(sim: Simulator, clock: FakeClock) -> None:
     by_id = {entry["id"]: entry for entry in sim.visible_events()}
     assert {incident.kind for incident in sim.incidents} == set(INCIDENT_KINDS)
+    starts = [incident.start for incident in sim.incidents]
+    assert starts == sorted(starts)
     for incident in sim.incidents:
         events = [by_id[event_id] for event_id in incident.event_ids]  # every one is served
         times = [when(entry) for entry in events]

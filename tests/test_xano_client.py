@@ -7,14 +7,17 @@ import json
 import logging
 import random
 import socket
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
+import trustme
 
 from monitor.events import normalize
 from monitor.simulator import Simulator
@@ -349,6 +352,28 @@ def test_tls_verification_cannot_be_switched_off(harness: Harness) -> None:
         harness.client(verify=False)
 
 
+def test_tls_verifies_against_a_ca_bundle_and_refuses_an_unknown_issuer(
+    harness: Harness, tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(context)
+    server = ScriptedServer(tls=context)
+    server.respond = lambda request: (200, {}, envelope(1, None))
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    try:
+        with harness.client(base_url=server.url, verify=str(bundle)) as trusted:
+            assert [page.items for page in trusted.iter_pages()] == [[{"id": 1}]]
+        with pytest.raises(XanoUnavailableError) as raised, harness.client(base_url=server.url) as untrusted:
+            list(untrusted.iter_pages())
+        assert "CERTIFICATE_VERIFY_FAILED" in str(raised.value)
+        assert untrusted.stats.requests == 1 and harness.sleeps == []  # retrying cannot fix a certificate
+        assert len(server.requests) == 1
+    finally:
+        server.close()
+
+
 # --- a misbehaving server ---------------------------------------------------------------------------------
 
 Request = dict[str, Any]
@@ -358,7 +383,7 @@ Responder = Callable[[Request], tuple[int, dict[str, str], bytes]]
 class ScriptedServer:
     """A tiny real HTTP server whose answers a test scripts; it records every request."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.requests: list[Request] = []
         self.respond: Responder = lambda request: (200, {}, b"{}")
         owner = self
@@ -387,7 +412,10 @@ class ScriptedServer:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        scheme = "https" if tls is not None else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.server.server_address[1]}"
         threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
     def close(self) -> None:
