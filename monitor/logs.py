@@ -26,14 +26,16 @@ _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"messa
 
 # A field with such a name is a credential whatever its value.
 _SECRET_KEY = re.compile(r"(authorization|token|password|passwd|secret|api[_-]?key|cookie|webhook)", re.I)
-# Credentials inside free text: HTTP auth headers, Slack tokens, key=value pairs.
+# Credentials inside free text: key=value pairs (first, so "Authorization: Bearer x" loses the whole
+# credential), HTTP auth schemes, Slack tokens and webhook URLs.
 _SECRET_TEXT = [
-    re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{4,}"),
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9-]{6,}"),
-    re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
     re.compile(
-        r"(?i)\b(authorization|token|password|secret|api[_-]?key)([\"']?\s*[:=]\s*[\"']?)[^\s\"',}&]{4,}"
+        r"(?i)\b(authorization|token|password|secret|api[_-]?key)([\"']?\s*[:=]\s*[\"']?)"
+        r"(?:(?:bearer|basic)\s+)?[^\s\"',}&]{4,}"
     ),
+    re.compile(r"(?i)\b(bearer|basic)\s+(?!\[redacted\])[A-Za-z0-9._~+/=-]{4,}"),
+    re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{6,}"),
+    re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
 ]
 # Shorter "secrets" would redact ordinary words; no real token, password or URL is this short.
 _MIN_SECRET_LENGTH = 4
@@ -61,7 +63,10 @@ def config_secrets(model: BaseModel) -> list[str]:
 
 
 class Redactor:
-    """Replaces known secret values and credential-looking text in a formatted line."""
+    """Replaces known secret values and credential-looking text.
+
+    It works on values before they are serialised, so a JSON line stays valid JSON.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._literals: list[str] = []
@@ -69,12 +74,8 @@ class Redactor:
 
     def add(self, secrets: Iterable[str]) -> None:
         for secret in secrets:
-            if not secret or len(secret) < _MIN_SECRET_LENGTH:
-                continue
-            # The raw value and its JSON-escaped forms (a secret with a quote or backslash in a JSON line).
-            for form in {secret, json.dumps(secret, ensure_ascii=False)[1:-1], json.dumps(secret)[1:-1]}:
-                if form not in self._literals:
-                    self._literals.append(form)
+            if secret and len(secret) >= _MIN_SECRET_LENGTH and secret not in self._literals:
+                self._literals.append(secret)
         self._literals.sort(key=len, reverse=True)  # a secret containing another is replaced whole
 
     def __call__(self, text: str) -> str:
@@ -84,6 +85,18 @@ class Redactor:
         for pattern in _SECRET_TEXT:
             text = pattern.sub(_keep_label, text)
         return text
+
+    def value(self, value: object, key: str = "") -> object:
+        """A log field's value, redacted: credential-named keys wholesale, strings by content, recursively."""
+        if value is None or isinstance(value, bool | int | float):
+            return value
+        if key and _SECRET_KEY.search(key):
+            return REDACTED
+        if isinstance(value, dict):
+            return {str(k): self.value(v, str(k)) for k, v in value.items()}
+        if isinstance(value, list | tuple | set | frozenset):
+            return [self.value(v) for v in value]
+        return self(value if isinstance(value, str) else str(value))
 
 
 def _keep_label(match: re.Match[str]) -> str:
@@ -95,49 +108,49 @@ def _keep_label(match: re.Match[str]) -> str:
     return REDACTED
 
 
-def _fields(record: logging.LogRecord) -> dict[str, object]:
-    return {
-        k: (REDACTED if _SECRET_KEY.search(k) and v is not None else v)
-        for k, v in vars(record).items()
-        if k not in _STANDARD
-    }
-
-
 class _RedactingFormatter(logging.Formatter):
     def __init__(self, redactor: Redactor | None = None) -> None:
         super().__init__()
         self.redactor = redactor or Redactor()
 
-    def format(self, record: logging.LogRecord) -> str:
-        return self.redactor(self.render(record))
+    def fields(self, record: logging.LogRecord) -> dict[str, object]:
+        """The ``extra`` fields, redacted."""
+        return {k: self.redactor.value(v, k) for k, v in vars(record).items() if k not in _STANDARD}
 
-    def render(self, record: logging.LogRecord) -> str:
-        raise NotImplementedError
+    def message(self, record: logging.LogRecord) -> str:
+        return self.redactor(record.getMessage())
+
+    def exception(self, record: logging.LogRecord) -> str | None:
+        return self.redactor(self.formatException(record.exc_info)) if record.exc_info else None
 
 
 class JsonFormatter(_RedactingFormatter):
-    def render(self, record: logging.LogRecord) -> str:
+    def format(self, record: logging.LogRecord) -> str:
         payload: dict[str, object] = {
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "event": record.getMessage(),
+            "event": self.message(record),
         }
-        for key, value in _fields(record).items():
+        for key, value in self.fields(record).items():
             payload.setdefault(key, value)  # an extra field can never overwrite ts/level/event
-        if record.exc_info:
-            payload["exception"] = self.formatException(record.exc_info)
+        exception = self.exception(record)
+        if exception:
+            payload["exception"] = exception
         # One physical line per record, whatever the message holds: json.dumps escapes newlines.
-        return json.dumps(payload, default=str, ensure_ascii=False)
+        return json.dumps(payload, ensure_ascii=False)
 
 
 class ConsoleFormatter(_RedactingFormatter):
-    def render(self, record: logging.LogRecord) -> str:
+    def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        pairs = " ".join(f"{k}={v}" for k, v in _fields(record).items())
-        line = f"{stamp} {record.levelname.lower():7} {record.getMessage()}" + (f"  {pairs}" if pairs else "")
-        if record.exc_info:
-            line += "\n" + self.formatException(record.exc_info)
+        pairs = " ".join(f"{k}={v}" for k, v in self.fields(record).items())
+        line = f"{stamp} {record.levelname.lower():7} {self.message(record)}"
+        if pairs:
+            line += f"  {pairs}"
+        exception = self.exception(record)
+        if exception:
+            line += "\n" + exception
         return line
 
 
