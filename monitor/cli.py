@@ -14,6 +14,14 @@ from typing import NoReturn
 
 import click
 
+from monitor.alerts.outbox import (
+    AmbiguousAlertId,
+    UnknownAlertId,
+    dead_letter_record,
+    list_dead_letters,
+    render_dead_letters,
+    requeue_dead_letters,
+)
 from monitor.config import Config, ConfigError, load_config
 from monitor.daemon import Monitor, config_rules_loader, run_daemon
 from monitor.engine import RuleLoadError
@@ -218,6 +226,53 @@ def verify(ctx: CliContext) -> None:
         f"{result.reason}; {result.rows_checked - 1} rows before it are intact",
         EXIT_FAILED,
     )
+
+
+@cli.group("dead-letters")
+def dead_letters() -> None:
+    """Alerts a channel gave up on (a permanent error, or 24 h of failures): list them, re-send them.
+
+    Fix the cause first (the error column says what failed), then requeue: the alerts are due at once,
+    with a fresh 24 h of retries, and the running daemon (or the next `run --once`) sends them.
+    """
+
+
+@dead_letters.command("list")
+@click.option("--channel", help="Only this channel (console, slack or email).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for scripts).")
+@click.pass_obj
+def dead_letters_list(ctx: CliContext, channel: str | None, as_json: bool) -> None:
+    """Dead letters, oldest first: alert id, channel, severity, rule, when given up, attempts, last error."""
+    config = ctx.config()
+    with _open_store(config) as store:
+        letters = list_dead_letters(store, channel)
+    if as_json:
+        for letter in letters:
+            click.echo(json.dumps(dead_letter_record(letter), ensure_ascii=False))
+        return
+    click.echo(render_dead_letters(letters, config.tz))
+
+
+@dead_letters.command("requeue")
+@click.argument("alert_ids", nargs=-1, metavar="[ALERT_ID]...")
+@click.option("--channel", help="Only dead letters of this channel (with no ALERT_ID: all of them).")
+@click.option("--all", "all_", is_flag=True, help="Every dead letter (of --channel, when given).")
+@click.pass_obj
+def dead_letters_requeue(
+    ctx: CliContext, alert_ids: tuple[str, ...], channel: str | None, all_: bool
+) -> None:
+    """Make dead letters pending again, due now. ALERT_ID may be a unique prefix, as `list` shows it."""
+    if not alert_ids and not channel and not all_:
+        fail("usage error: name one or more ALERT_IDs, or use --channel CHANNEL or --all", EXIT_USAGE)
+    if alert_ids and all_:
+        fail("usage error: --all re-queues every dead letter; do not name ALERT_IDs with it", EXIT_USAGE)
+    config = ctx.config()
+    with _open_store(config) as store:
+        try:
+            count = requeue_dead_letters(store, datetime.now(UTC), alert_ids=alert_ids, channel=channel)
+        except (AmbiguousAlertId, UnknownAlertId) as exc:
+            fail(f"usage error: {exc}; nothing was re-queued", EXIT_USAGE)
+    click.echo(f"{count} dead letter{'s' if count != 1 else ''} re-queued")
 
 
 @cli.command()

@@ -21,11 +21,12 @@ import random
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from monitor import selfmon
 from monitor.alerts.model import Alert
+from monitor.alerts.render import one_line
 from monitor.events import format_timestamp
 from monitor.store import Store
 
@@ -378,6 +379,10 @@ class AmbiguousAlertId(ValueError):
     """An id prefix given to requeue matches dead letters of more than one alert."""
 
 
+class UnknownAlertId(ValueError):
+    """An id given to requeue matches no dead letter (of the chosen channel)."""
+
+
 def requeue_dead_letters(
     store: Store, now: datetime, *, alert_ids: Sequence[str] = (), channel: str | None = None
 ) -> int:
@@ -391,6 +396,8 @@ def requeue_dead_letters(
         chosen: list[DeadLetter] = []
         for wanted in alert_ids:
             matches = {d.alert_id for d in letters if d.alert_id.startswith(wanted)}
+            if not matches:
+                raise UnknownAlertId(f"{wanted} is not a dead letter" + (f" of {channel}" if channel else ""))
             if len(matches) > 1:
                 raise AmbiguousAlertId(f"{wanted} matches {len(matches)} alerts; give more of the id")
             chosen.extend(d for d in letters if d.alert_id in matches)
@@ -403,3 +410,49 @@ def requeue_dead_letters(
             [(format_timestamp(now), d.alert_id, d.channel) for d in letters],
         )
     return len(letters)
+
+
+def dead_letter_record(letter: DeadLetter) -> dict[str, object]:
+    """A dead letter as plain JSON values (``dead-letters list --json``)."""
+    return {
+        "alert_id": letter.alert_id,
+        "channel": letter.channel,
+        "rule_id": letter.rule_id,
+        "severity": letter.severity,
+        "title": letter.title,
+        "attempts": letter.attempts,
+        "first_attempt_at": format_timestamp(letter.first_attempt_at) if letter.first_attempt_at else None,
+        "failed_at": format_timestamp(letter.failed_at),
+        "last_error": letter.last_error,
+    }
+
+
+def render_dead_letters(letters: Sequence[DeadLetter], tz: tzinfo) -> str:
+    """The ``dead-letters list`` table; ids cut to 12 characters (``requeue`` takes the prefix)."""
+    if not letters:
+        return "no dead letters"
+    header = ("ALERT", "CHANNEL", "SEVERITY", "RULE", "GIVEN UP", "ATTEMPTS", "ERROR")
+    rows = [header] + [
+        (
+            d.alert_id[:12],
+            d.channel,
+            d.severity,
+            d.rule_id,
+            f"{d.failed_at.astimezone(tz):%Y-%m-%d %H:%M %Z}",
+            str(d.attempts),
+            one_line(d.last_error)[:100],
+        )
+        for d in letters
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header) - 1)]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r[:-1], widths, strict=True)) + "  " + r[-1] for r in rows
+    ]
+    by_channel = Counter(d.channel for d in letters)
+    summary = ", ".join(f"{n} {c}" for c, n in sorted(by_channel.items()))
+    lines.append("")
+    lines.append(
+        f"{len(letters)} dead letters ({summary}); re-send with: audit-monitor dead-letters requeue "
+        "--channel CHANNEL (or ALERT_ID...)"
+    )
+    return "\n".join(lines)

@@ -25,6 +25,14 @@ from monitor.alerts.model import Alert, severity_rank
 from monitor.resources import templates_dir
 
 MAX_EVENT_IDS_SHOWN = 20
+# Event fields every message shows from the alert's context: rule field path -> context key.
+_SHOWN = {
+    "user.email": "user",
+    "workspace.name": "workspace",
+    "branch.label": "branch",
+    "msg": "msg",
+    "type": "type",
+}
 RECOVERY_TAG = "recovery"
 
 
@@ -76,6 +84,7 @@ class AlertView:
     workspace: str
     branch: str
     event_message: str
+    event_type: str
     event_ids: list[str]
     more_event_ids: int
     event_count: int
@@ -107,11 +116,17 @@ def alert_view(alert: Alert, tz: ZoneInfo) -> AlertView:
         workspace=_display(ctx.get("workspace")),
         branch=_display(ctx.get("branch")),
         event_message=message,
+        event_type=_display(ctx.get("type")),
         event_ids=[str(i) for i in alert.event_ids[:MAX_EVENT_IDS_SHOWN]],
         more_event_ids=max(0, len(alert.event_ids) - MAX_EVENT_IDS_SHOWN),
         event_count=len(alert.event_ids),
         suppressed_count=alert.suppressed_count,
-        fields=[(str(k), _display(v)) for k, v in alert.fields.items()],
+        fields=[
+            (str(k), _display(v))
+            for k, v in alert.fields.items()
+            # A rule's field that repeats what every message shows anyway (user, workspace...) is noise.
+            if not (k in _SHOWN and _display(v) == _display(ctx.get(_SHOWN[k])))
+        ],
         is_recovery=RECOVERY_TAG in alert.tags,
     )
 

@@ -1,0 +1,139 @@
+"""The whole path: simulator over HTTP -> poller -> rule engine -> outbox -> Slack stub / aiosmtpd,
+through Monitor.run_once and through `audit-monitor run --once` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alerts_support import BOT_TOKEN, SlackStub, SmtpServer, api_error, email_config, slack_config
+
+from monitor.config import Config, parse_config
+from monitor.daemon import Monitor
+from monitor.simulator import Simulator
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    start = datetime.now(UTC) - timedelta(days=10)
+    with Simulator(seed=5, history_start=start, events_per_day=150, live_background=False) as simulator:
+        yield simulator
+
+
+def config_for(sim: Simulator, state: Path, alerts: dict[str, Any]) -> Config:
+    data = {
+        "timezone": "Europe/Berlin",
+        "state": {"path": str(state)},
+        "sources": [{"name": "sim", "base_url": sim.base_url, "token": sim.token, "workspace_id": 1}],
+        "alerts": alerts,
+        "server": {"listen": ""},
+    }
+    return parse_config(json.dumps(data), "test.yaml", {})
+
+
+def slack_rows(monitor: Monitor) -> list[tuple[str, str, str | None]]:
+    return monitor.store.conn.execute(
+        "SELECT alert_id, status, remote_id FROM outbox WHERE channel = 'slack' ORDER BY alert_id"
+    ).fetchall()
+
+
+def test_each_alert_reaches_slack_once_across_cycles_and_a_restart(
+    sim: Simulator, slack: SlackStub, tmp_path: Path
+) -> None:
+    config = config_for(
+        sim, tmp_path / "a.db", {"digest_after": 100000, "slack": slack_config(slack, min_severity="info")}
+    )
+    monitor = Monitor(config)
+    try:
+        outcome = monitor.run_once()
+        assert outcome.ok, (outcome.polls, outcome.delivery.errors)
+        rows = slack_rows(monitor)
+        assert rows and {status for _, status, _ in rows} == {"sent"}
+        assert len(slack.posts()) == len(rows) == monitor.store.alert_count()
+        assert len({remote for _, _, remote in rows}) == len(rows)  # one Slack message (ts) per alert
+        assert monitor.run_once().ok
+    finally:
+        monitor.close()
+    restarted = Monitor(config)
+    try:
+        assert restarted.run_once().ok
+    finally:
+        restarted.close()
+    assert len(slack.posts()) == len(rows)
+    texts = [p.body["text"] for p in slack.posts()]
+    assert all(t.split(":")[0] in {"INFO", "LOW", "MEDIUM", "HIGH", "CRITICAL"} for t in texts)
+
+
+def test_a_backfill_burst_arrives_as_digests_and_email_gets_its_share(
+    sim: Simulator, slack: SlackStub, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    config = config_for(
+        sim,
+        tmp_path / "b.db",
+        {
+            "digest_after": 10,
+            "slack": slack_config(slack, min_severity="info", routes={"critical": "#oncall"}),
+            "email": {**email_config(smtp), "min_severity": "critical"},
+        },
+    )
+    monitor = Monitor(config)
+    try:
+        outcome = monitor.run_once()
+        assert outcome.ok, outcome.delivery.errors
+        alerts = monitor.store.alert_count()
+        assert alerts > 10
+        assert {s for _, s, _ in slack_rows(monitor)} == {"sent"}
+        criticals = monitor.store.conn.execute(
+            "SELECT count(*) FROM alerts WHERE severity = 'critical'"
+        ).fetchone()[0]
+    finally:
+        monitor.close()
+    # At most one digest per Slack destination instead of one message per alert.
+    assert 1 <= len(slack.posts()) <= 2
+    assert any(p.body["text"].startswith("Alert digest:") for p in slack.posts())
+    expected_mails = 0 if criticals == 0 else (1 if criticals > 10 else criticals)
+    assert len(smtp.recorder.messages) == expected_mails
+
+
+def test_run_once_exits_1_when_delivery_fails_and_says_why(
+    sim: Simulator, slack: SlackStub, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit-monitor.yaml"
+    path.write_text(
+        f"""
+timezone: Europe/Berlin
+state: {{path: {tmp_path / "c.db"}}}
+sources:
+  - {{name: sim, base_url: "{sim.base_url}", token: "${{XANO_META_TOKEN}}", workspace_id: 1}}
+alerts:
+  slack: {{token: "${{SLACK_BOT_TOKEN}}", channel: "#sec", base_url: "{slack.base_url}", min_severity: info}}
+server: {{listen: ""}}
+"""
+    )
+    slack.push(*[api_error("invalid_auth")] * 50)
+    env = {"XANO_META_TOKEN": sim.token, "SLACK_BOT_TOKEN": BOT_TOKEN, "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "--config", str(path), "run", "--once"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert done.returncode == 1, done.stderr
+    assert "delivery: slack: Slack API error invalid_auth" in done.stderr
+    assert BOT_TOKEN not in done.stdout + done.stderr
+    listed = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "--config", str(path), "dead-letters", "list", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert listed.returncode == 0 and listed.stdout.strip()
+    assert all(json.loads(line)["channel"] == "slack" for line in listed.stdout.splitlines())
