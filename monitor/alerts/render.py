@@ -12,7 +12,7 @@ import functools
 import json
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -211,7 +211,3 @@ def html_environment() -> SandboxedEnvironment:
 
 def render(env: SandboxedEnvironment, name: str, **context: Any) -> str:
     return env.get_template(name).render(**context)
-
-
-def severity_counts(alerts: Iterable[Alert]) -> dict[str, int]:
-    return dict(Counter(a.severity for a in alerts))
