@@ -57,14 +57,16 @@ def http_get(url: str, timeout: float = 5) -> tuple[int, bytes]:
 class Daemon:
     """One `audit-monitor run` subprocess: stdout (JSON logs) and stderr go to files we read back."""
 
-    def __init__(self, config: Path, workdir: Path, env: dict[str, str], *args: str) -> None:
+    def __init__(
+        self, config: Path, workdir: Path, env: dict[str, str], *args: str, argv: list[str] | None = None
+    ) -> None:
         self.config, self.workdir = config, workdir
         self.stdout_path = workdir / f"stdout-{time.monotonic_ns()}.log"
         self.stderr_path = self.stdout_path.with_suffix(".err")
         self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115 - closed in stop()
         self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor.cli", "--config", str(config), *(args or ("run",))],
+            argv or [sys.executable, "-m", "monitor.cli", "--config", str(config), *(args or ("run",))],
             cwd=workdir,
             env={**os.environ, "PYTHONPATH": str(REPO), **env},
             stdout=self._stdout,

@@ -1,0 +1,173 @@
+"""The image, without Docker (it cannot run here): the Dockerfile's instructions are parsed and the
+commands the container runs are run directly: `audit-monitor run` configured the way the image
+configures it (AUDIT_MONITOR_CONFIG, AUDIT_MONITOR_LISTEN, *_FILE secrets), and the HEALTHCHECK command
+against that live daemon.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+from monitor.simulator import Simulator
+from tests.ops.conftest import REPO, Daemon, wait_until
+
+Instruction = tuple[str, str]
+
+
+def instructions() -> list[Instruction]:
+    """(KEYWORD, arguments) per instruction, continuation lines joined, comments dropped."""
+    out: list[Instruction] = []
+    pending = ""
+    for raw in (REPO / "Dockerfile").read_text(encoding="utf-8").splitlines():
+        line = raw.strip()
+        if not pending and (not line or line.startswith("#")):
+            continue
+        if line.endswith("\\"):
+            pending += line[:-1] + " "
+            continue
+        line, pending = pending + line, ""
+        keyword, _, args = line.partition(" ")
+        out.append((keyword.upper(), args.strip()))
+    return out
+
+
+def one(keyword: str) -> str:
+    (args,) = [a for k, a in instructions() if k == keyword]
+    return args
+
+
+def env_vars() -> dict[str, str]:
+    values: dict[str, str] = {}
+    for keyword, args in instructions():
+        if keyword == "ENV":
+            for pair in shlex.split(args):
+                key, _, value = pair.partition("=")
+                values[key] = value
+    return values
+
+
+def healthcheck() -> tuple[dict[str, str], list[str]]:
+    args = one("HEALTHCHECK")
+    options, _, command = args.partition(" CMD ")
+    parsed = dict(opt.removeprefix("--").split("=", 1) for opt in options.split())
+    return parsed, json.loads(command)
+
+
+def test_the_image_is_slim_non_root_with_state_on_a_volume() -> None:
+    keywords = [k for k, _ in instructions()]
+    assert keywords[0] == "FROM" and one("FROM") in ("python:3.11-slim", "python:3.12-slim")
+    user = one("USER").split(":")[0]
+    assert user not in ("root", "0") and keywords.index("USER") < keywords.index("CMD")
+    assert json.loads(one("VOLUME")) == ["/data"] and one("WORKDIR") == "/data"
+    env = env_vars()
+    assert env["AUDIT_MONITOR_CONFIG"] == "/data/audit-monitor.yaml"
+    assert env["AUDIT_MONITOR_LISTEN"] == "0.0.0.0:9108"  # noqa: S104 - the container's endpoint
+    assert one("EXPOSE") == "9108"
+    assert json.loads(one("CMD")) == ["audit-monitor", "run"]
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts["audit-monitor"] == "monitor.cli:main"
+    # The package is installed from the copied source, not in editable mode.
+    installs = [a for k, a in instructions() if k == "RUN" and "pip install" in a]
+    assert installs and all("-e" not in shlex.split(a) and "--editable" not in a for a in installs)
+    options, _ = healthcheck()
+    assert {"interval", "timeout", "start-period", "retries"} <= set(options)
+
+
+def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
+    ignored = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    copies = [shlex.split(a)[:-1] for k, a in instructions() if k == "COPY"]
+    sources = [s for group in copies for s in group]
+    assert {"pyproject.toml", "README.md", "monitor", "rules", "templates"} <= set(sources)
+    for source in sources:
+        assert (REPO / source).exists(), source
+        assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
+    # What the wheel build needs is all there: hatch's force-include names rules/ and templates/.
+    force = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    assert set(force["force-include"]) <= set(sources)
+
+
+def test_compose_example_is_valid_and_uses_file_secrets() -> None:
+    compose = yaml.safe_load((REPO / "docker-compose.example.yml").read_text())
+    service = compose["services"]["audit-monitor"]
+    assert "audit-data:/data" in service["volumes"]
+    file_vars = {k: v for k, v in service["environment"].items() if k.endswith("_FILE")}
+    assert file_vars and all(v.startswith("/run/secrets/") for v in file_vars.values())
+    assert set(service["secrets"]) == set(compose["secrets"])
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def run_healthcheck(url: str) -> subprocess.CompletedProcess[str]:
+    _, command = healthcheck()
+    assert command[0] == "python"
+    return subprocess.run(
+        [sys.executable, *command[1:]],
+        env={**os.environ, "AUDIT_MONITOR_HEALTHCHECK_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
+
+
+def test_the_container_command_and_its_healthcheck(sim: Simulator, tmp_path: Path, token: str) -> None:
+    # The image's layout: the config in /data (here: the working directory), no server.listen in it,
+    # the token from a secret file.
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "audit-monitor.yaml").write_text(
+        f"state: {{path: {data / 'audit-monitor.db'}}}\n"
+        "sources:\n"
+        f"  - {{name: sim, base_url: '{sim.base_url}', token: '${{XANO_META_TOKEN}}', poll_interval: 2s}}\n"
+        "alerts: {console: false}\n"
+        "server: {stale_after: 3s}\n",
+        encoding="utf-8",
+    )
+    secret = tmp_path / "xano_meta_token"
+    secret.write_text(token + "\n", encoding="utf-8")  # as `docker secret` / kubectl write it
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/healthz"
+    env = {
+        "AUDIT_MONITOR_CONFIG": str(data / "audit-monitor.yaml"),
+        "AUDIT_MONITOR_LISTEN": f"127.0.0.1:{port}",
+        "XANO_META_TOKEN_FILE": str(secret),
+    }
+    # Exactly the image's CMD, the console script installed with the package.
+    command = json.loads(one("CMD"))
+    argv = [str(Path(sys.executable).parent / command[0]), *command[1:]]
+    daemon = Daemon(data / "audit-monitor.yaml", data, env, argv=argv)
+    try:
+        assert daemon.base_url == f"http://127.0.0.1:{port}"
+        healthy = wait_until(
+            lambda: (r := run_healthcheck(url)).returncode == 0 and r, 20, "a passing healthcheck"
+        )
+        assert json.loads(healthy.stdout)["status"] == "ok"
+        sim.stop()
+        failing = wait_until(
+            lambda: (r := run_healthcheck(url)).returncode == 1 and r, 20, "a failing healthcheck"
+        )
+        assert json.loads(failing.stdout)["status"] == "unhealthy"
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=15) == 0
+        assert run_healthcheck(url).returncode == 1  # nothing listening: the check fails, not hangs
+        assert token not in daemon.stdout_path.read_text()
+    finally:
+        daemon.stop()
