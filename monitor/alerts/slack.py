@@ -336,9 +336,10 @@ class SlackChannel:
             )
         except SlackApiError as exc:
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
-            raise classify_api_error(
-                str(data.get("error", "")), exc.response.status_code, exc.response.headers
-            ) from None
+            # Slack's codes are short snake_case words; anything else (the SDK's note about an HTML error
+            # page, say) is reduced to nothing rather than copied into logs and the outbox.
+            code = one_word(str(data.get("error", "")))
+            raise classify_api_error(code, exc.response.status_code, exc.response.headers) from None
         except SlackClientError as exc:
             raise DeliveryError(f"Slack client error: {type(exc).__name__}", permanent=True) from None
         except _TRANSPORT_ERRORS as exc:

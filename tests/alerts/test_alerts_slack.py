@@ -204,6 +204,7 @@ def test_http_level_outcomes(
         channel_for(slack).send(make_alert())
     assert caught.value.permanent is permanent
     assert caught.value.retry_after == retry_after
+    assert "<" not in str(caught.value)  # an HTML error page is never copied into logs or the outbox
 
 
 def test_connection_refused_is_transient() -> None:
