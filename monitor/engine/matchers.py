@@ -398,6 +398,10 @@ def _any_test(
 
 
 def _eq_forms(value: Any, cased: bool) -> set[str]:
+    if isinstance(value, datetime) and value.tzinfo is None:
+        value = value.replace(tzinfo=ZoneInfo("UTC"))  # an unquoted YAML time without zone: UTC, as on the wire
+    elif isinstance(value, date) and not isinstance(value, datetime):
+        value = value.isoformat()  # an unquoted YAML date: compare as the text the rule shows
     form = canon(value, cased)
     if form is None:
         raise MatcherError(f"{value!r} is not a plain value")
@@ -406,8 +410,6 @@ def _eq_forms(value: Any, cased: bool) -> set[str]:
         instant = to_instant(value)
         if instant is not None:  # so that created_at: "2026-03-04 10:00:00Z" matches the datetime field
             forms.add(format_timestamp(instant))
-    elif isinstance(value, datetime):
-        forms.add(format_timestamp(value if value.tzinfo else value.replace(tzinfo=ZoneInfo("UTC"))))
     return forms
 
 

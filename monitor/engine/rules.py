@@ -78,11 +78,15 @@ class Selection:
             if len(type_keys) == 1:
                 per_alternative.append(type_keys[0].test_value)
             else:
-                per_alternative.append(lambda t, ks=type_keys: all(k.test_value(t) for k in ks))
+                per_alternative.append(_all_of(type_keys))
         if len(per_alternative) == 1:
             return per_alternative[0]
         alternatives = tuple(per_alternative)
         return lambda t: any(f(t) for f in alternatives)
+
+
+def _all_of(keys: tuple[KeyMatcher, ...]) -> TypeFilter:
+    return lambda event_type: all(key.test_value(event_type) for key in keys)
 
 
 @dataclass

@@ -22,7 +22,10 @@ class TemplateProblem(ValueError):
 
 def _refuse_private(tree: nodes.Template) -> None:
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
-        name: Any = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
+        if isinstance(node, nodes.Getattr):
+            name: Any = node.attr
+        else:
+            name = getattr(getattr(node, "arg", None), "value", None)
         if isinstance(name, str) and name.startswith("_"):
             raise TemplateProblem(f"access to {name!r} is refused by the sandbox")
 
