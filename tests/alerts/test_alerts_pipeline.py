@@ -3,6 +3,7 @@ through Monitor.run_once and through `audit-monitor run --once` in a subprocess.
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -12,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from alerts_support import BOT_TOKEN, SlackStub, SmtpServer, api_error, email_config, slack_config
+from alerts_support import BOT_TOKEN, SlackStub, SmtpServer, api_error, email_config, free_port, slack_config
 
-from monitor.config import Config, parse_config
+from monitor.config import Config, SourceConfig, parse_config
 from monitor.daemon import Monitor
+from monitor.poller import default_client_factory
 from monitor.simulator import Simulator
 
 
@@ -137,3 +139,53 @@ server: {{listen: ""}}
     )
     assert listed.returncode == 0 and listed.stdout.strip()
     assert all(json.loads(line)["channel"] == "slack" for line in listed.stdout.splitlines())
+
+
+def test_source_unreachable_and_its_recovery_through_the_daemon(sim: Simulator, tmp_path: Path) -> None:
+    # The outage is real: the client is pointed at a port where nothing listens (connection refused);
+    # only the retry sleeps are skipped, and the monitor's clock is advanced instead of waited for.
+    broken = {"on": False}
+    dead_url = f"http://127.0.0.1:{free_port()}"
+
+    def client_factory(source: SourceConfig) -> Any:
+        target = source.model_copy(update={"base_url": dead_url}) if broken["on"] else source
+        return default_client_factory(target, sleep=lambda _seconds: None)
+
+    data = {
+        "timezone": "Europe/Berlin",
+        "state": {"path": str(tmp_path / "d.db")},
+        "sources": [
+            {
+                "name": "sim",
+                "base_url": sim.base_url,
+                "token": sim.token,
+                "workspace_id": 1,
+                "poll_interval": "1m",
+            }
+        ],
+        "alerts": {"console": True},
+        "server": {"listen": ""},
+    }
+    config = parse_config(json.dumps(data), "test.yaml", {})
+    now = {"t": datetime.now(UTC)}
+    out = io.StringIO()
+    monitor = Monitor(config, clock=lambda: now["t"], client_factory=client_factory, stdout=out)
+    try:
+        assert monitor.run_once().polls[0].ok
+        broken["on"] = True
+        for minute in range(1, 6):
+            now["t"] += timedelta(minutes=1)
+            outcome = monitor.run_once()
+            assert not outcome.polls[0].ok
+            fired = out.getvalue().count("[HIGH] Source sim unreachable")
+            assert fired == (1 if minute > 3 else 0), minute
+        broken["on"] = False
+        now["t"] += timedelta(minutes=1)
+        assert monitor.run_once().ok
+        now["t"] += timedelta(minutes=1)
+        assert monitor.run_once().ok
+    finally:
+        monitor.close()
+    printed = out.getvalue()
+    assert printed.count("[HIGH] Source sim unreachable") == 1
+    assert printed.count("[INFO] Source sim recovered") == 1
