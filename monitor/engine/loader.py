@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from monitor.engine.calendars import Calendar, CalendarError, build_calendar
 from monitor.engine.errors import ErrorSink, RuleErrors, RuleLoadError
 from monitor.engine.matchers import Environment
-from monitor.engine.rules import Rule, compile_rule
+from monitor.engine.rules import RULE_ID, Rule, compile_rule
 from monitor.engine.ruleset import Firing, RuleSet, group_key, render_alert_text, template_context
 from monitor.engine.templates import TemplateProblem
 from monitor.engine.testing import TestCase, TestResult, check_case, parse_tests
@@ -207,7 +207,8 @@ def load_ruleset(
     first_seen: dict[str, str] = {}
     for label, doc in rule_docs:
         raw_id = doc.get("id")
-        rule_id = raw_id if isinstance(raw_id, str) else None
+        # an id that breaks the pattern is not repeated in the error lines (it may hold ": " or newlines)
+        rule_id = raw_id if isinstance(raw_id, str) and RULE_ID.match(raw_id) else None
         errors = sink.for_rule(label, rule_id)
         if rule_id is not None:
             if rule_id in first_seen:

@@ -399,7 +399,9 @@ def _any_test(
 
 def _eq_forms(value: Any, cased: bool) -> set[str]:
     if isinstance(value, datetime) and value.tzinfo is None:
-        value = value.replace(tzinfo=ZoneInfo("UTC"))  # an unquoted YAML time without zone: UTC, as on the wire
+        value = value.replace(
+            tzinfo=ZoneInfo("UTC")
+        )  # an unquoted YAML time without zone: UTC, as on the wire
     elif isinstance(value, date) and not isinstance(value, datetime):
         value = value.isoformat()  # an unquoted YAML date: compare as the text the rule shows
     form = canon(value, cased)

@@ -495,7 +495,7 @@ def compile_rule(doc: YMap, file: str, env: Environment, errors: RuleErrors) -> 
     _unknown_keys(doc, RULE_KEYS, "", errors)
     rule_id = doc.get("id")
     if not isinstance(rule_id, str) or not RULE_ID.match(rule_id):
-        errors.add(doc.key_line("id"), "id must match [a-z0-9._-]+")
+        errors.add(doc.key_line("id"), f"id {rule_id!r} must match [a-z0-9._-]+")
     title = _text(doc, "title", errors, required=True) or ""
     description = _text(doc, "description", errors, required=False) or ""
     severity = doc.get("severity")

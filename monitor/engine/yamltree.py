@@ -50,34 +50,55 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     return _constructor.construct_object(node, deep=True)
 
 
-def _convert(node: yaml.Node) -> Any:
-    line = node.start_mark.line + 1
-    if isinstance(node, yaml.MappingNode):
-        out = YMap()
-        out.line = line
-        out.key_lines = {}
-        for key_node, value_node in node.value:
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise YamlProblem(key_node.start_mark.line + 1, "a key must be a plain string")
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                raise YamlProblem(key_node.start_mark.line + 1, "merge keys (<<) are not supported")
-            key = str(key_node.value)
-            key_line = key_node.start_mark.line + 1
-            if key in out:
-                raise YamlProblem(key_line, f"key {key!r} given twice (first at line {out.key_lines[key]})")
-            out.key_lines[key] = key_line
-            out[key] = _convert(value_node)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        seq = YSeq(_convert(item) for item in node.value)
-        seq.line = line
-        seq.item_lines = [item.start_mark.line + 1 for item in node.value]
-        return seq
-    assert isinstance(node, yaml.ScalarNode)
-    try:
-        return _scalar(node)
-    except yaml.YAMLError as exc:
-        raise YamlProblem(line, f"unreadable value: {exc}") from None
+_MAX_NODES = 200_000  # aliases may share a node many times over; a "billion laughs" file stops here
+
+
+class _Converter:
+    """Nodes to values. Aliases are allowed, but not recursive ones, and the expanded size is bounded."""
+
+    def __init__(self) -> None:
+        self.active: set[int] = set()
+        self.count = 0
+
+    def convert(self, node: yaml.Node) -> Any:
+        line = node.start_mark.line + 1
+        self.count += 1
+        if self.count > _MAX_NODES:
+            raise YamlProblem(line, f"the document expands to more than {_MAX_NODES} values (aliases?)")
+        if id(node) in self.active:
+            raise YamlProblem(line, "an alias refers to a node that contains it")
+        if isinstance(node, yaml.MappingNode):
+            self.active.add(id(node))
+            out = YMap()
+            out.line = line
+            out.key_lines = {}
+            for key_node, value_node in node.value:
+                if not isinstance(key_node, yaml.ScalarNode):
+                    raise YamlProblem(key_node.start_mark.line + 1, "a key must be a plain string")
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise YamlProblem(key_node.start_mark.line + 1, "merge keys (<<) are not supported")
+                key = str(key_node.value)
+                key_line = key_node.start_mark.line + 1
+                if key in out:
+                    raise YamlProblem(
+                        key_line, f"key {key!r} given twice (first at line {out.key_lines[key]})"
+                    )
+                out.key_lines[key] = key_line
+                out[key] = self.convert(value_node)
+            self.active.discard(id(node))
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            self.active.add(id(node))
+            seq = YSeq(self.convert(item) for item in node.value)
+            self.active.discard(id(node))
+            seq.line = line
+            seq.item_lines = [item.start_mark.line + 1 for item in node.value]
+            return seq
+        assert isinstance(node, yaml.ScalarNode)
+        try:
+            return _scalar(node)
+        except yaml.YAMLError as exc:
+            raise YamlProblem(line, f"unreadable value: {exc}") from None
 
 
 def load_documents(text: str) -> Iterator[tuple[int, Any]]:
@@ -86,7 +107,7 @@ def load_documents(text: str) -> Iterator[tuple[int, Any]]:
         for node in yaml.compose_all(text, Loader=_LOADER):
             if node is None:
                 continue
-            yield node.start_mark.line + 1, _convert(node)
+            yield node.start_mark.line + 1, _Converter().convert(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1

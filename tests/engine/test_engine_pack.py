@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.engine import MemoryStateStore, load_ruleset, run_rule_tests
 from monitor.engine.testing import run_case
@@ -151,3 +153,51 @@ def test_operators_tune_the_pack_through_config_lists_and_calendars() -> None:
     assert fired(tuned, new_user) == {"xano.user.created-outside-domains"}
     # the pack's own tests still pass under the operator's tuning: they pin what they depend on
     assert all(r.passed for r in run_rule_tests(tuned))
+
+
+JSONISH = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+TYPES = st.sampled_from(
+    [
+        "Login Failed",
+        "Delete Table",
+        "Delete Record",
+        "Create User",
+        "Create Token",
+        "Update RBAC Permissions",
+        "Set Live Branch",
+        "Update Environment Variable",
+        "Run Query",
+        "Delete Workspace",
+        "",
+        "Ünknown",
+    ]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    kinds=st.lists(TYPES, min_size=1, max_size=8),
+    user=JSONISH | st.fixed_dictionaries({"id": JSONISH, "email": JSONISH}),
+    data=JSONISH | st.fixed_dictionaries({"ip": JSONISH, "email": JSONISH}),
+    extra=st.dictionaries(
+        st.sampled_from(["label", "workspace", "branch", "obj", "msg"]), JSONISH, max_size=3
+    ),
+)
+def test_any_entry_evaluates_without_raising(pack, kinds, user, data, extra) -> None:
+    state = MemoryStateStore()
+    for n, kind in enumerate(kinds):
+        entry = {
+            "id": n + 1,
+            "created_at": 1772618400000 + n * 1000,
+            "type": kind,
+            "user": user,
+            "data": data,
+        }
+        entry.update(extra)
+        for alert in pack.evaluate(normalize("fuzz", entry), state):
+            assert alert.title and alert.rule_id
+    assert pack.rule_errors == 0

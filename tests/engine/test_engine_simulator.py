@@ -1,4 +1,4 @@
-"""The bundled pack against the simulator's five weeks of team traffic: every planted incident, nothing else."""
+"""The bundled pack over the simulator's five weeks of team traffic: every planted incident, nothing else."""
 
 from __future__ import annotations
 

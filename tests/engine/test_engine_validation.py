@@ -3,9 +3,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from monitor.engine import RuleLoadError, load_ruleset
 
@@ -137,7 +141,7 @@ CASES = {
     ),
     "bad id": (
         "id: R!\ntitle: T\nseverity: low\nmatch: {a: {type: Login}}\n",
-        ["r.yml:1: R!: id must match [a-z0-9._-]+"],
+        ["r.yml:1: -: id 'R!' must match [a-z0-9._-]+"],
     ),
     "document without id": (
         "title: T\nseverity: low\n",
@@ -381,3 +385,101 @@ def test_unknown_disabled_ids_are_warnings(tmp_path: Path) -> None:
     ruleset = load_ruleset([tmp_path], disable=["r", "gone"])
     assert ruleset.rules == [] and [r.id for r in ruleset.all_rules] == ["r"]
     assert ruleset.warnings == ["config: rules.disable names 'gone', which no rule file defines"]
+
+
+def test_recursive_aliases_and_alias_bombs_are_errors(load_errors) -> None:
+    assert load_errors("a: &x [*x]\n") == ["r.yml:1: -: an alias refers to a node that contains it"]
+    bomb = "lists:\n  a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"  {name}: &{name} [{', '.join([f'*{prev}'] * 10)}]\n"
+        for prev, name in zip("abcde", "bcdef", strict=True)
+    )
+    [error] = load_errors(bomb)
+    assert error.endswith("the document expands to more than 200000 values (aliases?)")
+
+
+KEYS = st.sampled_from(
+    [
+        "id",
+        "title",
+        "severity",
+        "match",
+        "condition",
+        "sel",
+        "type",
+        "type|in_list",
+        "msg|re",
+        "data.ip|cidr",
+        "created_at|calendar",
+        "threshold",
+        "window",
+        "count",
+        "group_by",
+        "distinct",
+        "new_value",
+        "fields",
+        "throttle",
+        "key",
+        "alert",
+        "text",
+        "tests",
+        "event",
+        "events",
+        "expect",
+        "repeat",
+        "lists",
+        "calendars",
+        "exceptions",
+        "values",
+        "hours",
+        "days",
+        "user.email|exists",
+        "x|gt",
+        "requires_lists",
+        "state",
+        "seen",
+    ]
+)
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 100),
+    st.sampled_from(
+        [
+            "r",
+            "Login",
+            "high",
+            "10m",
+            "0s",
+            "a and not b",
+            "1 of sel*",
+            "(",
+            "{{ event.x }}",
+            "{{ x.__class__ }}",
+            "10.0.0.0/8",
+            "[a-",
+            "mon-fri",
+            "22:00-06:00",
+            "2026-03-04T10:00:00Z",
+            "alert",
+            "no_alert",
+            "sel",
+        ]
+    ),
+)
+DOCS = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=5),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(docs=st.lists(DOCS, min_size=1, max_size=3))
+def test_any_document_loads_or_fails_with_located_errors(tmp_path: Path, docs: list) -> None:
+    """Whatever the YAML holds, loading either works or raises RuleLoadError with FILE:LINE messages."""
+    path = tmp_path / "fuzz.yml"
+    path.write_text(yaml.safe_dump_all(docs), encoding="utf-8")
+    try:
+        load_ruleset([path])
+    except RuleLoadError as exc:
+        assert exc.errors and all(re.match(rf"^{re.escape(str(path))}:\d+: \S+: .+", e) for e in exc.errors)
