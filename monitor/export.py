@@ -28,14 +28,22 @@ CSV_COLUMNS = [
 ]
 
 
+_FORMULA_START = frozenset("=+-@\t\r")
+# json.dumps with options builds a new encoder per call; one shared encoder, same output.
+_encode_json = json.JSONEncoder(ensure_ascii=False, sort_keys=True).encode
+
+
 def _cell(value: object) -> str:
     if value is None:
         return ""
-    if isinstance(value, dict | list):
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    text = str(value)
+    if type(value) is str:  # the common case, tested first: this runs ~14 times per exported event
+        text = value
+    elif isinstance(value, dict | list):
+        return _encode_json(value)
+    else:
+        text = str(value)
     # A spreadsheet would run "=cmd(...)" from event text: keep it a literal string.
-    if text[:1] in ("=", "+", "-", "@", "\t", "\r") and not _is_number(text):
+    if text and text[0] in _FORMULA_START and not _is_number(text):
         return "'" + text
     return text
 
@@ -48,13 +56,29 @@ def _is_number(text: str) -> bool:
     return True
 
 
+# Each column's path into the raw entry, split once (None: a normalised field of AuditEvent). Same values
+# as AuditEvent.get, without re-parsing the paths for every event of a million-event export.
+_COLUMN_PATHS = [
+    (column, None if column in ("source", "id", "created_at", "type", "msg") else tuple(column.split(".")))
+    for column in CSV_COLUMNS
+]
+
+
 def csv_row(event: AuditEvent, tz: ZoneInfo) -> list[str]:
     row = []
-    for column in CSV_COLUMNS:
-        if column == "created_at":
-            row.append(event.created_at.astimezone(tz).isoformat())
+    for column, path in _COLUMN_PATHS:
+        if path is None:
+            if column == "created_at":
+                row.append(event.created_at.astimezone(tz).isoformat())
+                continue
+            value: object = getattr(event, column)
         else:
-            row.append(_cell(event.get(column)))
+            value = event.raw
+            for part in path:
+                value = value.get(part) if isinstance(value, dict) else None
+                if value is None:
+                    break
+        row.append(_cell(value))
     return row
 
 

@@ -463,26 +463,36 @@ class Store:
     def iter_events(
         self, since: datetime | None = None, until: datetime | None = None, *, source: str | None = None
     ) -> Iterator[AuditEvent]:
-        """Archived events with since <= created_at < until, in (created_at, id) order, streamed."""
+        """Archived events with since <= created_at < until, in (created_at, id) order, streamed.
+
+        Events are rebuilt from the stored columns and raw entry rather than re-normalised: ``normalize``
+        derived those columns when the event was archived (``verify`` checks they still match), and
+        skipping its timestamp parsing makes a month-long export or report about a third faster.
+        """
         clauses, params = self._range(since, until, source)
         cursor = self.conn.execute(
-            f"SELECT source, raw FROM events {clauses} ORDER BY created_ms, created_at, event_id", params
+            f"SELECT source, event_id, created_at, type, msg, raw FROM events {clauses} "  # noqa: S608
+            "ORDER BY created_ms, created_at, event_id",
+            params,
         )
         while rows := cursor.fetchmany(2000):
-            for source_name, raw in rows:
-                yield normalize(source_name, json.loads(raw))
+            for name, event_id, created_at, event_type, msg, raw in rows:
+                when = datetime.fromisoformat(created_at)
+                yield AuditEvent(name, event_id, when, event_type, msg, json.loads(raw))
 
     @staticmethod
     def _range(
         since: datetime | None, until: datetime | None, source: str | None
     ) -> tuple[str, list[Any]]:
         conditions, params = [], []
+        # created_ms (indexed, truncated to the millisecond) bounds the range so SQLite seeks instead of
+        # scanning the whole archive; created_at (microseconds) keeps the bounds exact.
         if since is not None:
-            conditions.append("created_at >= ?")
-            params.append(format_timestamp(since))
+            conditions.append("created_ms >= ? AND created_at >= ?")
+            params += [int(since.timestamp() * 1000), format_timestamp(since)]
         if until is not None:
-            conditions.append("created_at < ?")
-            params.append(format_timestamp(until))
+            conditions.append("created_ms <= ? AND created_at < ?")
+            params += [int(until.timestamp() * 1000), format_timestamp(until)]
         if source is not None:
             conditions.append("source = ?")
             params.append(source)
