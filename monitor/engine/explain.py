@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from monitor.alerts.model import Alert
 from monitor.engine.condition import evaluate_with
@@ -70,7 +72,8 @@ class Explanation:
         event = self.event
         lines = [
             f"rule {self.rule_id} [{self.severity}, {self.kind}]: {self.title}"
-            + ("" if self.active else "  (not active: disabled or enabled: false)"),
+            + ("" if self.active else "  (not active: disabled or enabled: false)")
+            + ("  (idle: a list in requires_lists is empty)" if self.idle else ""),
             f"event {event.id} {event.type!r} at {format_timestamp(event.created_at)}"
             f" by {event.user_email or '-'} in {event.workspace_name or '-'}",
         ]
@@ -82,7 +85,12 @@ class Explanation:
                 indent = "    " if len(selection.alternatives) > 1 else "  "
                 for key in keys:
                     mark = "yes" if key.matched else "no "
-                    actual = "(missing)" if key.actual is None else repr(display(key.actual))
+                    if key.actual is None:
+                        actual = "(missing)"
+                    elif isinstance(key.actual, datetime):
+                        actual = key.actual.isoformat()  # in the configured zone, as calendars see it
+                    else:
+                        actual = repr(display(key.actual))
                     lines.append(f"{indent}{mark} {key.key}: {key.wanted}   <- {actual}")
         lines.append(f"condition: {self.condition} -> {'true' if self.condition_matched else 'false'}")
         if self.exception:
@@ -93,9 +101,19 @@ class Explanation:
         return "\n".join(lines)
 
 
-def _key_result(key: KeyMatcher, event: AuditEvent) -> KeyResult:
+def _key_result(key: KeyMatcher, event: AuditEvent, tz: ZoneInfo) -> KeyResult:
     value = key.getter(event)
-    return KeyResult(key.key, key.line, key.description, value, key.test_value(value))
+    shown = value.astimezone(tz) if isinstance(value, datetime) else value  # calendars think in local time
+    return KeyResult(key.key, key.line, key.description, shown, key.test_value(value))
+
+
+def format_duration(value: timedelta) -> str:
+    """``10m``, ``1h``, ``90d``: the way rules write durations."""
+    seconds = int(value.total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def explain(
@@ -107,7 +125,9 @@ def explain(
     selections = []
     results: dict[str, bool] = {}
     for name, selection in rule.selections.items():
-        alternatives = [[_key_result(key, event) for key in keys] for keys in selection.alternatives]
+        alternatives = [
+            [_key_result(key, event, ruleset.tz) for key in keys] for keys in selection.alternatives
+        ]
         matched = any(all(k.matched for k in keys) for keys in alternatives)
         results[name] = matched
         selections.append(SelectionResult(name, matched, alternatives))
@@ -149,7 +169,7 @@ def _stateful_note(rule: Any, event: AuditEvent, with_state: bool) -> str:
         notes.append(
             f"threshold: the event matches; the rule fires when {spec.count} {counted}"
             + (f" of the group {group}" if group else "")
-            + f" fall within {spec.window} of each other"
+            + f" fall within {format_duration(spec.window)} of each other"
             + ("" if with_state else " (this explanation counts this event alone)")
         )
     if rule.new_value is not None:
@@ -159,13 +179,14 @@ def _stateful_note(rule: Any, event: AuditEvent, with_state: bool) -> str:
             for p, v in zip(spec.fields.paths, spec.fields.values(event), strict=True)
         )
         notes.append(
-            f"new_value: fires when ({values}) was not seen among matching events within {spec.lookback}"
-            + (f", after the first {spec.learning} of learning" if spec.learning else "")
+            f"new_value: fires when ({values}) was not seen among matching events within "
+            f"{format_duration(spec.lookback)}"
+            + (f", after the first {format_duration(spec.learning)} of learning" if spec.learning else "")
             + ("" if with_state else " (this explanation has no history, so every value is new)")
         )
     if rule.throttle is not None:
         notes.append(
             f"throttle: at most one alert per {', '.join(rule.throttle.key.paths) or 'rule'} "
-            f"per {rule.throttle.window}"
+            f"per {format_duration(rule.throttle.window)}"
         )
     return "\n".join(notes)

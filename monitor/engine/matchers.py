@@ -295,6 +295,8 @@ def _describe_values(raw: Any, in_list: bool) -> str:
         return "[" + ", ".join(str(v) for v in raw) + "]"
     if isinstance(raw, dict):
         return "inline calendar"
+    if isinstance(raw, bool):
+        return "true" if raw else "false"
     return str(raw)
 
 

@@ -29,6 +29,7 @@ from monitor.engine.matchers import (
     canon,
     check_field,
     compile_key,
+    make_getter,
 )
 from monitor.engine.templates import TemplateProblem, compile_template
 from monitor.engine.yamltree import YMap, YSeq
@@ -212,8 +213,6 @@ def _unknown_keys(mapping: YMap, allowed: tuple[str, ...], where: str, errors: R
 def _field_list(
     value: Any, line: int, what: str, errors: RuleErrors, *, allow_empty: bool
 ) -> FieldSet | None:
-    from monitor.engine.matchers import make_getter
-
     paths = [value] if isinstance(value, str) else value
     if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
         errors.add(line, f"{what} must be a list of field paths")
@@ -379,8 +378,6 @@ def _compile_exceptions(doc: YMap, errors: RuleErrors) -> list[ExceptionRule]:
 
 
 def _compile_threshold(doc: YMap, errors: RuleErrors) -> Threshold | None:
-    from monitor.engine.matchers import make_getter
-
     raw = doc["threshold"]
     line = doc.key_line("threshold")
     if not isinstance(raw, YMap):

@@ -145,7 +145,7 @@ def _repeat(block: YMap, clock: _Clock, errors: RuleErrors, label: str) -> list[
 
 
 def _expect(
-    case: YMap, errors: RuleErrors, label: str, events: int
+    case: YMap, errors: RuleErrors, label: str
 ) -> tuple[int, list[str] | None, list[int] | None] | None:
     if "expect" not in case:
         errors.add(
@@ -273,7 +273,7 @@ def parse_tests(rule: Rule, tz: ZoneInfo, errors: RuleErrors) -> list[TestCase]:
         clock = _Clock(tz)
         clock_start = clock.next
         events = _events(case, clock, errors, label)
-        expect = _expect(case, errors, label, len(events or []))
+        expect = _expect(case, errors, label)
         test_case = TestCase(name=name, line=line, events=events or [], expect_alerts=0)
         if "state" in case:
             ok = _state(case, rule, clock_start, errors, label, test_case) and ok

@@ -162,13 +162,14 @@ def test_explain_a_threshold_rule_says_what_it_needs(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert (
         "threshold: the event matches; the rule fires when 5 matching events of the group "
-        "user.email=a@corp.io fall within 0:10:00 of each other (this explanation counts this event alone)"
+        "user.email=a@corp.io fall within 10m of each other (this explanation counts this event alone)"
     ) in result.stdout
     assert result.stdout.rstrip().endswith(
         "verdict: the event matches, but the stateful part does not fire on it alone"
     )
     off_hours = invoke("explain", "xano.activity.off-hours-change", str(path))
     assert "selection office: MATCHED" in off_hours.stdout
+    assert "yes created_at|calendar: business_hours   <- 2026-03-04T10:00:00+00:00" in off_hours.stdout
     assert "condition: change and not office and not exempt -> false" in off_hours.stdout
 
 
