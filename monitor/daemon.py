@@ -198,6 +198,19 @@ def run_daemon(
     stop = stop or threading.Event()
     reload = reload or threading.Event()
     load_rules = rules_loader or (lambda: ruleset_from_config(monitor.config))
+
+    def on_signal(signum: int, _frame: object) -> None:
+        # Only set flags here: the work happens on the main loop and the worker thread.
+        if signum == signal.SIGHUP:
+            reload.set()
+        else:
+            stop.set()
+
+    # First thing, so a SIGHUP during start-up (seeding metrics reads the archive) cannot kill the process.
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, on_signal)
     # Shutdown abandons a long walk at the next page (nothing committed) instead of finishing it,
     # and cuts short a retry's backoff sleep (a Retry-After may ask for minutes).
     monitor.poller.cancel = stop
@@ -224,11 +237,14 @@ def run_daemon(
             return
         try:
             monitor.poll(source)
-            monitor.deliver()
+            if not stop.is_set():  # stopping: the outbox keeps the alerts for the next start
+                monitor.deliver()
         except Exception:  # a job must never kill the scheduler thread
             log.exception("poll job crashed", extra={"source": source.name})
 
     def deliver_job() -> None:
+        if stop.is_set():  # jobs still queued at shutdown: exit now, the next start does them
+            return
         try:
             monitor.deliver()
         except Exception:
@@ -246,6 +262,8 @@ def run_daemon(
     scheduler.add_job(deliver_job, "interval", seconds=5, id="deliver")
 
     def retention_job() -> None:
+        if stop.is_set():
+            return
         try:
             monitor.apply_retention()
         except Exception:
@@ -270,19 +288,9 @@ def run_daemon(
     scheduler.add_job(report_job, "interval", hours=1, next_run_time=now, id="report-catch-up")
 
     def reload_job() -> None:
-        monitor.reload_rules_from(load_rules)
+        if not stop.is_set():
+            monitor.reload_rules_from(load_rules)
 
-    def on_signal(signum: int, _frame: object) -> None:
-        # Only set flags here: the work happens on the main loop and the worker thread.
-        if signum == signal.SIGHUP:
-            reload.set()
-        else:
-            stop.set()
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, on_signal)
-        signal.signal(signal.SIGINT, on_signal)
-        signal.signal(signal.SIGHUP, on_signal)
     scheduler.start()
     log.info("daemon started", extra={"sources": [s.name for s in monitor.config.sources],
                                       "rules": len(monitor.ruleset.rules)})
