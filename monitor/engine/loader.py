@@ -243,6 +243,8 @@ def load_ruleset(
         timezone=default_timezone,
         warnings=warnings,
         disabled=disabled,
+        lists=effective_lists,
+        calendars=built_calendars,
     )
 
 

@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from monitor.alerts.model import Alert
+from monitor.engine.calendars import Calendar
 from monitor.engine.matchers import canon
 from monitor.engine.rules import FieldSet, Rule
 from monitor.engine.state import StateStore
@@ -114,6 +115,8 @@ class RuleSet:
         timezone: str = "UTC",
         warnings: Sequence[str] = (),
         disabled: Sequence[str] = (),
+        lists: Mapping[str, list[Any]] | None = None,
+        calendars: Mapping[str, Calendar] | None = None,
     ) -> None:
         self.rules: list[Rule] = list(rules)
         self.all_rules: list[Rule] = list(all_rules) if all_rules is not None else list(rules)
@@ -122,6 +125,10 @@ class RuleSet:
         self.tz = ZoneInfo(timezone)
         self.warnings = list(warnings)
         self.disabled = list(disabled)
+        # The effective lists and calendars (files merged with the config's overrides), e.g. for the
+        # monthly report's off-hours figures.
+        self.lists: dict[str, list[Any]] = dict(lists or {})
+        self.calendars: dict[str, Calendar] = dict(calendars or {})
         self.rule_errors = 0  # matcher failures on odd events (logged, never fatal)
         self._by_id = {rule.id: rule for rule in self.all_rules}
         self._live = tuple(rule for rule in self.rules if not rule.idle)

@@ -201,3 +201,17 @@ def test_any_entry_evaluates_without_raising(pack, kinds, user, data, extra) -> 
         for alert in pack.evaluate(normalize("fuzz", entry), state):
             assert alert.title and alert.rule_id
     assert pack.rule_errors == 0
+
+
+def test_the_ruleset_exposes_its_effective_lists_and_calendars() -> None:
+    tuned = load_ruleset(
+        [PACK],
+        lists={"allowed_email_domains": ["corp.io"]},
+        calendars={"business_hours": {"timezone": "Asia/Tokyo", "hours": "09:00-18:00"}},
+    )
+    assert tuned.lists["allowed_email_domains"] == ["corp.io"]
+    assert tuned.lists["failed_auth_types"] == ["Login Failed"]
+    assert tuned.calendars["business_hours"].tz.key == "Asia/Tokyo"
+    assert tuned.calendars["business_hours"].contains(
+        datetime(2026, 3, 7, 1, 0, tzinfo=UTC)
+    )  # Sat 10:00 Tokyo
