@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable
@@ -212,3 +213,28 @@ def test_sigterm_mid_backfill_exits_zero_and_loses_nothing(
             timeout=60,
         )
         assert verify.returncode == 0 and verify.stdout.startswith(f"OK: {len(ids)} events")
+
+
+def test_a_taken_port_is_a_configuration_error(tmp_path: Path, token: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = tmp_path / "c.yaml"
+        config.write_text(
+            f"state: {{path: {tmp_path / 'a.db'}}}\n"
+            "sources: [{name: s, base_url: 'http://127.0.0.1:9', token: '${SIM_TOKEN}'}]\n"
+            f"server: {{listen: '127.0.0.1:{port}'}}\n",
+            encoding="utf-8",
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "monitor.cli", "--config", str(config), "run"],
+            cwd=tmp_path,
+            env={**os.environ, "SIM_TOKEN": token, "PYTHONPATH": str(REPO)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2
+    assert f"server.listen 127.0.0.1:{port}: cannot listen" in result.stderr
+    assert token not in result.stdout + result.stderr
