@@ -1,7 +1,8 @@
 """`audit-monitor demo`: the whole monitor against the embedded simulator, with no credentials and no network.
 
 It backfills five weeks of simulated traffic (with planted incidents), prints the alerts on the
-console, keeps polling live traffic for a while, then prints a summary and verifies the archive.
+console, keeps polling live traffic for a while, then prints a summary, verifies the archive and
+writes the monthly compliance report of the simulated month into the output folder.
 """
 
 from __future__ import annotations
@@ -9,10 +10,13 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 from monitor.config import Config
 from monitor.daemon import Monitor
+from monitor.report import build_report
+from monitor.report.figures import fullest_recent_month
 from monitor.simulator import Simulator
 
 POLL_SECONDS = 5
@@ -81,6 +85,15 @@ def run_demo(out: Path, *, seconds: int = 30) -> int:
             for rule_id, count in sorted(by_rule.items()):
                 say(f"  {count:4d}  {rule_id}")
             say(f"verify: {'OK' if verified.ok else 'FAILED'} ({verified.rows_checked} rows, head {verified.head_hash[:16]}…)")
+            # The monthly report for the simulated month: the previous or the current calendar month in
+            # Europe/Berlin, whichever holds more of the simulated events.
+            now = datetime.now(UTC)
+            period = fullest_recent_month(monitor.store, config.tz, now)
+            files = build_report(monitor.store, config, period, out, now=now)
+            say(f"report: {period.label} ({config.timezone}), {files.rows} events, "
+                f"{files.figures.critical_total} security-critical, {files.figures.alerts_total} alerts")
+            for path in (files.html, files.text, files.csv):
+                say(f"  {path}")
         finally:
             monitor.close()
     return 0

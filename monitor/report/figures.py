@@ -64,17 +64,15 @@ CATEGORY_TYPES: dict[str, tuple[str, ...]] = {
 
 # The security-critical event types, each listed in full in the report: changes to who may do what
 # (users, roles, tokens, security policy), to secrets (environment variables), to what runs in production
-# (the live branch), and destruction that cannot be undone from Xano's UI (workspaces, branches, tables,
-# API groups). These are the types of the bundled pack's critical-change rules (rules/critical-changes.yml)
-# plus branch and API-group deletion; record-level deletes are everyday application traffic (bulk deletes
-# are the rules' job). One list for the SQL and the templates; matched case-insensitively, as rules match.
+# (the live branch), and destruction of whole workspaces and tables. These are exactly the types of the
+# bundled pack's critical-change rules (rules/critical-changes.yml), so the report and the alerts agree;
+# routine deletes (records, feature branches) are left to the pattern rules (bulk, off-hours). One list
+# for the SQL and the templates; matched case-insensitively, as rules match.
 CRITICAL_TYPES: tuple[str, ...] = (
     "Delete Workspace",
     "Reset Workspace",
-    "Delete Branch",
     "Set Live Branch",
     "Delete Table",
-    "Delete API Group",
     "Create User",
     "Delete User",
     "Update RBAC Permissions",
@@ -617,3 +615,23 @@ def _duration(delta: timedelta) -> str:
             value = seconds // size
             return f"{value} {unit[:-1] if value == 1 else unit}"
     return f"{seconds} seconds"
+
+
+def fullest_recent_month(store: Store, tz: ZoneInfo, now: datetime) -> Period:
+    """Of the previous and the current calendar month, the one holding more archived events.
+
+    The demo's choice: its simulator covers the last ~35 days, so early in a month the previous month is
+    the fuller picture and later on the current one (reported as "not over yet").
+    """
+    current = Period.containing(now, tz)
+    previous = current.previous()
+
+    def count(period: Period) -> int:
+        return int(
+            store.conn.execute(
+                "SELECT count(*) FROM events WHERE created_ms >= ? AND created_ms < ?",
+                (_ms(period.start), _ms(period.end)),
+            ).fetchone()[0]
+        )
+
+    return previous if count(previous) >= count(current) else current

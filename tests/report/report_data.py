@@ -37,7 +37,7 @@ FIXTURE_EVENTS: list[tuple[str, int, str, str, str | None]] = [
     ("prod", 3, "2026-02-28T23:01:00Z", "Update RBAC Permissions", "ben@corp.io"),  # Mar 1 00:01: in, off
     ("prod", 4, "2026-03-02T10:00:00Z", "Create Table", "ana@corp.io"),  # Mon 11:00 CET: business
     ("prod", 5, "2026-03-02T10:05:00Z", "Update Record", "ana@corp.io"),  # Mon 11:05 CET: business
-    ("prod", 16, "2026-03-10T12:00:00Z", "delete branch", "ben@corp.io"),  # Tue 13:00 CET: business
+    ("prod", 16, "2026-03-10T12:00:00Z", "set live branch", "ben@corp.io"),  # Tue 13:00 CET: business
     ("staging", 4, "2026-03-15T12:00:00Z", "Update Workspace", "ana@corp.io"),  # Sun 13:00 CET: off
     ("prod", 6, "2026-03-27T07:30:00Z", "Update Function", "ben@corp.io"),  # Fri 08:30 CET: business
     ("prod", 7, "2026-03-27T18:30:00Z", "Delete Table", "ben@corp.io"),  # Fri 19:30 CET: off

@@ -44,7 +44,7 @@ def test_totals_and_categories(store: Store, config: Config) -> None:
     figures = compute_figures(store, config, Period.parse("2026-03", config.tz), now=NOW)
     assert figures.total == IN_MONTH == 14
     assert {c.name: c.count for c in figures.categories} == {
-        "Workspace management": 3,  # Create Branch, delete branch, Update Workspace (staging)
+        "Workspace management": 3,  # Create Branch, set live branch, Update Workspace (staging)
         "Database": 3,  # Create Table, Update Record, Delete Table
         "API & functions": 2,  # Update Function, Run Query
         "Authentication & security": 4,  # Login, RBAC, Login Failed, Delete User
@@ -61,7 +61,7 @@ def test_security_critical_events_in_local_time(store: Store, config: Config) ->
     assert figures.critical_total == 5
     assert [(e.time.strftime("%m-%d %H:%M %Z"), e.type, e.user, e.event_id) for e in figures.critical] == [
         ("03-01 00:01 CET", "Update RBAC Permissions", "ben@corp.io", 3),
-        ("03-10 13:00 CET", "delete branch", "ben@corp.io", 16),  # types match case-insensitively
+        ("03-10 13:00 CET", "set live branch", "ben@corp.io", 16),  # types match case-insensitively
         ("03-27 19:30 CET", "Delete Table", "ben@corp.io", 7),
         ("03-29 03:30 CEST", "Update Environment Variable", "ana@corp.io", 9),
         ("03-31 23:59 CEST", "Delete User", "ana@corp.io", 13),
