@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -161,6 +162,14 @@ class _Server(ThreadingHTTPServer):
     config: Config
     metrics: Metrics
     clock: Clock
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # The stdlib prints a traceback to stderr; ours goes through the (JSON, redacting) log.
+        exc = sys.exc_info()[1]
+        if isinstance(exc, ConnectionError):  # a probe that hung up early: nothing to fix
+            log.debug("http client went away", extra={"client": client_address[0]})
+        else:
+            log.exception("http request failed", extra={"client": client_address[0]})
 
 
 class HealthServer:
