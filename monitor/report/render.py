@@ -119,6 +119,8 @@ def _num(value: int | float) -> str:
 
 
 def _pct(share: float) -> str:
+    if 0 < share < 0.0005:
+        return "<0.1%"  # one event in ten thousand is not "0.0%"
     return f"{share * 100:.1f}%"
 
 
