@@ -557,12 +557,12 @@ def _coverage_figures(
                 "backfilled then from what Xano still held"
             )
         else:
-            for gap in gaps:
+            for known in gaps:
                 if (
-                    gap.source == name
-                    and gap.kind == "polling"
-                    and gap.start <= period.start
-                    and gap.end >= until
+                    known.source == name
+                    and known.kind == "polling"
+                    and known.start <= period.start
+                    and known.end >= until
                 ):
                     polled, note = False, "no successful poll in this month (see the polling gap)"
         if first_poll is not None and retention is not None and first_poll - retention > period.start:

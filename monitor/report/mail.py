@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 from monitor.alerts.email import EmailChannel
 from monitor.config import Config, EmailConfig
@@ -37,7 +38,7 @@ Deliver = Callable[[EmailConfig, Sequence[str], EmailMessage], str]
 def smtp_deliver(email: EmailConfig, recipients: Sequence[str], message: EmailMessage) -> str:
     # The alert channel's private ``_deliver`` is the one SMTP path of the project; a second copy of the
     # TLS and error-classification logic here would drift from it.
-    channel = EmailChannel(email.model_copy(update={"to": list(recipients)}), UTC)
+    channel = EmailChannel(email.model_copy(update={"to": list(recipients)}), ZoneInfo("UTC"))
     return channel._deliver(message)
 
 

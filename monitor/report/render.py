@@ -224,7 +224,7 @@ def _read_snapshot(store: Store) -> Iterator[None]:
         store.conn.execute("ROLLBACK")  # nothing was written; ends the snapshot
 
 
-def atomic_write(path: Path, write: Callable[[TextIO], None]) -> None:
+def atomic_write(path: Path, write: Callable[[TextIO], object]) -> None:
     """Write ``path`` via a temporary file and rename: a reader never sees half a report. Mode 0600,
     like the archive: reports name users."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
