@@ -24,7 +24,8 @@ from monitor.alerts.outbox import (
 )
 from monitor.config import Config, ConfigError, load_config
 from monitor.daemon import Monitor, config_rules_loader, run_daemon
-from monitor.engine import RuleLoadError
+from monitor.engine import RuleLoadError, ruleset_from_config
+from monitor.engine.calendars import Calendar
 from monitor.export import write_csv, write_jsonl
 from monitor.logs import config_secrets, setup_logging
 from monitor.report import Period, ReportError, ReportSendError, produce_report
@@ -198,7 +199,13 @@ def report(ctx: CliContext, month: str, out: str | None, send: bool) -> None:
     with _open_store(config) as store:
         try:
             result = produce_report(
-                store, config, period, out or config.report.out_dir, now=datetime.now(UTC), send=send
+                store,
+                config,
+                period,
+                out or config.report.out_dir,
+                now=datetime.now(UTC),
+                send=send,
+                calendars=_report_calendars(config),
             )
         except (ReportError, ReportSendError) as exc:
             fail(f"report {period.key}: {exc}", EXIT_FAILED)
@@ -209,6 +216,19 @@ def report(ctx: CliContext, month: str, out: str | None, send: bool) -> None:
         click.echo(f"  {path}")
     if result.outcome == "sent":
         click.echo(f"sent to {', '.join(config.report.to)} (Message-ID {result.detail})")
+
+
+def _report_calendars(config: Config) -> dict[str, Calendar] | None:
+    """The rule set's calendars (business_hours for off-hours), as the daemon's report uses them."""
+    try:
+        return ruleset_from_config(config).calendars
+    except RuleLoadError as exc:
+        click.echo(
+            f"warning: the rules do not load ({len(exc.errors)} errors); off-hours are judged by "
+            "rules.calendars.business_hours or Mon-Fri 08:00-19:00",
+            err=True,
+        )
+        return None
 
 
 @cli.command()

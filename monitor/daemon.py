@@ -91,7 +91,10 @@ class Monitor:
             self.store, build_channels(config, stdout), clock=clock, digest_after=config.alerts.digest_after
         )
         self.metrics = Metrics(clock)
-        self.reports = ReportScheduler(self.store, config, clock=clock)
+        # Off-hours in the report follow the rule set's business_hours calendar (also after a SIGHUP reload).
+        self.reports = ReportScheduler(
+            self.store, config, clock=clock, calendars=lambda: self.ruleset.calendars
+        )
 
     def poll(self, source: SourceConfig) -> PollResult:
         self.metrics.poll_started(source.name)

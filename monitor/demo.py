@@ -89,7 +89,8 @@ def run_demo(out: Path, *, seconds: int = 30) -> int:
             # Europe/Berlin, whichever holds more of the simulated events.
             now = datetime.now(UTC)
             period = fullest_recent_month(monitor.store, config.tz, now)
-            files = build_report(monitor.store, config, period, out, now=now)
+            calendars = monitor.ruleset.calendars
+            files = build_report(monitor.store, config, period, out, now=now, calendars=calendars)
             say(f"report: {period.label} ({config.timezone}), {files.rows} events, "
                 f"{files.figures.critical_total} security-critical, {files.figures.alerts_total} alerts")
             for path in (files.html, files.text, files.csv):

@@ -319,11 +319,12 @@ def produce_report(
     now: datetime,
     send: bool = False,
     deliver: Deliver = smtp_deliver,
+    calendars: dict[str, Calendar] | None = None,
 ) -> ReportRun:
     """``audit-monitor report``: write the three files; with ``send`` email them to ``report.to`` and
     record the period as sent, so the scheduler does not mail it a second time. An explicit send always
     sends (a re-send on request). Raises ReportError / ReportSendError."""
-    files = build_report(store, config, period, out_dir, now=now)
+    files = build_report(store, config, period, out_dir, now=now, calendars=calendars)
     if not send:
         return ReportRun(period.key, "written", str(files.html), files)
     message_id = send_report_email(files, config, now=now, deliver=deliver)

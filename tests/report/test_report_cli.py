@@ -49,6 +49,8 @@ def test_report_writes_three_files(tmp_path: Path) -> None:
         assert str(out / f"compliance-report-2026-03.{suffix}") in result.output
     with open(out / "compliance-report-2026-03.csv", encoding="utf-8", newline="") as handle:
         assert len(list(csv.DictReader(handle))) == IN_MONTH
+    text = (out / "compliance-report-2026-03.txt").read_text(encoding="utf-8")
+    assert "outside Mon-Fri 08:00-19:00 Europe/Berlin (business_hours calendar of the rule set)" in text
 
 
 def test_report_defaults_to_report_out_dir(tmp_path: Path) -> None:

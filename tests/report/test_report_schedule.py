@@ -232,7 +232,12 @@ def test_the_monitor_sends_a_due_report(tmp_path: Path, mailbox: Mailbox) -> Non
     try:
         assert monitor.send_due_reports() == []
         clock.now = utc("2026-04-01T06:00:01Z")
-        assert [r.outcome for r in monitor.send_due_reports()] == ["sent"]
+        [run] = monitor.send_due_reports()
+        assert run.outcome == "sent" and run.files is not None
+        # Off-hours follow the loaded rule set's business_hours (the bundled pack's, Mon-Fri 08-19).
+        assert run.files.figures.calendar == (
+            "Mon-Fri 08:00-19:00 Europe/Berlin (business_hours calendar of the rule set)"
+        )
     finally:
         monitor.close()
     assert len(mailbox.messages) == 1
