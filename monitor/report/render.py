@@ -22,7 +22,8 @@ import jinja2
 
 from monitor.config import Config
 from monitor.engine.calendars import Calendar
-from monitor.export import CSV_COLUMNS, write_csv
+from monitor.export import CSV_COLUMNS
+from monitor.report.evidence import PARALLEL_MIN_EVENTS, write_month_csv
 from monitor.report.figures import (
     CATEGORIES,
     DEFAULT_CAP,
@@ -249,6 +250,7 @@ def build_report(
     now: datetime,
     calendars: dict[str, Calendar] | None = None,
     cap: int = DEFAULT_CAP,
+    parallel_min_events: int = PARALLEL_MIN_EVENTS,
 ) -> ReportFiles:
     """Compute the figures, write the CSV of every event, render HTML and text into ``out_dir``."""
     out = Path(out_dir)
@@ -263,7 +265,16 @@ def build_report(
 
     def write_events(handle: TextIO) -> None:
         nonlocal rows
-        rows = write_csv(store.iter_events(period.start, period.end), handle, config.tz)
+        rows = write_month_csv(
+            store,
+            period.start,
+            period.end,
+            config.tz,
+            handle,
+            total=figures.total,
+            scratch=out,
+            parallel_min_events=parallel_min_events,
+        )
 
     try:
         with _read_snapshot(store):
@@ -274,8 +285,12 @@ def build_report(
     except OSError as exc:
         raise ReportError(f"{paths[2]}: cannot write the CSV: {exc.strerror}") from None
     if rows != figures.total:
-        # Same snapshot, same range: a difference means the range logic broke. Never send such a report.
-        raise ReportError(f"{paths[2]}: {rows} CSV rows but the figures count {figures.total} events")
+        # One snapshot and one range: a difference means events of the month were archived meanwhile by
+        # another process (CSV workers read their own snapshot) or the range logic broke. Never send it.
+        raise ReportError(
+            f"{paths[2]}: {rows} CSV rows but the figures count {figures.total} events "
+            "(the archive changed while the report was written; it is retried)"
+        )
     rendered = render(figures, Evidence(paths[2].name, rows, "in the CSV file beside this report"))
     try:
         atomic_write(paths[0], lambda handle: handle.write(rendered.html))

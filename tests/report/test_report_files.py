@@ -7,10 +7,11 @@ import os
 import stat
 from pathlib import Path
 
+import pytest
 from report_data import IN_MONTH, NOW, archive, entry
 
 from monitor.config import Config
-from monitor.report import Period, build_report
+from monitor.report import Period, build_report, evidence
 from monitor.store import Store
 
 
@@ -117,3 +118,29 @@ def test_an_empty_archive_without_sources_still_renders(tmp_path: Path) -> None:
     text = files.text.read_text(encoding="utf-8")
     assert "No events were archived for February 2026" in text and "672 hours" in text
     assert "No source is configured" in text
+
+
+def test_a_large_month_is_written_by_worker_processes_byte_for_byte(
+    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    period = Period.parse("2026-03", config.tz)
+    single = build_report(store, config, period, tmp_path / "single", now=NOW)
+    monkeypatch.setattr(evidence, "available_cpus", lambda: 3)  # this process and one spawned worker
+    monkeypatch.setattr(evidence, "MAX_PROCESSES", 3)  # and a second one, to test the ordering of parts
+    parallel = build_report(store, config, period, tmp_path / "parallel", now=NOW, parallel_min_events=1)
+    assert parallel.rows == IN_MONTH
+    assert parallel.csv.read_bytes() == single.csv.read_bytes()
+    assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == [
+        "compliance-report-2026-03.csv",
+        "compliance-report-2026-03.html",
+        "compliance-report-2026-03.txt",
+    ]  # no part files left behind
+
+
+def test_slices_partition_the_month_on_millisecond_bounds(store: Store, config: Config) -> None:
+    period = Period.parse("2026-03", config.tz)
+    parts = evidence.slices(store, period.start, period.end, IN_MONTH, 4)
+    assert parts[0][0] == period.start and parts[-1][1] == period.end
+    assert all(a[1] == b[0] for a, b in zip(parts, parts[1:], strict=False))
+    counts = [sum(1 for _ in store.iter_events(since, until)) for since, until in parts]
+    assert sum(counts) == IN_MONTH and max(counts) - min(counts) <= 2
