@@ -6,9 +6,10 @@ chain, so the report reads exactly what it would read in production. The month i
 Europe/Berlin (743 hours, a DST change); a further 10% of events sit in the neighbouring months so the
 month's range has to be found, not just scanned. Alerts and gaps are added in proportion.
 
-The report runs as a subprocess (``python -m monitor.cli report``): wall time, and peak RSS read with
-``os.wait4`` (the child's own rusage). Then, in this process, the figures alone and the CSV alone
-are timed, to show where the time goes. Targets: under 30 s and under 150 MB peak RSS.
+The report runs as a subprocess (``python -m monitor.cli report``): wall time; peak RSS read with
+``os.wait4`` (the report process, or its CSV worker if larger), and the summed RSS of the report and its
+worker sampled from /proc. Then, in this process, the figures alone and the CSV alone (one process) are
+timed, to show where the time goes. Targets: under 30 s and under 150 MB peak RSS.
 
     python -m bench.bench_report [--events 1000000] [--keep DIR]
 """
