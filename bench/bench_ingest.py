@@ -1,0 +1,121 @@
+"""Ingest benchmark: backfill of N simulated events with `run --once`, against a floor measured in the same run.
+
+The floor is the least any ingester must do: parse the same JSON pages and `executemany` the rows into
+SQLite, with nothing else (no HTTP, no normalisation, no hash chain, no rules). The monitor's figure is
+end to end: HTTP from the simulator on 127.0.0.1, staging, normalisation, the hash chain, the bundled rules,
+the cursor, in a subprocess whose peak RSS is measured.
+
+    python -m bench.bench_ingest [--events 200000] [--per-page 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+from monitor.simulator import Simulator
+
+
+def fetch_pages(sim: Simulator, per_page: int) -> list[bytes]:
+    pages = []
+    url = f"{sim.base_url}/api:meta/workspace/1/audit_log/search"
+    with httpx.Client(headers={"Authorization": f"Bearer {sim.token}"}, timeout=60) as client:
+        page: int | None = 1
+        while page:
+            body = {"page": page, "per_page": per_page, "include_data": True, "sort": {"id": "desc"}, "search": []}
+            response = client.post(url, json=body)
+            response.raise_for_status()
+            pages.append(response.content)
+            page = response.json()["nextPage"]
+    return pages
+
+
+def floor(pages: list[bytes], db_path: Path) -> tuple[int, float]:
+    conn = sqlite3.connect(db_path)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("CREATE TABLE events (id INTEGER PRIMARY KEY, created_at TEXT, type TEXT, raw TEXT)")
+    started = time.perf_counter()
+    count = 0
+    with conn:
+        for body in pages:
+            items = json.loads(body)["items"]
+            conn.executemany(
+                "INSERT INTO events VALUES (?, ?, ?, ?)",
+                [(i["id"], str(i["created_at"]), i["type"], json.dumps(i)) for i in items],
+            )
+            count += len(items)
+    elapsed = time.perf_counter() - started
+    conn.close()
+    return count, elapsed
+
+
+def monitor_run_once(sim: Simulator, per_page: int, workdir: Path) -> tuple[int, float, int]:
+    config = workdir / "audit-monitor.yaml"
+    db = workdir / "archive.db"
+    config.write_text(
+        f"state: {{path: {db}}}\n"
+        f"sources:\n  - name: bench\n    base_url: {sim.base_url}\n    token: {sim.token}\n"
+        f"    workspace_id: 1\n    per_page: {per_page}\n"
+        "alerts: {console: false}\nserver: {listen: ''}\n"
+    )
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "--config", str(config), "run", "--once", "--log-level", "warning"],
+        capture_output=True,
+        text=True,
+        timeout=3600,
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise SystemExit(f"run --once failed: {done.stderr[-2000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    with sqlite3.connect(db) as conn:
+        archived = conn.execute("SELECT count(*) FROM events").fetchone()[0]
+    return archived, elapsed, peak_kb * 1024
+
+
+def main(argv: list[str] | None = None) -> dict[str, float]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--per-page", type=int, default=500)
+    args = parser.parse_args(argv)
+    now = datetime.now(UTC)
+    with Simulator(
+        seed=5, total_events=args.events, history_start=now - timedelta(days=30), clock=lambda: now
+    ) as sim, tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        pages = fetch_pages(sim, args.per_page)
+        floor_count, floor_s = floor(pages, workdir / "floor.db")
+        del pages
+        archived, monitor_s, peak = monitor_run_once(sim, args.per_page, workdir)
+    if archived != floor_count:
+        raise SystemExit(f"archived {archived} events but the log holds {floor_count}")
+    floor_rate, monitor_rate = floor_count / floor_s, archived / monitor_s
+    result = {
+        "events": archived,
+        "floor_events_per_s": floor_rate,
+        "monitor_events_per_s": monitor_rate,
+        "ratio": monitor_rate / floor_rate,
+        "peak_rss_mb": peak / 2**20,
+        "monitor_seconds": monitor_s,
+    }
+    print(
+        f"ingest: {archived} events; floor {floor_rate:,.0f} ev/s; run --once {monitor_rate:,.0f} ev/s "
+        f"({monitor_s:.1f} s); ratio {result['ratio']:.2f} (target >= 0.33); "
+        f"peak RSS {result['peak_rss_mb']:.0f} MB (target < 100)"
+    )
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""The poll cycle against the simulator over real HTTP on 127.0.0.1.
+
+Retries use an injected sleep (recorded, not slept) so fault tests run fast; nothing else is faked.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.config import Config, SourceConfig
+from monitor.events import normalize
+from monitor.poller import Poller
+from monitor.simulator import Simulator
+from monitor.store import Store
+from monitor.xano import RetryPolicy, XanoClient
+from tests.conftest import FakeClock
+
+
+@pytest.fixture
+def sim(clock: FakeClock) -> Iterator[Simulator]:
+    with Simulator(
+        seed=3, clock=clock, history_start=clock.now - timedelta(days=3), events_per_day=300, live_background=False
+    ) as simulator:
+        yield simulator
+
+
+def make_config(sim: Simulator, tmp_path: Path, **source: object) -> Config:
+    return Config.model_validate(
+        {
+            "state": {"path": str(tmp_path / "a.db")},
+            "sources": [
+                {
+                    "name": "prod",
+                    "base_url": sim.base_url,
+                    "token": sim.token,
+                    "workspace_id": 1,
+                    "per_page": 50,
+                    **source,
+                }
+            ],
+        }
+    )
+
+
+class Harness:
+    def __init__(self, sim: Simulator, config: Config, clock: FakeClock) -> None:
+        self.sim, self.config, self.clock = sim, config, clock
+        self.sleeps: list[float] = []
+        self.store = Store.open(config.state.path)
+        self.poller = Poller(self.store, config, None, clock=clock, client_factory=self.client)
+
+    def client(self, source: SourceConfig) -> XanoClient:
+        return XanoClient(
+            source.base_url,
+            source.token.get_secret_value(),
+            source_name=source.name,
+            workspace_id=source.workspace_id,
+            per_page=source.per_page,
+            timeout=10,
+            retry=RetryPolicy(max_attempts=10, base_delay=0.01, max_delay=0.05),
+            sleep=self.sleeps.append,
+        )
+
+    def poll(self):  # type: ignore[no-untyped-def]
+        return self.poller.poll(self.config.sources[0])
+
+    def archived_ids(self) -> list[int]:
+        return [row[0] for row in self.store.conn.execute("SELECT event_id FROM events ORDER BY event_id")]
+
+
+def visible_ids(sim: Simulator) -> list[int]:
+    return sorted(int(e["id"]) for e in sim.visible_events())
+
+
+@pytest.fixture
+def harness(sim: Simulator, tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
+    h = Harness(sim, make_config(sim, tmp_path), clock)
+    yield h
+    h.store.close()
+
+
+def test_backfill_archives_every_event_once_and_verifies(harness: Harness) -> None:
+    result = harness.poll()
+    assert result.ok, result.error
+    assert harness.archived_ids() == visible_ids(harness.sim)
+    assert result.new == len(visible_ids(harness.sim)) > 500
+    assert harness.store.verify().ok
+    cursor = harness.store.get_cursor("prod")
+    assert cursor is not None and cursor.last_id == max(visible_ids(harness.sim))
+
+
+def test_repeated_cycles_add_no_duplicate(harness: Harness, clock: FakeClock) -> None:
+    harness.poll()
+    before = harness.archived_ids()
+    second = harness.poll()
+    assert second.ok and second.new == 0 and second.fetched > 0  # the overlap window was re-read
+    assert harness.archived_ids() == before
+    clock.advance(timedelta(minutes=30))
+    harness.sim.add_event("Update Function", user={"id": 1, "email": "ana@corp.io"}, created_at=clock.now)
+    third = harness.poll()
+    assert third.new >= 1
+    assert harness.archived_ids() == visible_ids(harness.sim)
+
+
+def test_complete_through_429_502_and_truncated_pages(harness: Harness) -> None:
+    harness.sim.inject_status(429, count=2, retry_after="1")
+    harness.sim.inject_status(502, count=1)
+    harness.sim.inject_truncated(count=2)
+    harness.sim.inject_non_json(count=1)
+    harness.sim.inject_status(503, count=1)
+    harness.sim.inject_status(504, count=1)
+    result = harness.poll()
+    assert result.ok, result.error
+    assert harness.archived_ids() == visible_ids(harness.sim)
+    assert 1.0 in harness.sleeps  # Retry-After honoured
+    assert len(harness.sleeps) >= 8
+
+
+def test_late_commit_inside_overlap_is_caught(harness: Harness, clock: FakeClock) -> None:
+    harness.poll()
+    late_id = harness.sim.add_event(
+        "Delete Table", user={"id": 2, "email": "bo@corp.io"}, created_at=clock.now - timedelta(minutes=2), hidden=True
+    )
+    clock.advance(timedelta(minutes=1))
+    newer = harness.sim.add_event("Update Function", user={"id": 1, "email": "ana@corp.io"}, created_at=clock.now)
+    assert late_id < newer
+    harness.poll()
+    assert newer in harness.archived_ids() and late_id not in harness.archived_ids()
+    harness.sim.reveal(late_id)  # commits now, with an id below the cursor
+    clock.advance(timedelta(minutes=5))
+    harness.poll()
+    assert late_id in harness.archived_ids()
+    assert harness.archived_ids() == visible_ids(harness.sim)
+    assert harness.store.verify().ok
+
+
+def test_failure_in_the_middle_leaves_cursor_and_archive_untouched(harness: Harness, clock: FakeClock) -> None:
+    harness.poll()
+    cursor = harness.store.get_cursor("prod")
+    count = harness.store.event_count()
+    for minute in range(1, 200):
+        harness.sim.add_event("Run Query", user=None, created_at=clock.now + timedelta(seconds=minute))
+    clock.advance(timedelta(minutes=10))
+    harness.sim.inject_status(503, count=1000)  # more than the retry budget allows
+    failed = harness.poll()
+    assert not failed.ok and failed.error_kind == "unavailable"
+    after = harness.store.get_cursor("prod")
+    assert after is not None and cursor is not None
+    assert (after.last_id, after.last_created_at) == (cursor.last_id, cursor.last_created_at)
+    assert after.last_error and "503" in after.last_error
+    assert harness.store.event_count() == count
+    harness.sim.inject_status(503, count=0)
+    recovered = harness.poll()
+    assert recovered.ok and recovered.new == 199
+    assert harness.archived_ids() == visible_ids(harness.sim)
+
+
+def test_wrong_token_is_an_auth_failure_with_alert(sim: Simulator, tmp_path: Path, clock: FakeClock) -> None:
+    config = make_config(sim, tmp_path, token="not-the-token")
+    h = Harness(sim, config, clock)
+    result = h.poll()
+    assert not result.ok and result.error_kind == "auth"
+    assert "expired" in (result.error or "") and "Workspace Log: Read" in (result.error or "")
+    assert "not-the-token" not in (result.error or "")
+    assert h.store.get_cursor("prod").last_id is None  # type: ignore[union-attr]
+    h.poll()  # the same episode: still one alert
+    rows = h.store.conn.execute("SELECT rule_id FROM alerts").fetchall()
+    assert rows == [("monitor.auth_failed",)]
+    h.store.close()
+
+
+def test_backfill_none_starts_at_the_end(sim: Simulator, tmp_path: Path, clock: FakeClock) -> None:
+    h = Harness(sim, make_config(sim, tmp_path, backfill="none"), clock)
+    first = h.poll()
+    assert first.ok and first.new == 0 and h.store.event_count() == 0
+    clock.advance(timedelta(minutes=1))
+    new_id = sim.add_event("Create Token", user={"id": 1, "email": "ana@corp.io"}, created_at=clock.now)
+    h.poll()
+    assert h.archived_ids() == [new_id]
+    h.store.close()
+
+
+def test_backfill_from_a_date(sim: Simulator, tmp_path: Path, clock: FakeClock) -> None:
+    day = (clock.now - timedelta(days=1)).date().isoformat()
+    h = Harness(sim, make_config(sim, tmp_path, backfill=day), clock)
+    h.poll()
+    archived = list(h.store.iter_events())
+    assert archived and all(e.created_at.date().isoformat() >= day for e in archived)
+    expected = [
+        int(e["id"]) for e in sim.visible_events() if normalize("prod", e).created_at.date().isoformat() >= day
+    ]
+    assert h.archived_ids() == sorted(expected)
+    h.store.close()
+
+
+def test_downtime_longer_than_plan_retention_records_gap_and_alert(harness: Harness, clock: FakeClock) -> None:
+    harness.poll()
+    clock.advance(timedelta(hours=30))  # plan_retention defaults to 24h
+    result = harness.poll()
+    assert result.ok
+    kinds = [gap["kind"] for gap in harness.store.gaps()]
+    assert "retention" in kinds and "polling" in kinds
+    alert = harness.store.conn.execute("SELECT rule_id, fields FROM alerts").fetchone()
+    assert alert[0] == "monitor.retention_gap"
+    assert json.loads(alert[1])["gap_start"] < json.loads(alert[1])["gap_end"]
