@@ -32,7 +32,13 @@ def fetch_pages(sim: Simulator, per_page: int) -> list[bytes]:
     with httpx.Client(headers={"Authorization": f"Bearer {sim.token}"}, timeout=60) as client:
         page: int | None = 1
         while page:
-            body = {"page": page, "per_page": per_page, "include_data": True, "sort": {"id": "desc"}, "search": []}
+            body = {
+                "page": page,
+                "per_page": per_page,
+                "include_data": True,
+                "sort": {"id": "desc"},
+                "search": [],
+            }
             response = client.post(url, json=body)
             response.raise_for_status()
             pages.append(response.content)
@@ -70,7 +76,17 @@ def monitor_run_once(sim: Simulator, per_page: int, workdir: Path) -> tuple[int,
     )
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-m", "monitor.cli", "--config", str(config), "run", "--once", "--log-level", "warning"],
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "--config",
+            str(config),
+            "run",
+            "--once",
+            "--log-level",
+            "warning",
+        ],
         capture_output=True,
         text=True,
         timeout=3600,
@@ -90,9 +106,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--per-page", type=int, default=500)
     args = parser.parse_args(argv)
     now = datetime.now(UTC)
-    with Simulator(
-        seed=5, total_events=args.events, history_start=now - timedelta(days=30), clock=lambda: now
-    ) as sim, tempfile.TemporaryDirectory() as tmp:
+    with (
+        Simulator(
+            seed=5, total_events=args.events, history_start=now - timedelta(days=30), clock=lambda: now
+        ) as sim,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
         workdir = Path(tmp)
         pages = fetch_pages(sim, args.per_page)
         floor_count, floor_s = floor(pages, workdir / "floor.db")

@@ -114,7 +114,9 @@ def measure(ruleset: RuleSet, count: int, chunk: int) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--scales", default="1,5,20", help="pack copies to measure, comma-separated")
     parser.add_argument("--chunk", type=int, default=50_000, help="events generated (and held) at a time")

@@ -75,7 +75,6 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     ctx.obj = CliContext(config_path)
 
 
-
 def _open_store(config: Config, *, readonly: bool = False) -> Store:
     try:
         return Store.open(config.state.path, readonly=readonly)
@@ -92,8 +91,14 @@ def _dates(ctx: CliContext, since: str, until: str) -> tuple[datetime, datetime]
 
 
 @cli.command()
-@click.option("--once", is_flag=True, help="One cycle of every source, deliver what is due, then exit (1 if anything failed).")
-@click.option("--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option(
+    "--once",
+    is_flag=True,
+    help="One cycle of every source, deliver what is due, then exit (1 if anything failed).",
+)
+@click.option(
+    "--log-level", default="info", show_default=True, type=click.Choice(["debug", "info", "warning", "error"])
+)
 @click.pass_obj
 def run(ctx: CliContext, once: bool, log_level: str) -> None:
     """Run the daemon: poll every source on its interval, deliver alerts, send the monthly report.
@@ -152,7 +157,9 @@ def status(ctx: CliContext, as_json: bool) -> None:
 
 
 @cli.command()
-@click.option("--since", required=True, metavar="D", help="YYYY-MM-DD (midnight, configured zone) or ISO 8601.")
+@click.option(
+    "--since", required=True, metavar="D", help="YYYY-MM-DD (midnight, configured zone) or ISO 8601."
+)
 @click.option("--until", required=True, metavar="D", help="Exclusive end, same forms as --since.")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False, writable=True), help="Output file (default stdout).")
@@ -299,8 +306,12 @@ def dead_letters_requeue(
 @click.option("--port", default=8787, show_default=True, type=int, help="Port (0 picks a free one).")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to bind.")
 @click.option("--seed", default=7, show_default=True, type=int, help="Seed of the simulated traffic.")
-@click.option("--token", default="sim-token", show_default=True, help="The Bearer token the simulator accepts.")
-@click.option("--live-per-minute", default=6.0, show_default=True, type=float, help="Extra live events per minute.")
+@click.option(
+    "--token", default="sim-token", show_default=True, help="The Bearer token the simulator accepts."
+)
+@click.option(
+    "--live-per-minute", default=6.0, show_default=True, type=float, help="Extra live events per minute."
+)
 def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float) -> None:
     """Run the simulator alone: a Xano-compatible audit-log API with realistic traffic and planted incidents."""
     from monitor.simulator import serve_forever
@@ -309,8 +320,12 @@ def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float
 
 
 @cli.command()
-@click.option("--out", default="./demo-out", show_default=True, type=click.Path(file_okay=False), help="Output folder.")
-@click.option("--seconds", default=30, show_default=True, type=int, help="How long to keep polling live traffic.")
+@click.option(
+    "--out", default="./demo-out", show_default=True, type=click.Path(file_okay=False), help="Output folder."
+)
+@click.option(
+    "--seconds", default=30, show_default=True, type=int, help="How long to keep polling live traffic."
+)
 def demo(out: str, seconds: int) -> None:
     """The whole monitor against the embedded simulator: no credentials, no network."""
     from monitor.demo import run_demo

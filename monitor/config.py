@@ -175,7 +175,7 @@ class ReportConfig(_Strict):
         try:
             CronTrigger.from_crontab(value)
         except ValueError as exc:
-            raise ValueError(f"{value!r} is not a cron schedule like \"0 8 1 * *\" ({exc})") from None
+            raise ValueError(f'{value!r} is not a cron schedule like "0 8 1 * *" ({exc})') from None
         return value
 
 

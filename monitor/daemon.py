@@ -126,8 +126,12 @@ class Monitor:
         self.metrics.observe_prune(self.store, deleted)
         log.info(
             "retention pruned",
-            extra={"deleted": deleted, "cutoff": cutoff.isoformat(), "retention_days": days,
-                   "events_left": self.store.event_count()},
+            extra={
+                "deleted": deleted,
+                "cutoff": cutoff.isoformat(),
+                "retention_days": days,
+                "events_left": self.store.event_count(),
+            },
         )
         return deleted
 
@@ -295,8 +299,10 @@ def run_daemon(
             monitor.reload_rules_from(load_rules)
 
     scheduler.start()
-    log.info("daemon started", extra={"sources": [s.name for s in monitor.config.sources],
-                                      "rules": len(monitor.ruleset.rules)})
+    log.info(
+        "daemon started",
+        extra={"sources": [s.name for s in monitor.config.sources], "rules": len(monitor.ruleset.rules)},
+    )
     try:
         while not stop.wait(0.2):
             if reload.is_set():

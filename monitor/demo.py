@@ -38,6 +38,8 @@ def demo_config(base_url: str, token: str, out: Path) -> Config:
                     "plan_retention": "7d",
                 }
             ],
+            # The simulated team's own domains: a user created at any other domain is flagged.
+            "rules": {"lists": {"allowed_email_domains": ["northwind.io", "northwind-labs.de"]}},
             "alerts": {"console": True},
             "report": {"out_dir": str(out)},
             "server": {"listen": ""},
@@ -56,7 +58,9 @@ def run_demo(out: Path, *, seconds: int = 30) -> int:
     say = print
     with Simulator(seed=7, live_events_per_minute=60.0) as sim:
         config = demo_config(sim.base_url, sim.token, out)
-        say(f"simulator: a Xano-compatible audit log at {sim.base_url} (workspace 1), {len(sim.incidents)} planted incidents")
+        say(
+            f"simulator: a Xano-compatible audit log at {sim.base_url} (workspace 1), {len(sim.incidents)} planted incidents"
+        )
         monitor = Monitor(config, stdout=sys.stdout)
         try:
             source = config.sources[0]
@@ -74,25 +78,31 @@ def run_demo(out: Path, *, seconds: int = 30) -> int:
             while time.monotonic() + POLL_SECONDS < deadline:
                 time.sleep(POLL_SECONDS)
                 result = monitor.poll(source)
-                say(f"poll: {result.fetched} read, {result.new} new, {result.alerts} alerts" if result.ok else f"poll failed: {result.error}")
+                say(
+                    f"poll: {result.fetched} read, {result.new} new, {result.alerts} alerts"
+                    if result.ok
+                    else f"poll failed: {result.error}"
+                )
                 monitor.deliver()
-            by_rule = Counter(
-                row[0] for row in monitor.store.conn.execute("SELECT rule_id FROM alerts")
-            )
+            by_rule = Counter(row[0] for row in monitor.store.conn.execute("SELECT rule_id FROM alerts"))
             verified = monitor.store.verify()
             say("")
             say(f"summary: {monitor.store.event_count()} events archived in {config.state.path}")
             for rule_id, count in sorted(by_rule.items()):
                 say(f"  {count:4d}  {rule_id}")
-            say(f"verify: {'OK' if verified.ok else 'FAILED'} ({verified.rows_checked} rows, head {verified.head_hash[:16]}…)")
+            say(
+                f"verify: {'OK' if verified.ok else 'FAILED'} ({verified.rows_checked} rows, head {verified.head_hash[:16]}…)"
+            )
             # The monthly report for the simulated month: the previous or the current calendar month in
             # Europe/Berlin, whichever holds more of the simulated events.
             now = datetime.now(UTC)
             period = fullest_recent_month(monitor.store, config.tz, now)
             calendars = monitor.ruleset.calendars
             files = build_report(monitor.store, config, period, out, now=now, calendars=calendars)
-            say(f"report: {period.label} ({config.timezone}), {files.rows} events, "
-                f"{files.figures.critical_total} security-critical, {files.figures.alerts_total} alerts")
+            say(
+                f"report: {period.label} ({config.timezone}), {files.rows} events, "
+                f"{files.figures.critical_total} security-critical, {files.figures.alerts_total} alerts"
+            )
             for path in (files.html, files.text, files.csv):
                 say(f"  {path}")
         finally:

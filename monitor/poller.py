@@ -300,9 +300,7 @@ class Poller:
             return 0
         silence = now - last
         if silence > max(3 * source.poll_interval, timedelta(seconds=30)):
-            self.store.record_gap(
-                source.name, "polling", last, now, f"no successful poll for {silence}", now
-            )
+            self.store.record_gap(source.name, "polling", last, now, f"no successful poll for {silence}", now)
         if silence <= source.plan_retention:
             return 0
         lost_until = now - source.plan_retention
@@ -315,8 +313,13 @@ class Poller:
             f"upstream (plan retention {source.plan_retention})",
             now,
         )
-        log.warning("retention gap", extra={"source": source.name, "gap_start": last.isoformat(), "gap_end": now.isoformat()})
-        return self._record(selfmon.retention_gap(source.name, last, lost_until, str(source.plan_retention), now), now)
+        log.warning(
+            "retention gap",
+            extra={"source": source.name, "gap_start": last.isoformat(), "gap_end": now.isoformat()},
+        )
+        return self._record(
+            selfmon.retention_gap(source.name, last, lost_until, str(source.plan_retention), now), now
+        )
 
     # failures -----------------------------------------------------------------------------------------
 

@@ -237,7 +237,9 @@ class Store:
                     os.close(os.open(path_text, os.O_CREAT | os.O_WRONLY, 0o600))
             if readonly:
                 uri = f"file:{Path(path_text).resolve()}?mode=ro"
-                conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30)
+                conn = sqlite3.connect(
+                    uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30
+                )
             else:
                 conn = sqlite3.connect(path_text, isolation_level=None, check_same_thread=False, timeout=30)
             store = cls(conn, path_text)
@@ -447,7 +449,13 @@ class Store:
         raw_json = canonical_json(raw)
         self.conn.execute(
             "INSERT OR IGNORE INTO rejected (source, raw_sha256, raw, reason, seen_at) VALUES (?, ?, ?, ?, ?)",
-            (source, hashlib.sha256(raw_json.encode()).hexdigest(), raw_json, reason, format_timestamp(seen_at)),
+            (
+                source,
+                hashlib.sha256(raw_json.encode()).hexdigest(),
+                raw_json,
+                reason,
+                format_timestamp(seen_at),
+            ),
         )
 
     def event_count(self, source: str | None = None) -> int:
@@ -481,9 +489,7 @@ class Store:
                 yield AuditEvent(name, event_id, when, event_type, msg, json.loads(raw))
 
     @staticmethod
-    def _range(
-        since: datetime | None, until: datetime | None, source: str | None
-    ) -> tuple[str, list[Any]]:
+    def _range(since: datetime | None, until: datetime | None, source: str | None) -> tuple[str, list[Any]]:
         conditions, params = [], []
         # created_ms (indexed, truncated to the millisecond) bounds the range so SQLite seeks instead of
         # scanning the whole archive; created_at (microseconds) keeps the bounds exact.
@@ -510,7 +516,9 @@ class Store:
             for seq, source, event_id, created_at, type_, msg, email, workspace, branch, raw, stored in rows:
                 checked += 1
 
-                def bad(reason: str, seq: int = seq, source: str = source, event_id: int = event_id) -> VerifyResult:
+                def bad(
+                    reason: str, seq: int = seq, source: str = source, event_id: int = event_id
+                ) -> VerifyResult:
                     return VerifyResult(False, checked, prev, seq, source, event_id, reason)
 
                 if chain_hash(prev, source, event_id, raw) != stored:
@@ -543,8 +551,10 @@ class Store:
             first_young = self.conn.execute(
                 "SELECT min(seq) FROM events WHERE created_at >= ?", (format_timestamp(cutoff),)
             ).fetchone()[0]
-            bound = first_young if first_young is not None else (
-                (self.conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1
+            bound = (
+                first_young
+                if first_young is not None
+                else ((self.conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1)
             )
             anchor = self.conn.execute(
                 "SELECT hash FROM events WHERE seq < ? ORDER BY seq DESC LIMIT 1", (bound,)
@@ -641,7 +651,9 @@ class Store:
 
     # gaps ---------------------------------------------------------------------------------------------
 
-    def record_gap(self, source: str, kind: str, start: datetime, end: datetime, detail: str, at: datetime) -> None:
+    def record_gap(
+        self, source: str, kind: str, start: datetime, end: datetime, detail: str, at: datetime
+    ) -> None:
         self.conn.execute(
             "INSERT INTO gaps (source, kind, start, end, detail, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
             (source, kind, format_timestamp(start), format_timestamp(end), detail, format_timestamp(at)),
@@ -654,7 +666,13 @@ class Store:
             sql += " WHERE end >= ? AND start < ?"
             params = [format_timestamp(since), format_timestamp(until)]
         return [
-            {"source": s, "kind": k, "start": datetime.fromisoformat(a), "end": datetime.fromisoformat(b), "detail": d}
+            {
+                "source": s,
+                "kind": k,
+                "start": datetime.fromisoformat(a),
+                "end": datetime.fromisoformat(b),
+                "detail": d,
+            }
             for s, k, a, b, d in self.conn.execute(sql + " ORDER BY start", params)
         ]
 

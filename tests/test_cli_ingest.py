@@ -64,8 +64,12 @@ def test_run_once_then_verify_then_tamper(tmp_path: Path, sim: Simulator) -> Non
     assert verified.returncode == 0 and verified.stdout.startswith("OK: ")
 
     with sqlite3.connect(tmp_path / "archive.db") as conn:
-        seq, event_id = conn.execute("SELECT seq, event_id FROM events ORDER BY seq LIMIT 1 OFFSET 10").fetchone()
-        conn.execute("UPDATE events SET raw = replace(raw, '\"msg\":\"', '\"msg\":\"edited ') WHERE seq = ?", (seq,))
+        seq, event_id = conn.execute(
+            "SELECT seq, event_id FROM events ORDER BY seq LIMIT 1 OFFSET 10"
+        ).fetchone()
+        conn.execute(
+            'UPDATE events SET raw = replace(raw, \'"msg":"\', \'"msg":"edited \') WHERE seq = ?', (seq,)
+        )
     tampered = cli(config, "verify")
     assert tampered.returncode == 1
     assert f"row {seq}" in tampered.stderr and f"event id {event_id}" in tampered.stderr
@@ -86,7 +90,12 @@ def test_export_round_trips(tmp_path: Path, sim: Simulator) -> None:
     since = (datetime.now(UTC) - timedelta(days=3)).date().isoformat()
     until = (datetime.now(UTC) + timedelta(days=1)).date().isoformat()
     jsonl, csv_out = tmp_path / "out.jsonl", tmp_path / "out.csv"
-    assert cli(config, "export", "--since", since, "--until", until, "--format", "jsonl", "--out", str(jsonl)).returncode == 0
+    assert (
+        cli(
+            config, "export", "--since", since, "--until", until, "--format", "jsonl", "--out", str(jsonl)
+        ).returncode
+        == 0
+    )
     assert cli(config, "export", "--since", since, "--until", until, "--out", str(csv_out)).returncode == 0
 
     exported = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -103,7 +112,16 @@ def test_export_round_trips(tmp_path: Path, sim: Simulator) -> None:
     with csv_out.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == len(exported)
-    for column in ("created_at", "type", "msg", "user.email", "workspace.name", "branch.label", "id", "source"):
+    for column in (
+        "created_at",
+        "type",
+        "msg",
+        "user.email",
+        "workspace.name",
+        "branch.label",
+        "id",
+        "source",
+    ):
         assert column in rows[0]
     assert datetime.fromisoformat(rows[0]["created_at"]).utcoffset() is not None
 

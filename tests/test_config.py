@@ -50,10 +50,19 @@ def test_secret_file_variable(tmp_path: Path) -> None:
     ("mutation", "expected"),
     [
         (("    per_page:", "    per_pgae:"), "a.yaml:10: sources[0].per_pgae: unknown key"),
-        (("poll_interval: 5m", "poll_interval: 5 minutes"), "a.yaml:9: sources[0].poll_interval: '5 minutes' is not a duration"),
+        (
+            ("poll_interval: 5m", "poll_interval: 5 minutes"),
+            "a.yaml:9: sources[0].poll_interval: '5 minutes' is not a duration",
+        ),
         (("poll_interval: 5m", "poll_interval: 300"), "sources[0].poll_interval: a duration needs a unit"),
-        (("    base_url: https://x8ki-letl-twmt.n7.xano.io/\n", ""), "a.yaml:5: sources[0].base_url: required key is missing"),
-        (("timezone: Europe/Berlin", "timezone: Mars/Olympus"), "a.yaml:2: timezone: 'Mars/Olympus' is not an IANA"),
+        (
+            ("    base_url: https://x8ki-letl-twmt.n7.xano.io/\n", ""),
+            "a.yaml:5: sources[0].base_url: required key is missing",
+        ),
+        (
+            ("timezone: Europe/Berlin", "timezone: Mars/Olympus"),
+            "a.yaml:2: timezone: 'Mars/Olympus' is not an IANA",
+        ),
         (("backfill: 2026-10-01", "backfill: yesterday"), "sources[0].backfill: must be all, none or a date"),
         (("state: {path", "stat: {path"), "a.yaml:3: stat: unknown key"),
         (("slack: {token", "slack: {tokn"), "alerts.slack.tokn: unknown key"),
@@ -90,7 +99,9 @@ def test_yaml_syntax_error_names_line() -> None:
         parse_config("timezone: UTC\nsources:\n\t- name: x\n", "a.yaml", {})
 
 
-def test_no_file_means_defaults_but_named_file_must_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_no_file_means_defaults_but_named_file_must_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     config = load_config(None, env={})
     assert config.sources == [] and config.timezone == "UTC"
@@ -101,7 +112,9 @@ def test_no_file_means_defaults_but_named_file_must_exist(tmp_path: Path, monkey
 
 def test_cli_reports_config_error_with_exit_2_and_no_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
-    bad.write_text("sources:\n  - name: prod\n    base_url: https://x.xano.io\n    token: t\n    per_pgae: 3\n")
+    bad.write_text(
+        "sources:\n  - name: prod\n    base_url: https://x.xano.io\n    token: t\n    per_pgae: 3\n"
+    )
     done = subprocess.run(
         [sys.executable, "-m", "monitor.cli", "--config", str(bad), "status"],
         capture_output=True,

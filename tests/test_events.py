@@ -39,7 +39,9 @@ def test_epoch_milliseconds_int_float_and_string() -> None:
     assert parse_timestamp(1772664005000.0) == expected
 
 
-@pytest.mark.parametrize("value", [None, True, "", "yesterday", "2026-13-45 10:00:00", [], {"a": 1}, "2026-03-04 10:00+25"])
+@pytest.mark.parametrize(
+    "value", [None, True, "", "yesterday", "2026-13-45 10:00:00", [], {"a": 1}, "2026-03-04 10:00+25"]
+)
 def test_bad_timestamps_are_rejected_with_reason(value: object) -> None:
     with pytest.raises(NormalizationError):
         parse_timestamp(value)

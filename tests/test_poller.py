@@ -24,7 +24,11 @@ from tests.conftest import FakeClock
 @pytest.fixture
 def sim(clock: FakeClock) -> Iterator[Simulator]:
     with Simulator(
-        seed=3, clock=clock, history_start=clock.now - timedelta(days=3), events_per_day=300, live_background=False
+        seed=3,
+        clock=clock,
+        history_start=clock.now - timedelta(days=3),
+        events_per_day=300,
+        live_background=False,
     ) as simulator:
         yield simulator
 
@@ -124,10 +128,15 @@ def test_complete_through_429_502_and_truncated_pages(harness: Harness) -> None:
 def test_late_commit_inside_overlap_is_caught(harness: Harness, clock: FakeClock) -> None:
     harness.poll()
     late_id = harness.sim.add_event(
-        "Delete Table", user={"id": 2, "email": "bo@corp.io"}, created_at=clock.now - timedelta(minutes=2), hidden=True
+        "Delete Table",
+        user={"id": 2, "email": "bo@corp.io"},
+        created_at=clock.now - timedelta(minutes=2),
+        hidden=True,
     )
     clock.advance(timedelta(minutes=1))
-    newer = harness.sim.add_event("Update Function", user={"id": 1, "email": "ana@corp.io"}, created_at=clock.now)
+    newer = harness.sim.add_event(
+        "Update Function", user={"id": 1, "email": "ana@corp.io"}, created_at=clock.now
+    )
     assert late_id < newer
     harness.poll()
     assert newer in harness.archived_ids() and late_id not in harness.archived_ids()
@@ -139,7 +148,9 @@ def test_late_commit_inside_overlap_is_caught(harness: Harness, clock: FakeClock
     assert harness.store.verify().ok
 
 
-def test_failure_in_the_middle_leaves_cursor_and_archive_untouched(harness: Harness, clock: FakeClock) -> None:
+def test_failure_in_the_middle_leaves_cursor_and_archive_untouched(
+    harness: Harness, clock: FakeClock
+) -> None:
     harness.poll()
     cursor = harness.store.get_cursor("prod")
     count = harness.store.event_count()
@@ -192,13 +203,17 @@ def test_backfill_from_a_date(sim: Simulator, tmp_path: Path, clock: FakeClock) 
     archived = list(h.store.iter_events())
     assert archived and all(e.created_at.date().isoformat() >= day for e in archived)
     expected = [
-        int(e["id"]) for e in sim.visible_events() if normalize("prod", e).created_at.date().isoformat() >= day
+        int(e["id"])
+        for e in sim.visible_events()
+        if normalize("prod", e).created_at.date().isoformat() >= day
     ]
     assert h.archived_ids() == sorted(expected)
     h.store.close()
 
 
-def test_downtime_longer_than_plan_retention_records_gap_and_alert(harness: Harness, clock: FakeClock) -> None:
+def test_downtime_longer_than_plan_retention_records_gap_and_alert(
+    harness: Harness, clock: FakeClock
+) -> None:
     harness.poll()
     clock.advance(timedelta(hours=30))  # plan_retention defaults to 24h
     result = harness.poll()

@@ -72,7 +72,10 @@ def test_duplicate_event_is_refused_by_the_archive(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("sql", "reason"),
     [
-        ("UPDATE events SET raw = replace(raw, 'event 3', 'event X') WHERE event_id = 3", "hash does not match"),
+        (
+            "UPDATE events SET raw = replace(raw, 'event 3', 'event X') WHERE event_id = 3",
+            "hash does not match",
+        ),
         ("UPDATE events SET type = 'Login' WHERE event_id = 3", "indexed columns differ"),
         ("DELETE FROM events WHERE event_id = 2", "hash does not match"),
     ],
