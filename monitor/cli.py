@@ -326,11 +326,17 @@ def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float
 @click.option(
     "--seconds", default=30, show_default=True, type=int, help="How long to keep polling live traffic."
 )
-def demo(out: str, seconds: int) -> None:
-    """The whole monitor against the embedded simulator: no credentials, no network."""
+@click.pass_obj
+def demo(ctx: CliContext, out: str, seconds: int) -> None:
+    """The whole monitor against the embedded simulator: no credentials, no network.
+
+    With --config, the demo also delivers through that file's `alerts` section (Slack, email),
+    so a new setup's channels can be tried on simulated incidents; everything else is the demo's own.
+    """
     from monitor.demo import run_demo
 
-    sys.exit(run_demo(Path(out), seconds=seconds))
+    alerts = ctx.config().alerts if ctx.config_path else None
+    sys.exit(run_demo(Path(out), seconds=seconds, alerts=alerts))
 
 
 from monitor.cli_rules import rules as _rules  # noqa: E402 - the `rules` group lives in its own module

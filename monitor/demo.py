@@ -13,7 +13,7 @@ from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
-from monitor.config import Config
+from monitor.config import AlertsConfig, Config
 from monitor.daemon import Monitor
 from monitor.report import build_report
 from monitor.report.figures import fullest_recent_month
@@ -22,8 +22,8 @@ from monitor.simulator import Simulator
 POLL_SECONDS = 5
 
 
-def demo_config(base_url: str, token: str, out: Path) -> Config:
-    return Config.model_validate(
+def demo_config(base_url: str, token: str, out: Path, alerts: AlertsConfig | None = None) -> Config:
+    config = Config.model_validate(
         {
             "timezone": "Europe/Berlin",
             "state": {"path": str(out / "demo.db")},
@@ -45,6 +45,10 @@ def demo_config(base_url: str, token: str, out: Path) -> Config:
             "server": {"listen": ""},
         }
     )
+    if alerts is None:
+        return config
+    # The operator's channels, with the console kept on so the demo still shows what it sends.
+    return config.model_copy(update={"alerts": alerts.model_copy(update={"console": True})})
 
 
 def _fresh(out: Path) -> None:
@@ -53,11 +57,11 @@ def _fresh(out: Path) -> None:
         (out / f"demo.db{suffix}").unlink(missing_ok=True)
 
 
-def run_demo(out: Path, *, seconds: int = 30) -> int:
+def run_demo(out: Path, *, seconds: int = 30, alerts: AlertsConfig | None = None) -> int:
     _fresh(out)
     say = print
     with Simulator(seed=7, live_events_per_minute=60.0) as sim:
-        config = demo_config(sim.base_url, sim.token, out)
+        config = demo_config(sim.base_url, sim.token, out, alerts)
         say(
             f"simulator: a Xano-compatible audit log at {sim.base_url} (workspace 1), {len(sim.incidents)} planted incidents"
         )
