@@ -40,6 +40,14 @@ def parse_timestamp(value: Any) -> datetime:
     if re.fullmatch(r"-?\d+(\.\d+)?", text):
         return _from_epoch_ms(float(text) if "." in text else int(text))
     match = _PG_TIMESTAMP.match(text)
+    if match and len(text) <= 32:
+        # Fast path: Python's own parser takes every form the pattern admits except nanoseconds.
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            pass  # nanoseconds or an out-of-range offset: the careful path below decides
+        else:
+            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
     if not match:
         raise NormalizationError(f"unreadable timestamp {value!r}")
     date, clock, zone = match.group("date"), match.group("time"), match.group("zone")

@@ -421,28 +421,40 @@ class Store:
             return str(row[0])
         return self.get_meta("chain_anchor_hash") or GENESIS_HASH
 
+    _INSERT_EVENT = """INSERT INTO events (source, event_id, created_at, created_ms, type, msg, user_email,
+                   workspace_name, branch_label, raw, archived_at, hash)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+
+    @staticmethod
+    def archive_row(
+        event: AuditEvent, raw_json: str, prev_hash: str, archived_at: datetime
+    ) -> tuple[str, tuple[Any, ...]]:
+        """The next hash link and the events row for one event (insert them with ``insert_archived``)."""
+        new_hash = chain_hash(prev_hash, event.source, event.id, raw_json)
+        row = (
+            event.source,
+            event.id,
+            format_timestamp(event.created_at),
+            int(event.created_at.timestamp() * 1000),
+            event.type,
+            event.msg,
+            event.user_email,
+            event.workspace_name,
+            event.branch_label,
+            raw_json,
+            format_timestamp(archived_at),
+            new_hash,
+        )
+        return new_hash, row
+
+    def insert_archived(self, rows: list[tuple[Any, ...]]) -> None:
+        """Inside a transaction: append rows made by ``archive_row``, in chain order."""
+        self.conn.executemany(self._INSERT_EVENT, rows)
+
     def archive(self, event: AuditEvent, raw_json: str, prev_hash: str, archived_at: datetime) -> str:
         """Append one event (inside a transaction); returns its hash for the next link."""
-        new_hash = chain_hash(prev_hash, event.source, event.id, raw_json)
-        self.conn.execute(
-            """INSERT INTO events (source, event_id, created_at, created_ms, type, msg, user_email,
-                   workspace_name, branch_label, raw, archived_at, hash)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
-            (
-                event.source,
-                event.id,
-                format_timestamp(event.created_at),
-                int(event.created_at.timestamp() * 1000),
-                event.type,
-                event.msg,
-                event.user_email,
-                event.workspace_name,
-                event.branch_label,
-                raw_json,
-                format_timestamp(archived_at),
-                new_hash,
-            ),
-        )
+        new_hash, row = self.archive_row(event, raw_json, prev_hash, archived_at)
+        self.insert_archived([row])
         return new_hash
 
     def reject(self, source: str, raw: Any, reason: str, seen_at: datetime) -> None:
