@@ -223,3 +223,34 @@ def test_downtime_longer_than_plan_retention_records_gap_and_alert(
     alert = harness.store.conn.execute("SELECT rule_id, fields FROM alerts").fetchone()
     assert alert[0] == "monitor.retention_gap"
     assert json.loads(alert[1])["gap_start"] < json.loads(alert[1])["gap_end"]
+
+
+def test_server_ignoring_the_sort_is_noticed_and_the_whole_log_read(
+    harness: Harness, clock: FakeClock
+) -> None:
+    """A server that answers oldest-first although newest-first was asked (the pages still come over HTTP)."""
+    harness.poll()
+
+    class IgnoresSort:
+        def __init__(self, client: XanoClient) -> None:
+            self.client = client
+
+        def __enter__(self) -> IgnoresSort:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.client.close()
+
+        def iter_pages(self, *, newest_first: bool = True, include_data: bool = True):  # type: ignore[no-untyped-def]
+            return self.client.iter_pages(newest_first=False, include_data=include_data)
+
+    harness.poller.client_factory = lambda source: IgnoresSort(harness.client(source))  # type: ignore[assignment,return-value]
+    clock.advance(timedelta(minutes=20))
+    newest = harness.sim.add_event(
+        "Delete Table", user={"id": 2, "email": "bo@corp.io"}, created_at=clock.now
+    )
+    result = harness.poll()
+    assert result.ok and result.new == 1
+    # The first page (oldest events, far older than the cutoff) did not stop the walk early.
+    assert result.fetched == len(visible_ids(harness.sim))
+    assert newest in harness.archived_ids() and harness.archived_ids() == visible_ids(harness.sim)
