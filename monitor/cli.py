@@ -7,10 +7,8 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
@@ -22,7 +20,8 @@ from monitor.alerts.outbox import (
     render_dead_letters,
     requeue_dead_letters,
 )
-from monitor.config import Config, ConfigError, load_config
+from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, fail
+from monitor.config import Config
 from monitor.daemon import Monitor, config_rules_loader, run_daemon
 from monitor.engine import RuleLoadError, ruleset_from_config
 from monitor.engine.calendars import Calendar
@@ -33,28 +32,6 @@ from monitor.server import ServerError
 from monitor.status import render_status_data, status_data
 from monitor.store import Store, StoreError
 from monitor.timeutil import parse_cli_date
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-@dataclass
-class CliContext:
-    config_path: str | None
-    _config: Config | None = field(default=None, repr=False)
-
-    def config(self) -> Config:
-        """The loaded config; a config error prints its message and exits 2."""
-        if self._config is None:
-            try:
-                self._config = load_config(self.config_path)
-            except ConfigError as exc:
-                fail(f"configuration error: {exc}", EXIT_USAGE)
-        return self._config
-
-
-def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(code)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})

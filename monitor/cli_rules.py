@@ -11,10 +11,11 @@ import sys
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
+from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, fail
 from monitor.engine import (
     MemoryStateStore,
     RuleLoadError,
@@ -28,23 +29,22 @@ from monitor.events import NormalizationError, normalize
 if TYPE_CHECKING:
     from monitor.config import Config
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    click.echo(message, err=True)
-    sys.exit(code)
-
 
 def _config(obj: Any) -> Config:
-    if obj is not None and hasattr(obj, "config"):
-        return obj.config()  # type: ignore[no-any-return]
-    from monitor.config import ConfigError, load_config
+    # The group is normally under the main `audit-monitor` group; run alone it reads the default config.
+    context = obj if isinstance(obj, CliContext) else CliContext(None)
+    return context.config()
 
-    try:
-        return load_config(None)
-    except ConfigError as exc:
-        _fail(f"configuration error: {exc}", EXIT_USAGE)
+
+# explain and backtest read the config's rules unless told other files.
+_rule_paths_option = click.option(
+    "--rules",
+    "rule_paths",
+    multiple=True,
+    type=click.Path(),
+    metavar="PATH",
+    help="Rule files or folders instead of the config's rules.paths (repeatable).",
+)
 
 
 def _load(config: Config, paths: Sequence[str]) -> RuleSet:
@@ -116,14 +116,7 @@ def test_command(obj: Any, paths: tuple[str, ...], verbose: bool) -> None:
 @rules.command(name="explain")
 @click.argument("rule_id", metavar="RULE_ID")
 @click.argument("event_file", metavar="EVENT.json", type=click.Path(dir_okay=False))
-@click.option(
-    "--rules",
-    "rule_paths",
-    multiple=True,
-    type=click.Path(),
-    metavar="PATH",
-    help="Rule files or folders instead of the config's rules.paths (repeatable).",
-)
+@_rule_paths_option
 @click.pass_obj
 def explain_command(obj: Any, rule_id: str, event_file: str, rule_paths: tuple[str, ...]) -> None:
     """Show which selections of RULE_ID match the Xano audit entry in EVENT.json, and why it fires or not.
@@ -135,13 +128,13 @@ def explain_command(obj: Any, rule_id: str, event_file: str, rule_paths: tuple[s
     try:
         ruleset.rule(rule_id)
     except KeyError:
-        _fail(f"usage error: no rule {rule_id!r} (see `audit-monitor rules check`)", EXIT_USAGE)
+        fail(f"usage error: no rule {rule_id!r} (see `audit-monitor rules check`)", EXIT_USAGE)
     try:
         data = json.loads(Path(event_file).read_text(encoding="utf-8"))
     except OSError as exc:
-        _fail(f"usage error: {event_file}: {exc.strerror}", EXIT_USAGE)
+        fail(f"usage error: {event_file}: {exc.strerror}", EXIT_USAGE)
     except (ValueError, UnicodeDecodeError) as exc:
-        _fail(f"usage error: {event_file}: not JSON: {exc}", EXIT_USAGE)
+        fail(f"usage error: {event_file}: not JSON: {exc}", EXIT_USAGE)
     entries = data["items"] if isinstance(data, dict) and isinstance(data.get("items"), list) else [data]
     outputs = []
     for index, entry in enumerate(entries):
@@ -149,7 +142,7 @@ def explain_command(obj: Any, rule_id: str, event_file: str, rule_paths: tuple[s
             event = normalize("explain", entry)
         except NormalizationError as exc:
             where = f"{event_file}" + (f" item {index + 1}" if len(entries) > 1 else "")
-            _fail(f"usage error: {where}: not a Xano audit entry: {exc}", EXIT_USAGE)
+            fail(f"usage error: {where}: not a Xano audit entry: {exc}", EXIT_USAGE)
         outputs.append(str(explain(ruleset, rule_id, event)))
     click.echo("\n\n".join(outputs))
 
@@ -160,14 +153,7 @@ def explain_command(obj: Any, rule_id: str, event_file: str, rule_paths: tuple[s
     "--since", required=True, metavar="D", help="YYYY-MM-DD (midnight, configured zone) or ISO 8601."
 )
 @click.option("--until", required=True, metavar="D", help="Exclusive end, same forms as --since.")
-@click.option(
-    "--rules",
-    "rule_paths",
-    multiple=True,
-    type=click.Path(),
-    metavar="PATH",
-    help="Rule files or folders instead of the config's rules.paths (repeatable).",
-)
+@_rule_paths_option
 @click.pass_obj
 def backtest(
     obj: Any, rule_ids: tuple[str, ...], since: str, until: str, rule_paths: tuple[str, ...]
@@ -183,18 +169,18 @@ def backtest(
     try:
         start, end = parse_cli_date(since, config.tz), parse_cli_date(until, config.tz)
     except ValueError as exc:
-        _fail(f"usage error: {exc}", EXIT_USAGE)
+        fail(f"usage error: {exc}", EXIT_USAGE)
     if end <= start:
-        _fail("usage error: --until must be after --since", EXIT_USAGE)
+        fail("usage error: --until must be after --since", EXIT_USAGE)
     ruleset = _load(config, rule_paths)
     if rule_ids:
         try:
             chosen = [ruleset.rule(rule_id) for rule_id in rule_ids]
         except KeyError as exc:
-            _fail(f"usage error: no rule {exc.args[0]!r} (see `audit-monitor rules check`)", EXIT_USAGE)
+            fail(f"usage error: no rule {exc.args[0]!r} (see `audit-monitor rules check`)", EXIT_USAGE)
         ruleset = RuleSet(chosen, files=ruleset.files, timezone=ruleset.timezone)
     if not Path(config.state.path).exists():
-        _fail(f"{config.state.path}: no archive yet (run `audit-monitor run` first)", EXIT_FAILED)
+        fail(f"{config.state.path}: no archive yet (run `audit-monitor run` first)", EXIT_FAILED)
     state = MemoryStateStore()
     per_rule: Counter[str] = Counter()
     events = 0
@@ -211,7 +197,7 @@ def backtest(
                         f"{alert.title}{suppressed}"
                     )
     except StoreError as exc:
-        _fail(str(exc), EXIT_FAILED)
+        fail(str(exc), EXIT_FAILED)
     total = sum(per_rule.values())
     click.echo(
         f"{events} events from {start.isoformat()} to {end.isoformat()}: "

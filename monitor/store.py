@@ -408,11 +408,6 @@ class Store:
         while rows := cursor.fetchmany(batch):
             yield from rows
 
-    def staged_max(self, source: str) -> tuple[int, str] | None:
-        return self.conn.execute(
-            "SELECT event_id, raw FROM staging WHERE source = ? ORDER BY event_id DESC LIMIT 1", (source,)
-        ).fetchone()
-
     # archive ------------------------------------------------------------------------------------------
 
     def head_hash(self) -> str:
