@@ -10,9 +10,13 @@ from typing import Any
 from monitor.config import SEVERITIES
 
 
-def alert_id(rule_id: str, group_key: str, event_ids: tuple[int, ...] | list[int]) -> str:
-    """A stable id: re-processing the same events can never make a second alert."""
-    material = "\x1f".join([rule_id, group_key, ",".join(str(i) for i in sorted(event_ids))])
+def alert_id(source: str, rule_id: str, group_key: str, event_ids: tuple[int, ...] | list[int]) -> str:
+    """A stable id: re-processing the same events can never make a second alert.
+
+    The source is part of it because event ids are only unique within one Xano instance: two instances'
+    event 42 deleting a table are two alerts, not one.
+    """
+    material = "\x1f".join([source, rule_id, group_key, ",".join(str(i) for i in sorted(event_ids))])
     return hashlib.sha256(material.encode("utf-8")).hexdigest()[:32]
 
 
@@ -44,4 +48,4 @@ class Alert:
 
     @property
     def id(self) -> str:
-        return alert_id(self.rule_id, self.group_key, self.event_ids)
+        return alert_id(self.source, self.rule_id, self.group_key, self.event_ids)

@@ -189,3 +189,39 @@ def test_source_unreachable_and_its_recovery_through_the_daemon(sim: Simulator, 
     printed = out.getvalue()
     assert printed.count("[HIGH] Source sim unreachable") == 1
     assert printed.count("[INFO] Source sim recovered") == 1
+
+
+def test_two_instances_with_the_same_event_ids_each_get_their_alerts(
+    sim: Simulator, slack: SlackStub, tmp_path: Path
+) -> None:
+    # Event ids are unique per Xano instance only. Two sources serving the same log (same ids, same types)
+    # must each get the alerts of the stateless rules; the second must not be taken for a replay of the first.
+    # (Stateful rules and throttles share their state across sources unless they group by `source`.)
+    data = {
+        "timezone": "Europe/Berlin",
+        "state": {"path": str(tmp_path / "two.db")},
+        "sources": [
+            {"name": name, "base_url": sim.base_url, "token": sim.token, "workspace_id": 1}
+            for name in ("eu", "us")
+        ],
+        "alerts": {"digest_after": 100000, "slack": slack_config(slack, min_severity="info")},
+        "server": {"listen": ""},
+    }
+    monitor = Monitor(parse_config(json.dumps(data), "test.yaml", {}))
+    try:
+        assert monitor.run_once().ok
+        stateless = {
+            rule.id
+            for rule in monitor.ruleset.rules
+            if rule.threshold is None and rule.new_value is None and rule.throttle is None
+        }
+        raised: dict[str, set[tuple[str, str]]] = {"eu": set(), "us": set()}
+        for source, rule_id, event_ids in monitor.store.conn.execute(
+            "SELECT source, rule_id, event_ids FROM alerts"
+        ):
+            if rule_id in stateless:
+                raised[source].add((rule_id, event_ids))
+        assert raised["eu"] and raised["eu"] == raised["us"]
+        assert len(slack.posts()) == monitor.store.alert_count()
+    finally:
+        monitor.close()
