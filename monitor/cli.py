@@ -87,7 +87,9 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
         where = ctx.config_path or "./audit-monitor.yaml"
         fail(
             f"configuration error: {where}: sources: no source is configured. Add at least one, e.g.\n"
-            "sources:\n  - name: prod\n    base_url: https://YOUR-INSTANCE.xano.io\n    token: ${XANO_META_TOKEN}",
+            "sources:\n  - name: prod\n"
+            "    base_url: https://YOUR-INSTANCE.xano.io\n"
+            "    token: ${XANO_META_TOKEN}",
             EXIT_USAGE,
         )
     setup_logging(log_level, secrets=config_secrets(config))
@@ -290,7 +292,7 @@ def dead_letters_requeue(
     "--live-per-minute", default=6.0, show_default=True, type=float, help="Extra live events per minute."
 )
 def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float) -> None:
-    """Run the simulator alone: a Xano-compatible audit-log API with realistic traffic and planted incidents."""
+    """Run the simulator alone: a Xano-compatible audit-log API, realistic traffic, planted incidents."""
     from monitor.simulator import serve_forever
 
     serve_forever(host, port, seed=seed, token=token, live_events_per_minute=live_per_minute)

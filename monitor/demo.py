@@ -63,7 +63,8 @@ def run_demo(out: Path, *, seconds: int = 30, alerts: AlertsConfig | None = None
     with Simulator(seed=7, live_events_per_minute=60.0) as sim:
         config = demo_config(sim.base_url, sim.token, out, alerts)
         say(
-            f"simulator: a Xano-compatible audit log at {sim.base_url} (workspace 1), {len(sim.incidents)} planted incidents"
+            f"simulator: a Xano-compatible audit log at {sim.base_url} (workspace 1), "
+            f"{len(sim.incidents)} planted incidents"
         )
         monitor = Monitor(config, stdout=sys.stdout)
         try:
@@ -74,8 +75,8 @@ def run_demo(out: Path, *, seconds: int = 30, alerts: AlertsConfig | None = None
                 say(f"backfill failed: {result.error}")
                 return 1
             say(
-                f"backfill: {result.new} events archived from {result.pages} pages in {result.duration:.1f}s; "
-                f"{result.alerts} alerts"
+                f"backfill: {result.new} events archived from {result.pages} pages "
+                f"in {result.duration:.1f}s; {result.alerts} alerts"
             )
             monitor.deliver()
             deadline = started + seconds
@@ -95,7 +96,8 @@ def run_demo(out: Path, *, seconds: int = 30, alerts: AlertsConfig | None = None
             for rule_id, count in sorted(by_rule.items()):
                 say(f"  {count:4d}  {rule_id}")
             say(
-                f"verify: {'OK' if verified.ok else 'FAILED'} ({verified.rows_checked} rows, head {verified.head_hash[:16]}…)"
+                f"verify: {'OK' if verified.ok else 'FAILED'} "
+                f"({verified.rows_checked} rows, head {verified.head_hash[:16]}…)"
             )
             # The monthly report for the simulated month: the previous or the current calendar month in
             # Europe/Berlin, whichever holds more of the simulated events.

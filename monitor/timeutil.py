@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 
 def parse_cli_date(text: str, tz: ZoneInfo) -> datetime:
-    """Parse ``--since`` / ``--until`` values into an aware datetime; raise ValueError saying what is expected."""
+    """Parse ``--since`` / ``--until`` into an aware datetime; raise ValueError saying what is expected."""
     value = text.strip()
     try:
         if len(value) == 10:

@@ -43,7 +43,11 @@ server: {{listen: ""}}
     return path
 
 
-def cli(config: Path, *args: str, token: str = "sim-token") -> subprocess.CompletedProcess[str]:
+def cli(
+    config: Path,
+    *args: str,
+    token: str = "sim-token",  # noqa: S107 - the simulator's test token
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "monitor.cli", "--config", str(config), *args],
         capture_output=True,

@@ -45,7 +45,8 @@ def test_wheel_installs_with_rules_and_templates(tmp_path: Path) -> None:
     )
     probe = (
         "import monitor.resources as r, pathlib;"
-        "print(r.__file__); print(r.bundled_rules_dir()); print(len(list(r.bundled_rules_dir().glob('*.y*ml'))))"
+        "print(r.__file__); print(r.bundled_rules_dir());"
+        "print(len(list(r.bundled_rules_dir().glob('*.y*ml'))))"
     )
     out = subprocess.run(
         [sys.executable, "-c", probe],
