@@ -199,10 +199,10 @@ class EmailChannel:
         return ",".join(self.recipients)
 
     def send(self, alert: Alert) -> str | None:
-        return self._deliver(build_alert_email(alert, self.sender, self.recipients, self.tz))
+        return self.send_message(build_alert_email(alert, self.sender, self.recipients, self.tz))
 
     def send_digest(self, alerts: Sequence[Alert]) -> str | None:
-        return self._deliver(build_digest_email(alerts, self.sender, self.recipients, self.tz))
+        return self.send_message(build_digest_email(alerts, self.sender, self.recipients, self.tz))
 
     def _context(self) -> ssl.SSLContext:
         # Verifying (CERT_REQUIRED + hostname check) whatever ca_file says: ca_file adds a private CA,
@@ -223,7 +223,9 @@ class EmailChannel:
             raise
         return client
 
-    def _deliver(self, msg: EmailMessage) -> str:
+    def send_message(self, msg: EmailMessage) -> str:
+        """Send one built message over SMTP (TLS as configured); return its Message-ID. Raises the
+        classified channel errors. The one SMTP path of the project: alerts, digests and the report."""
         try:
             client = self._connect()
         except (smtplib.SMTPException, OSError) as exc:

@@ -36,10 +36,10 @@ Deliver = Callable[[EmailConfig, Sequence[str], EmailMessage], str]
 
 
 def smtp_deliver(email: EmailConfig, recipients: Sequence[str], message: EmailMessage) -> str:
-    # The alert channel's private ``_deliver`` is the one SMTP path of the project; a second copy of the
-    # TLS and error-classification logic here would drift from it.
+    # The email channel's SMTP path (TLS, login, error classification) serves the report too, so the two
+    # cannot drift apart.
     channel = EmailChannel(email.model_copy(update={"to": list(recipients)}), ZoneInfo("UTC"))
-    return channel._deliver(message)
+    return channel.send_message(message)
 
 
 def report_message_id(config: Config, period_key: str) -> str:
