@@ -40,6 +40,14 @@ _SECRET_TEXT = [
 # Shorter "secrets" would redact ordinary words; no real token, password or URL is this short.
 _MIN_SECRET_LENGTH = 4
 
+# Whether setup_logging chose JSON lines: the console alert channel follows it, so that stdout stays
+# one format a log shipper can parse.
+_json_lines_active = False
+
+
+def json_lines_active() -> bool:
+    return _json_lines_active
+
 
 def config_secrets(model: BaseModel) -> list[str]:
     """Every ``SecretStr`` value in a (nested) config model: new secret fields are covered automatically."""
@@ -162,8 +170,10 @@ def setup_logging(
 ) -> None:
     """Route every logger to ``stream`` (stdout): JSON lines unless it is a terminal; never ``secrets``."""
     stream = stream or sys.stdout
+    global _json_lines_active
     if json_lines is None:
         json_lines = not stream.isatty()
+    _json_lines_active = json_lines
     redactor = Redactor(secrets)
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter(redactor) if json_lines else ConsoleFormatter(redactor))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -225,3 +226,35 @@ def test_two_instances_with_the_same_event_ids_each_get_their_alerts(
         assert len(slack.posts()) == monitor.store.alert_count()
     finally:
         monitor.close()
+
+
+def test_console_alerts_are_json_records_when_the_logs_are(sim: Simulator, tmp_path: Path) -> None:
+    # stdout is a pipe here, as under Docker: the logs are JSON lines, and so must be the console alerts,
+    # even with a log level that hides ordinary records.
+    path = tmp_path / "audit-monitor.yaml"
+    path.write_text(
+        f"""
+timezone: Europe/Berlin
+state: {{path: {tmp_path / "e.db"}}}
+sources:
+  - {{name: sim, base_url: "{sim.base_url}", token: "{sim.token}", workspace_id: 1}}
+alerts: {{console: true}}
+server: {{listen: ""}}
+"""
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "monitor.cli", "--config", str(path), "run", "--once", "--log-level", "error"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]  # every line is one JSON object
+    alerts = [r for r in records if r["logger"] == "monitor.alert"]
+    with sqlite3.connect(tmp_path / "e.db") as db:
+        recorded = {row[0] for row in db.execute("SELECT id FROM alerts")}
+    assert recorded and {a["alert_id"] for a in alerts} == recorded
+    deleted = next(a for a in alerts if a["rule_id"] == "xano.table.deleted")
+    assert deleted["event"] == "alert" and deleted["level"] == "error" and deleted["severity"] == "high"
+    assert deleted["source"] == "sim" and deleted["user"] and deleted["title"] and deleted["event_ids"]
