@@ -104,6 +104,23 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
 
 
+def archive_json(entry: Any) -> str:
+    """The entry's canonical JSON for the archive, or NormalizationError when SQLite cannot store it.
+
+    JSON may spell a lone surrogate (``"\\ud800"``); Python parses it, but it is not valid Unicode, so
+    it cannot be encoded as UTF-8 for SQLite or the hash chain.
+    """
+    text = canonical_json(entry)
+    if not text.isascii():  # the common case costs one scan; only non-ASCII entries are encoded
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NormalizationError(
+                "entry holds text that is not valid Unicode (a lone surrogate)"
+            ) from None
+    return text
+
+
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """A normalised audit event. ``raw`` is the entry exactly as the API served it."""

@@ -25,7 +25,7 @@ from monitor import selfmon
 from monitor.alerts.model import Alert
 from monitor.alerts.routing import channels_for
 from monitor.config import Config, SourceConfig
-from monitor.events import AuditEvent, NormalizationError, canonical_json, normalize
+from monitor.events import AuditEvent, NormalizationError, archive_json, normalize
 from monitor.store import Cursor, SqliteStateStore, Store, StoreError
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoError
 
@@ -176,6 +176,7 @@ class Poller:
                     walk.fetched += 1
                     try:
                         event = normalize(source.name, entry)
+                        raw_json = archive_json(entry)
                     except NormalizationError as exc:
                         walk.rejected += 1
                         self._reject(source.name, entry, str(exc))
@@ -184,7 +185,7 @@ class Poller:
                     page_times.append(event.created_at)
                     if walk.max_id is None or event.id > walk.max_id:
                         walk.max_id, walk.max_created_at = event.id, event.created_at
-                    staged.append((event.id, canonical_json(entry)))
+                    staged.append((event.id, raw_json))
                 if backfill_none:
                     # First run without backfill: only learn where the log ends now.
                     break
