@@ -213,7 +213,7 @@ class Config(_Strict):
     def _iana(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), too long
             raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
         return value
 
@@ -278,6 +278,9 @@ def _path_text(path: tuple[str | int, ...]) -> str:
     return out or "(top level)"
 
 
+_MAX_NODES = 100_000  # aliases may share a node many times over: a "billion laughs" file stops here
+
+
 class _Document:
     """The YAML tree as plain Python values, with the line of every key kept for error messages."""
 
@@ -285,25 +288,49 @@ class _Document:
         self.file_label = file_label
         self.env = env
         self.lines: dict[tuple[str | int, ...], int] = {}
+        self._open: set[int] = set()  # collections being converted: an alias back into one is a cycle
+        self._count = 0
 
     def convert(self, node: yaml.Node, path: tuple[str | int, ...]) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
+        self._count += 1
+        if self._count > _MAX_NODES:
+            raise ConfigError(
+                f"{self.where(path)}: the file expands to more than {_MAX_NODES} values (aliases?)"
+            )
+        if id(node) in self._open:
+            raise ConfigError(f"{self.where(path)}: an alias refers to a node that contains it")
         if isinstance(node, yaml.MappingNode):
+            self._open.add(id(node))
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 key = str(key_node.value)
                 child = (*path, key)
                 self.lines[child] = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(
+                        f"{self.file_label}:{line}: {_path_text(path)}: a key must be a plain string"
+                    )
                 if key in out:
                     raise ConfigError(f"{self.where(child)}: key given twice")
                 out[key] = self.convert(value_node, child)
+            self._open.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._open.add(id(node))
+            items = [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._open.discard(id(node))
+            return items
         assert isinstance(node, yaml.ScalarNode)
-        value = yaml.SafeLoader(  # resolve the scalar's tag exactly as safe_load would
-            ""
-        ).construct_object(node, deep=True)
+        try:
+            value = yaml.SafeLoader(  # resolve the scalar's tag exactly as safe_load would
+                ""
+            ).construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as exc:  # an unknown !tag; a date-shaped value that is no date
+            # The value itself is not repeated: it may be a secret (token: !vault abc).
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{self.where(path)}: unreadable value: {problem}") from None
         if isinstance(value, str) and "${" in value:
             expanded = _expand(value, self.where(path), self.env)
             # An expanded value keeps YAML's scalar typing (a port from ${SMTP_PORT} is an int).
