@@ -190,7 +190,7 @@ class Poller:
                     # First run without backfill: only learn where the log ends now.
                     break
                 self.store.stage(source.name, staged)
-                if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id):
+                if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id, cursor.last_id):
                     break
         if backfill_none:
             self.store.clear_staging(source.name)
@@ -213,12 +213,18 @@ class Poller:
 
     @staticmethod
     def _walk_done(
-        ids: list[int], times: list[datetime], cutoff: datetime | None, floor_id: int | None
+        ids: list[int],
+        times: list[datetime],
+        cutoff: datetime | None,
+        floor_id: int | None,
+        last_id: int | None = None,
     ) -> bool:
         """True once this page reaches past the cutoff, provided the server really sorts newest-first.
 
         A page that is not in descending id order means the server ignored the sort: then we
-        never stop early and read the whole log, which is slower but loses nothing.
+        never stop early and read the whole log, which is slower but loses nothing. Nor do we stop
+        on a page whose ids are all above the cursor's: those events are new whatever their times say
+        (a newest event dated in the far future would otherwise end every later walk at page 1).
         """
         if not ids:
             return False
@@ -227,6 +233,8 @@ class Poller:
             return False
         if floor_id is not None and ids[-1] <= floor_id:
             return True
+        if last_id is not None and ids[-1] > last_id:
+            return False
         return cutoff is not None and min(times) < cutoff
 
     def _reject(self, source: str, entry: object, reason: str) -> None:
