@@ -248,17 +248,25 @@ class Config(_Strict):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand(text: str, where: str, env: dict[str, str]) -> str:
-    """Expand ``${VAR}`` / ``${VAR:-default}``; ``VAR_FILE`` names a file holding the value."""
+def _expand(text: str, where: str, env: dict[str, str], seen: dict[str, str] | None = None) -> str:
+    """Expand ``${VAR}`` / ``${VAR:-default}``; ``VAR_FILE`` names a file holding the value.
+
+    ``seen`` collects each value taken from the environment or a file, with its variable's name.
+    """
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if env.get(name):
+            if seen is not None:
+                seen[env[name]] = name
             return env[name]
         file_path = env.get(f"{name}_FILE")
         if file_path:
             try:
-                return Path(file_path).read_text(encoding="utf-8").strip()
+                value = Path(file_path).read_text(encoding="utf-8").strip()
+                if seen is not None:
+                    seen[value] = name
+                return value
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read {name}_FILE ({file_path}): {exc.strerror}") from None
         if default is not None:
@@ -288,6 +296,9 @@ class _Document:
         self.file_label = file_label
         self.env = env
         self.lines: dict[tuple[str | int, ...], int] = {}
+        # Values taken from the environment or *_FILE, by variable name: a secret in the wrong key must not
+        # be echoed by a validation message ("timezone: 'xoxb-...' is not an IANA time zone").
+        self.from_env: dict[str, str] = {}
         self._open: set[int] = set()  # collections being converted: an alias back into one is a cycle
         self._count = 0
 
@@ -332,7 +343,7 @@ class _Document:
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError(f"{self.where(path)}: unreadable value: {problem}") from None
         if isinstance(value, str) and "${" in value:
-            expanded = _expand(value, self.where(path), self.env)
+            expanded = _expand(value, self.where(path), self.env, self.from_env)
             # An expanded value keeps YAML's scalar typing (a port from ${SMTP_PORT} is an int).
             if node.style is None:
                 try:
@@ -403,7 +414,7 @@ def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, document)) from None
+        raise ConfigError(_hide_env_values(_describe(exc, document), document.from_env)) from None
 
 
 def _describe(exc: ValidationError, document: _Document) -> str:
@@ -419,6 +430,15 @@ def _describe(exc: ValidationError, document: _Document) -> str:
             text = str(error["msg"]).removeprefix("Value error, ")
         messages.append(f"{document.where(loc)}: {text}")
     return "\n".join(messages)
+
+
+def _hide_env_values(message: str, from_env: dict[str, str]) -> str:
+    """Show ``${VAR}`` where a message quotes a value that came from the environment (it may be a secret)."""
+    for value in sorted(from_env, key=len, reverse=True):
+        if len(value) >= 4:  # shorter values would replace ordinary words; no secret is this short
+            reference = f"${{{from_env[value]}}}"
+            message = message.replace(value, reference).replace(repr(value)[1:-1], reference)
+    return message
 
 
 def _is_union_tag(part: str | int) -> bool:
