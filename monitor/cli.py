@@ -6,6 +6,7 @@ Exit codes: 0 ok, 1 a check failed, 2 usage or configuration error.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -152,7 +153,9 @@ def export(ctx: CliContext, since: str, until: str, fmt: str, out: str | None, s
     with _open_store(config) as store:
         events = store.iter_events(start, end, source=source)
         if out:
-            with open(out, "w", encoding="utf-8", newline="") as handle:
+            # Created 0600 like the archive and the reports: an export names users and IPs.
+            descriptor = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            with open(descriptor, "w", encoding="utf-8", newline="") as handle:
                 count = writer(events, handle, config.tz)
             click.echo(f"{count} events written to {out}", err=True)
         else:

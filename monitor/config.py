@@ -213,7 +213,7 @@ class Config(_Strict):
     def _iana(cls, value: str) -> str:
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), too long
             raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
         return value
 
@@ -248,17 +248,25 @@ class Config(_Strict):
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
-def _expand(text: str, where: str, env: dict[str, str]) -> str:
-    """Expand ``${VAR}`` / ``${VAR:-default}``; ``VAR_FILE`` names a file holding the value."""
+def _expand(text: str, where: str, env: dict[str, str], seen: dict[str, str] | None = None) -> str:
+    """Expand ``${VAR}`` / ``${VAR:-default}``; ``VAR_FILE`` names a file holding the value.
+
+    ``seen`` collects each value taken from the environment or a file, with its variable's name.
+    """
 
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if env.get(name):
+            if seen is not None:
+                seen[env[name]] = name
             return env[name]
         file_path = env.get(f"{name}_FILE")
         if file_path:
             try:
-                return Path(file_path).read_text(encoding="utf-8").strip()
+                value = Path(file_path).read_text(encoding="utf-8").strip()
+                if seen is not None:
+                    seen[value] = name
+                return value
             except OSError as exc:
                 raise ConfigError(f"{where}: cannot read {name}_FILE ({file_path}): {exc.strerror}") from None
         if default is not None:
@@ -278,6 +286,9 @@ def _path_text(path: tuple[str | int, ...]) -> str:
     return out or "(top level)"
 
 
+_MAX_NODES = 100_000  # aliases may share a node many times over: a "billion laughs" file stops here
+
+
 class _Document:
     """The YAML tree as plain Python values, with the line of every key kept for error messages."""
 
@@ -285,27 +296,54 @@ class _Document:
         self.file_label = file_label
         self.env = env
         self.lines: dict[tuple[str | int, ...], int] = {}
+        # Values taken from the environment or *_FILE, by variable name: a secret in the wrong key must not
+        # be echoed by a validation message ("timezone: 'xoxb-...' is not an IANA time zone").
+        self.from_env: dict[str, str] = {}
+        self._open: set[int] = set()  # collections being converted: an alias back into one is a cycle
+        self._count = 0
 
     def convert(self, node: yaml.Node, path: tuple[str | int, ...]) -> Any:
         self.lines.setdefault(path, node.start_mark.line + 1)
+        self._count += 1
+        if self._count > _MAX_NODES:
+            raise ConfigError(
+                f"{self.where(path)}: the file expands to more than {_MAX_NODES} values (aliases?)"
+            )
+        if id(node) in self._open:
+            raise ConfigError(f"{self.where(path)}: an alias refers to a node that contains it")
         if isinstance(node, yaml.MappingNode):
+            self._open.add(id(node))
             out: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 key = str(key_node.value)
                 child = (*path, key)
                 self.lines[child] = key_node.start_mark.line + 1
+                if not isinstance(key_node, yaml.ScalarNode):
+                    line = key_node.start_mark.line + 1
+                    raise ConfigError(
+                        f"{self.file_label}:{line}: {_path_text(path)}: a key must be a plain string"
+                    )
                 if key in out:
                     raise ConfigError(f"{self.where(child)}: key given twice")
                 out[key] = self.convert(value_node, child)
+            self._open.discard(id(node))
             return out
         if isinstance(node, yaml.SequenceNode):
-            return [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._open.add(id(node))
+            items = [self.convert(item, (*path, i)) for i, item in enumerate(node.value)]
+            self._open.discard(id(node))
+            return items
         assert isinstance(node, yaml.ScalarNode)
-        value = yaml.SafeLoader(  # resolve the scalar's tag exactly as safe_load would
-            ""
-        ).construct_object(node, deep=True)
+        try:
+            value = yaml.SafeLoader(  # resolve the scalar's tag exactly as safe_load would
+                ""
+            ).construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as exc:  # an unknown !tag; a date-shaped value that is no date
+            # The value itself is not repeated: it may be a secret (token: !vault abc).
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"{self.where(path)}: unreadable value: {problem}") from None
         if isinstance(value, str) and "${" in value:
-            expanded = _expand(value, self.where(path), self.env)
+            expanded = _expand(value, self.where(path), self.env, self.from_env)
             # An expanded value keeps YAML's scalar typing (a port from ${SMTP_PORT} is an int).
             if node.style is None:
                 try:
@@ -376,7 +414,7 @@ def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc, document)) from None
+        raise ConfigError(_hide_env_values(_describe(exc, document), document.from_env)) from None
 
 
 def _describe(exc: ValidationError, document: _Document) -> str:
@@ -392,6 +430,15 @@ def _describe(exc: ValidationError, document: _Document) -> str:
             text = str(error["msg"]).removeprefix("Value error, ")
         messages.append(f"{document.where(loc)}: {text}")
     return "\n".join(messages)
+
+
+def _hide_env_values(message: str, from_env: dict[str, str]) -> str:
+    """Show ``${VAR}`` where a message quotes a value that came from the environment (it may be a secret)."""
+    for value in sorted(from_env, key=len, reverse=True):
+        if len(value) >= 4:  # shorter values would replace ordinary words; no secret is this short
+            reference = f"${{{from_env[value]}}}"
+            message = message.replace(value, reference).replace(repr(value)[1:-1], reference)
+    return message
 
 
 def _is_union_tag(part: str | int) -> bool:

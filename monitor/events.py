@@ -31,13 +31,15 @@ def parse_timestamp(value: Any) -> datetime:
     PostgreSQL's ``YYYY-MM-DD HH:MM:SS[.ffffff][+HH|+HHMM|+HH:MM|Z]``.
     """
     if isinstance(value, bool) or value is None:
-        raise NormalizationError(f"timestamp is {value!r}")
+        raise NormalizationError(f"timestamp is {_short(value)}")
     if isinstance(value, int | float):
         return _from_epoch_ms(value)
     if not isinstance(value, str):
         raise NormalizationError(f"timestamp of type {type(value).__name__}")
     text = value.strip()
     if re.fullmatch(r"-?\d+(\.\d+)?", text):
+        if len(text) > 40:  # no epoch in range has this many digits (and int() refuses 4,300 and more)
+            raise NormalizationError(f"epoch milliseconds out of range: {text[:40]}...")
         return _from_epoch_ms(float(text) if "." in text else int(text))
     match = _PG_TIMESTAMP.match(text)
     if match and len(text) <= 32:
@@ -47,9 +49,9 @@ def parse_timestamp(value: Any) -> datetime:
         except ValueError:
             pass  # nanoseconds or an out-of-range offset: the careful path below decides
         else:
-            return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
+            return _to_utc(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC), value)
     if not match:
-        raise NormalizationError(f"unreadable timestamp {value!r}")
+        raise NormalizationError(f"unreadable timestamp {_short(value)}")
     date, clock, zone = match.group("date"), match.group("time"), match.group("zone")
     if "." in clock:  # fromisoformat takes at most 6 fractional digits
         whole, frac = clock.split(".")
@@ -57,14 +59,27 @@ def parse_timestamp(value: Any) -> datetime:
     try:
         parsed = datetime.fromisoformat(f"{date}T{clock}")
     except ValueError as exc:
-        raise NormalizationError(f"unreadable timestamp {value!r}") from exc
-    return parsed.replace(tzinfo=_zone(zone)).astimezone(UTC)
+        raise NormalizationError(f"unreadable timestamp {_short(value)}") from exc
+    return _to_utc(parsed.replace(tzinfo=_zone(zone)), value)
+
+
+def _short(value: Any) -> str:
+    """A value for a rejection reason: an entry may hold megabytes, a log line should not."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}... ({len(text)} characters)"
+
+
+def _to_utc(moment: datetime, value: Any) -> datetime:
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # 0001-01-01 00:00+01 is before year 1 in UTC
+        raise NormalizationError(f"timestamp {_short(value)} is out of range in UTC") from None
 
 
 def _from_epoch_ms(ms: float) -> datetime:
     try:
         return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
-    except OverflowError as exc:
+    except (OverflowError, ValueError) as exc:  # ValueError: NaN
         raise NormalizationError(f"epoch milliseconds out of range: {ms!r}") from exc
 
 
@@ -87,6 +102,23 @@ def format_timestamp(value: datetime) -> str:
 def canonical_json(value: Any) -> str:
     """The one JSON spelling used for hashing and raw storage."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+def archive_json(entry: Any) -> str:
+    """The entry's canonical JSON for the archive, or NormalizationError when SQLite cannot store it.
+
+    JSON may spell a lone surrogate (``"\\ud800"``); Python parses it, but it is not valid Unicode, so
+    it cannot be encoded as UTF-8 for SQLite or the hash chain.
+    """
+    text = canonical_json(entry)
+    if not text.isascii():  # the common case costs one scan; only non-ASCII entries are encoded
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise NormalizationError(
+                "entry holds text that is not valid Unicode (a lone surrogate)"
+            ) from None
+    return text
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,12 +191,12 @@ def normalize(source: str, entry: Any) -> AuditEvent:
         raise NormalizationError("entry has no id")
     try:
         event_id = int(raw_id)
-    except (TypeError, ValueError) as exc:
-        raise NormalizationError(f"id {raw_id!r} is not an integer") from exc
+    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite float
+        raise NormalizationError(f"id {_short(raw_id)} is not an integer") from exc
     if isinstance(raw_id, float) and raw_id != event_id:
-        raise NormalizationError(f"id {raw_id!r} is not an integer")
+        raise NormalizationError(f"id {_short(raw_id)} is not an integer")
     if not -(2**63) <= event_id < 2**63:
-        raise NormalizationError(f"id {raw_id!r} is outside int64")
+        raise NormalizationError(f"id {_short(raw_id)} is outside int64")
     created_at = parse_timestamp(entry.get("created_at"))
     event_type = entry.get("type")
     msg = entry.get("msg")

@@ -25,7 +25,7 @@ from monitor import selfmon
 from monitor.alerts.model import Alert
 from monitor.alerts.routing import channels_for
 from monitor.config import Config, SourceConfig
-from monitor.events import AuditEvent, NormalizationError, canonical_json, normalize
+from monitor.events import AuditEvent, NormalizationError, archive_json, normalize
 from monitor.store import Cursor, SqliteStateStore, Store, StoreError
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoError
 
@@ -176,6 +176,7 @@ class Poller:
                     walk.fetched += 1
                     try:
                         event = normalize(source.name, entry)
+                        raw_json = archive_json(entry)
                     except NormalizationError as exc:
                         walk.rejected += 1
                         self._reject(source.name, entry, str(exc))
@@ -184,12 +185,12 @@ class Poller:
                     page_times.append(event.created_at)
                     if walk.max_id is None or event.id > walk.max_id:
                         walk.max_id, walk.max_created_at = event.id, event.created_at
-                    staged.append((event.id, canonical_json(entry)))
+                    staged.append((event.id, raw_json))
                 if backfill_none:
                     # First run without backfill: only learn where the log ends now.
                     break
                 self.store.stage(source.name, staged)
-                if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id):
+                if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id, cursor.last_id):
                     break
         if backfill_none:
             self.store.clear_staging(source.name)
@@ -212,12 +213,18 @@ class Poller:
 
     @staticmethod
     def _walk_done(
-        ids: list[int], times: list[datetime], cutoff: datetime | None, floor_id: int | None
+        ids: list[int],
+        times: list[datetime],
+        cutoff: datetime | None,
+        floor_id: int | None,
+        last_id: int | None = None,
     ) -> bool:
         """True once this page reaches past the cutoff, provided the server really sorts newest-first.
 
         A page that is not in descending id order means the server ignored the sort: then we
-        never stop early and read the whole log, which is slower but loses nothing.
+        never stop early and read the whole log, which is slower but loses nothing. Nor do we stop
+        on a page whose ids are all above the cursor's: those events are new whatever their times say
+        (a newest event dated in the far future would otherwise end every later walk at page 1).
         """
         if not ids:
             return False
@@ -226,6 +233,8 @@ class Poller:
             return False
         if floor_id is not None and ids[-1] <= floor_id:
             return True
+        if last_id is not None and ids[-1] > last_id:
+            return False
         return cutoff is not None and min(times) < cutoff
 
     def _reject(self, source: str, entry: object, reason: str) -> None:

@@ -453,7 +453,9 @@ class Store:
         return new_hash
 
     def reject(self, source: str, raw: Any, reason: str, seen_at: datetime) -> None:
-        raw_json = canonical_json(raw)
+        # A rejected entry may hold lone surrogates (that can be why it was rejected): keep them as backslash
+        # escapes (\ud800) so the row can be stored. Valid text round-trips unchanged.
+        raw_json = canonical_json(raw).encode("utf-8", "backslashreplace").decode("utf-8")
         self.conn.execute(
             "INSERT OR IGNORE INTO rejected (source, raw_sha256, raw, reason, seen_at) VALUES (?, ?, ?, ?, ?)",
             (

@@ -138,7 +138,7 @@ def build_calendar(name: str, spec: Mapping[str, Any], default_timezone: str) ->
     zone_name = spec.get("timezone", default_timezone)
     try:
         tz = ZoneInfo(str(zone_name))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), too long
         raise CalendarError(
             f"{zone_name!r} is not an IANA time zone such as Europe/Berlin", "timezone"
         ) from None

@@ -149,7 +149,7 @@ def load_ruleset(
     sink = ErrorSink()
     try:
         tz = ZoneInfo(default_timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), too long
         raise RuleLoadError(
             [f"{CONFIG_LABEL}:0: -: timezone {default_timezone!r} is not an IANA time zone"]
         ) from None

@@ -7,6 +7,7 @@ when rules load, and statically refused when they reach for private or dunder at
 from __future__ import annotations
 
 import functools
+import re
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, nodes
@@ -20,14 +21,48 @@ class TemplateProblem(ValueError):
     """A template that cannot be compiled or rendered."""
 
 
+# Filters that look attributes up by a name given as an argument (``attr('x')``, ``map(attribute='x')``).
+_ATTRIBUTE_FILTERS = frozenset(
+    {"attr", "map", "selectattr", "rejectattr", "sort", "groupby", "sum", "unique", "min", "max"}
+)
+# A str.format field that reaches an attribute or item starting with "_": "{0.__class__}", "{x[_y]}".
+_PRIVATE_FORMAT_FIELD = re.compile(r"\{[^{}]*[.\[]_")
+
+
 def _refuse_private(tree: nodes.Template) -> None:
-    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+    """Refuse at load time what the sandbox would refuse at render time, so `rules check` reports it.
+
+    The sandbox still guards rendering; this only moves the error from a live alert to the check.
+    """
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Filter)):
+        if isinstance(node, nodes.Filter):
+            _refuse_private_filter(node)
+            continue
         if isinstance(node, nodes.Getattr):
             name: Any = node.attr
+            target = node.node
+            if name in ("format", "format_map") and isinstance(target, nodes.Const):
+                if isinstance(target.value, str) and _PRIVATE_FORMAT_FIELD.search(target.value):
+                    raise TemplateProblem(
+                        f"a format string reaching a private attribute ({target.value!r}) is refused "
+                        "by the sandbox"
+                    )
         else:
             name = getattr(getattr(node, "arg", None), "value", None)
         if isinstance(name, str) and name.startswith("_"):
             raise TemplateProblem(f"access to {name!r} is refused by the sandbox")
+
+
+def _refuse_private_filter(node: nodes.Filter) -> None:
+    if node.name not in _ATTRIBUTE_FILTERS:
+        return
+    arguments = [*node.args, *(pair.value for pair in node.kwargs)]
+    if node.name == "attr" and not all(isinstance(arg, nodes.Const) for arg in arguments):
+        raise TemplateProblem("attr() with a computed name is refused by the sandbox (it cannot be checked)")
+    for arg in arguments:
+        if isinstance(arg, nodes.Const) and isinstance(arg.value, str):
+            if any(part.startswith("_") for part in arg.value.split(".")):
+                raise TemplateProblem(f"access to {arg.value!r} is refused by the sandbox")
 
 
 @functools.lru_cache(maxsize=1024)

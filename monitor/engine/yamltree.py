@@ -99,6 +99,8 @@ class _Converter:
             return _scalar(node)
         except yaml.YAMLError as exc:
             raise YamlProblem(line, f"unreadable value: {exc}") from None
+        except ValueError as exc:  # a date-shaped value that is no date: 2026-02-30
+            raise YamlProblem(line, f"unreadable value {node.value!r}: {exc}") from None
 
 
 def load_documents(text: str) -> Iterator[tuple[int, Any]]:
