@@ -14,13 +14,16 @@ the SMTP server of tests/alerts); what is here is only what fault injection adds
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import random
 import re
 import secrets
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -129,10 +132,19 @@ class FaultySlack:
                     self.wfile.write(body)
                     return
                 if faulty.delay:
-                    # Slack is slow to answer. The request was sent in full: if the client is killed
-                    # meanwhile, Slack still posts the message (the stub records it below), as Slack does.
-                    time.sleep(faulty.delay)
-                faulty.accepted_at.append(time.perf_counter())
+                    # Slack is slow: it takes the message halfway through the delay and answers at the end. A
+                    # client killed in the first half is gone before Slack takes it (nothing is posted); one
+                    # killed in the second half never hears that its message was posted: the window.
+                    raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                    time.sleep(faulty.delay / 2)
+                    if _client_gone(self.connection):
+                        self.close_connection = True
+                        return
+                    faulty.accepted_at.append(time.perf_counter())
+                    time.sleep(faulty.delay / 2)
+                    self.rfile = io.BytesIO(raw)
+                else:
+                    faulty.accepted_at.append(time.perf_counter())
                 super().do_POST()
 
         stub.server.RequestHandlerClass = Handler
@@ -153,6 +165,17 @@ class FaultySlack:
             assert len(found) == 1, f"a Slack message without exactly one alert id: {request.raw[:300]}"
             ids.append(found[0])
         return ids
+
+
+def _client_gone(connection: socket.socket) -> bool:
+    """True when the client closed its end (killed): its request was read, so EOF is all it can still send."""
+    readable, _, _ = select.select([connection], [], [], 0)
+    if not readable:
+        return False
+    try:
+        return connection.recv(1, socket.MSG_PEEK) == b""
+    except OSError:
+        return True
 
 
 def restart_smtp(server: SmtpServer) -> None:

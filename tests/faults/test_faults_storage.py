@@ -6,7 +6,8 @@ Mechanisms, and why: a tmpfs mounted on the test directory. A full disk is a tmp
 it holds (writes fail with ENOSPC, as on a real full disk); RLIMIT_FSIZE would fail them with EFBIG, which
 SQLite reports as a generic "disk I/O error" and which also caps the log files. A read-only filesystem is the
 same tmpfs remounted read-only (EROFS): chmod does not stop root, and the suite may run as root (in CI, in
-containers). Without root, read-only falls back to chmod; a full disk needs the mount and is skipped.
+containers). Without root, read-only falls back to chmod of the file; a full disk needs the mount and is
+skipped (tests/faults/test_faults_store_full.py covers the error path in process with max_page_count).
 """
 
 from __future__ import annotations
@@ -59,10 +60,8 @@ def test_a_read_only_archive_fails_clearly_and_moves_nothing(
     def read_only(on: bool) -> None:
         if fs is not None:
             fs.remount("ro" if on else "rw")
-        else:
-            mode = stat.S_IRUSR | stat.S_IXUSR if on else stat.S_IRWXU
+        else:  # the file only: SQLite then opens it read-only (the directory must stay writable for -shm)
             os.chmod(s.db, stat.S_IRUSR if on else stat.S_IRUSR | stat.S_IWUSR)
-            os.chmod(where, mode)
 
     read_only(True)
     try:

@@ -54,7 +54,9 @@ def test_each_retryable_fault_mid_backfill_is_retried_on_its_page(
     errors = [str(r["error"]) for r in retries(done.stdout)]
     assert "truncated" in errors[5] or "JSON" in errors[5], errors[5]
     assert "JSON" in errors[6] or "html" in errors[6].lower(), errors[6]
-    assert elapsed >= 1.0  # the Retry-After of 1 s was waited for
+    delays = [float(str(r["delay"])) for r in retries(done.stdout)]
+    assert delays[0] == 1.0 and elapsed >= 1.0  # Retry-After: 1 was honoured
+    assert all(0 <= d <= 1.0 for d in delays[1:])  # a first retry's backoff: full jitter under 1 s
     pages = -(-len(visible_ids(s.sim)) // 30)
     assert s.sim.request_count - requests_before == pages + len(faults)
     Invariants(s).check(expected_alerts=expected_alerts)
