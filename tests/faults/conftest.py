@@ -70,16 +70,22 @@ class ScriptedSimulator(Simulator):
 
     The simulator's own switches (``inject_status`` ...) hit the *next* request; this places them on a given
     page of a walk (mid-backfill), and lets events arrive between two pages of one walk (page shift).
-    It overrides the private request counter because the simulator has no per-request hook.
+    It overrides the private request counter and page builder because the simulator has no hook there.
     """
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
         self.before_request: dict[int, list[Callable[[Simulator], object]]] = {}
+        self.served: list[int] = []  # the id of every item served, in order (repeats show page shifts)
 
     def at_request(self, number: int, action: Callable[[Simulator], object]) -> None:
         """Run ``action(self)`` when request ``number`` (counted from now, 1 = the next one) arrives."""
         self.before_request.setdefault(self.request_count + number, []).append(action)
+
+    def _page(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        envelope = super()._page(*args, **kwargs)
+        self.served.extend(int(item["id"]) for item in envelope["items"])
+        return envelope
 
     def _count_request(self) -> None:
         with self._lock:

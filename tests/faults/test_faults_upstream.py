@@ -84,7 +84,7 @@ def test_a_page_that_stays_broken_fails_the_cycle_and_moves_nothing(
     Invariants(s).check()
 
 
-def test_new_events_during_a_newest_first_walk_shift_pages_without_loss_or_duplicate(
+def test_new_events_during_a_newest_first_walk_repeat_items_across_pages_without_loss_or_duplicate(
     scenario_factory: Callable[..., Scenario],
 ) -> None:
     s = scenario_factory()
@@ -100,7 +100,9 @@ def test_new_events_during_a_newest_first_walk_shift_pages_without_loss_or_dupli
 
     s.sim.at_request(2, arrive(7))
     s.sim.at_request(3, arrive(5))
+    s.sim.served.clear()
     s.run_once()
+    assert len(s.sim.served) - len(set(s.sim.served)) == 7 + 5  # the shift served those items twice
     archived = archived_ids(s.db)
     assert len(archived) == len(set(archived))
     assert set(backlog) <= set(archived)  # the shifted items were all read, once
