@@ -26,6 +26,7 @@ from tests.faults.conftest import (
 )
 
 KILLS = 6
+KILLS_IN_WALK = 4  # of the backfill's kills; the others land after its last page
 
 
 def pending_rows(s: Scenario) -> int:
@@ -43,12 +44,12 @@ def test_kill9_at_random_moments_of_a_backfill(
     kills_during_delivery = 0
     for kill in range(KILLS):
         archived_before = archived_ids(s.db) if s.db.exists() else []
-        if not archived_before:
-            # Most kills land in the walk (after page n, n random), the others after its last page: in the
-            # commit of the whole backfill or in the delivery of its alerts.
-            in_walk = seeded_rng.random() < 0.7
-            after_page = seeded_rng.randint(1, pages) if in_walk else pages
-            pause = seeded_rng.uniform(0, 0.05) if in_walk else seeded_rng.uniform(0, 0.8)
+        if kill < KILLS_IN_WALK:
+            # In the middle of the backfill's walk: after page n (n random), before its last pages.
+            after_page, pause = seeded_rng.randint(1, pages - 5), seeded_rng.uniform(0, 0.05)
+        elif not archived_before:
+            # After the walk's last page: in the commit of the whole backfill or the delivery of its alerts.
+            after_page, pause = pages, seeded_rng.uniform(0, 0.8)
         else:
             # The backfill is in: kill the next, short cycle (or its delivery), with a new event that alerts.
             s.sim.add_event("Delete Table", user={"id": 15, "email": "sofia.klein@northwind-labs.de"})
