@@ -13,11 +13,20 @@ skipped (tests/faults/test_faults_store_full.py covers the error path in process
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.faults.conftest import Invariants, Scenario, Tmpfs, archived_ids, query, reference_alert_ids
+from tests.faults.conftest import (
+    Invariants,
+    Scenario,
+    Tmpfs,
+    archived_ids,
+    query,
+    reference_alert_ids,
+    wait_until,
+)
 
 
 def snapshot(s: Scenario) -> tuple[object, ...]:
@@ -93,4 +102,29 @@ def test_a_full_disk_fails_clearly_and_moves_nothing(
     assert snapshot(s) == before
 
     s.run_once()
+    Invariants(s).check(expected_alerts=reference_alert_ids(s.sim, s.tmp))
+
+
+def test_the_running_daemon_rides_out_a_full_disk_and_catches_up_when_space_returns(
+    scenario_factory: Callable[..., Scenario], tmpfs: Callable[[str], Tmpfs]
+) -> None:
+    fs = tmpfs("32m")
+    s = scenario_factory(db=fs.where / "archive.db")
+    s.prime()
+    before = snapshot(s)
+    fs.remount(f"size={fs.used_bytes() + 256 * 1024}")
+    add_backlog(s, 400, blob=2000)
+
+    daemon = s.start_daemon("run")  # polls every second
+    failed = daemon.wait_event("poll failed", 30, where=lambda r: r.get("error_kind") == "store")[0]
+    assert str(s.db) in failed["error"] and "disk is full" in failed["error"], failed["error"]
+    daemon.wait_event("poll failed", 30, where=lambda r: r.get("error_kind") == "store", count=2)
+    assert snapshot(s) == before  # cycle after cycle fails whole; the daemon keeps going
+
+    fs.remount("size=32m")  # space is back: the next cycle archives the backlog without a restart
+    wait_until(lambda: len(archived_ids(s.db)) == s.sim.event_count(), 30, "the backlog archived")
+    wait_until(lambda: not query(s.db, "SELECT 1 FROM outbox WHERE status != 'sent'"), 30, "alerts delivered")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(timeout=15) == 0
+    assert not [line for line in daemon.stderr_path.read_text().splitlines() if "Traceback" in line]
     Invariants(s).check(expected_alerts=reference_alert_ids(s.sim, s.tmp))
