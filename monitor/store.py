@@ -289,19 +289,25 @@ class Store:
             yield self
         except sqlite3.OperationalError as exc:
             # read-only file, full disk, I/O error: say so plainly; the whole transaction is undone.
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"{self.path}: cannot write to the archive: {exc}") from None
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         else:
             try:
                 self.conn.execute("COMMIT")
             except sqlite3.Error as exc:
-                self.conn.execute("ROLLBACK")
+                self._rollback()
                 raise StoreError(f"{self.path}: cannot commit to the archive: {exc}") from None
         finally:
             self._in_transaction = False
+
+    def _rollback(self) -> None:
+        # SQLite rolls the transaction back by itself after some errors (a full disk, an I/O error): a
+        # ROLLBACK then fails with "no transaction is active" and would hide the error that matters.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     # meta ---------------------------------------------------------------------------------------------
 
