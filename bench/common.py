@@ -30,6 +30,9 @@ class MeasuredRun:
     argv: list[str]
     returncode: int
     seconds: float
+    cpu_seconds: (
+        float  # user + system, the child's and its waited-for children's: the work, whatever the load
+    )
     peak_rss_mb: float  # the child's own high-water mark (Linux reports ru_maxrss in KiB)
     parent_peak_rss_mb: float  # this process's peak RSS when it spawned the child: the floor of peak_rss_mb
     stdout: str
@@ -86,6 +89,7 @@ def run_measured(
             argv=argv,
             returncode=child.returncode,
             seconds=seconds,
+            cpu_seconds=usage.ru_utime + usage.ru_stime,
             peak_rss_mb=usage.ru_maxrss / 1024,
             parent_peak_rss_mb=parent_peak,
             stdout=out.read().decode("utf-8", "replace"),
