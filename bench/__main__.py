@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -190,7 +191,9 @@ def run_all(quick: bool) -> int:
     print(
         "\n## Summary" + (" (--quick: scaled-down sizes, a smoke check; targets are for full sizes)" * quick)
     )
-    print(f"\nMachine: {machine}. Wall time of the whole run: {wall / 60:.1f} min.\n")
+    load_after = "{:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+    print(f"\nMachine: {machine} (at the start), load {load_after} at the end. "
+          f"Wall time of the whole run: {wall / 60:.1f} min.\n")  # fmt: skip
     print(table(rows))
     if failed:
         print(f"\nfailed: {', '.join(failed)}")
