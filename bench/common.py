@@ -22,19 +22,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-MB = 2**20
-
 
 @dataclass(frozen=True)
 class MeasuredRun:
     argv: list[str]
     returncode: int
     seconds: float
-    cpu_seconds: (
-        float  # user + system, the child's and its waited-for children's: the work, whatever the load
-    )
-    peak_rss_mb: float  # the child's own high-water mark (Linux reports ru_maxrss in KiB)
-    parent_peak_rss_mb: float  # this process's peak RSS when it spawned the child: the floor of peak_rss_mb
+    # User + system time of the child and the children it waited for: the work, whatever the load.
+    cpu_seconds: float
+    # The high-water RSS of the child, or of a child of its own if larger (ru_maxrss, KiB on Linux).
+    peak_rss_mb: float
+    # This process's peak RSS when it spawned the child: the floor of peak_rss_mb.
+    parent_peak_rss_mb: float
     stdout: str
     stderr: str
 
@@ -57,8 +56,6 @@ def run_measured(
     argv: list[str],
     *,
     timeout: float = 3600,
-    env: dict[str, str] | None = None,
-    cwd: Path | None = None,
     on_spawn: Callable[[int], object] | None = None,
 ) -> MeasuredRun:
     """Run ``argv`` to completion; its wall time and peak RSS. Output goes to files, so no pipe fills up.
@@ -68,7 +65,7 @@ def run_measured(
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         parent_peak = own_peak_rss_mb()
         started = time.perf_counter()
-        child = subprocess.Popen(argv, stdout=out, stderr=err, env=env, cwd=cwd)
+        child = subprocess.Popen(argv, stdout=out, stderr=err)
         if on_spawn is not None:
             on_spawn(child.pid)
         deadline = started + timeout
