@@ -82,7 +82,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "--no-breakdown", action="store_true", help="Skip timing the figures and the CSV in this process."
     )
     args = parser.parse_args(argv)
-    workdir = args.keep or Path(tempfile.mkdtemp(prefix="bench-report-"))
+    if args.keep:
+        return measure(args, args.keep)
+    with tempfile.TemporaryDirectory(prefix="bench-report-") as tmp:  # a million events: ~0.9 GB
+        return measure(args, Path(tmp))
+
+
+def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     # Built in a child process: this one stays small, so the report child it starts next starts small too.
     archive = ensure_archive(workdir, args.events)
 
