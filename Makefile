@@ -23,8 +23,9 @@ demo: $(VENV)/.installed-run
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q
 
+# One table of every figure against its target (bench/RESULTS.md); BENCH_ARGS=--quick for a smoke check.
 bench: $(VENV)/.installed-test
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench $(BENCH_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check monitor tests bench

@@ -401,9 +401,12 @@ class Simulator:
         port: int = 0,
         total_events: int | None = None,
         live_background: bool = True,
+        ids_after: int = _FIRST_ID,
     ) -> None:
         """``live_background=False`` stops the daily pattern after construction (only added events and
-        ``live_events_per_minute`` arrive then): for tests that count exactly what they add."""
+        ``live_events_per_minute`` arrive then): for tests that count exactly what they add.
+        ``ids_after``: every id is above it, so a simulator can continue an archive that already holds
+        lower ids (the archive benchmark polls new events on top of a million synthetic ones)."""
         if (
             events_per_day < 0
             or live_events_per_minute < 0
@@ -412,6 +415,8 @@ class Simulator:
             raise ValueError("event counts and rates must not be negative")
         if max_per_page < 1:
             raise ValueError("max_per_page must be at least 1")
+        if ids_after < 0:
+            raise ValueError("ids_after must not be negative")
         self.seed = seed
         self.token = token
         self.workspace_id = workspace_id
@@ -441,7 +446,7 @@ class Simulator:
         self._variants: array[int] = array("I")
         self._specials: dict[int, _Spec] = {}  # stream index -> explicit content (planted incidents)
         self._added: list[_Added] = []  # in id order
-        self._last_id = _FIRST_ID
+        self._last_id = ids_after
         self._id_rng = random.Random(f"{seed}:ids")
         self._added_rng = random.Random(f"{seed}:added")
 

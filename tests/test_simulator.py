@@ -259,6 +259,19 @@ def test_ids_increase_with_gaps_in_time_order(sim: Simulator) -> None:
     assert all(a <= b for a, b in zip(times, times[1:], strict=False))
 
 
+def test_ids_continue_above_ids_after(clock: FakeClock) -> None:
+    """A simulator continuing an archive: every id, of the history and of added events, is above it."""
+    with Simulator(
+        seed=3, clock=clock, history_start=clock.now - timedelta(days=1), ids_after=2_000_000
+    ) as sim:
+        added = sim.add_event("Delete Table")
+        ids = [entry["id"] for entry in sim.visible_events()]
+    assert len(ids) > 10 and min(ids) > 2_000_000
+    assert added == max(ids)
+    with pytest.raises(ValueError, match="ids_after"):
+        Simulator(clock=clock, ids_after=-1)
+
+
 # --- planted incidents ------------------------------------------------------------------------------------
 
 
