@@ -1,4 +1,4 @@
-"""Ingest benchmark: backfill of N simulated events with `run --once`, against a floor measured in the same run.
+"""Ingest benchmark: a backfill of N simulated events with `run --once` against a floor from the same run.
 
 The floor is the least any ingester must do: parse the same JSON pages and `executemany` the rows into
 SQLite, with nothing else (no HTTP, no normalisation, no hash chain, no rules). The monitor's figure is
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -65,39 +64,56 @@ def floor(pages: list[bytes], db_path: Path) -> tuple[int, float]:
     return count, elapsed
 
 
-def monitor_run_once(sim: Simulator, per_page: int, workdir: Path) -> tuple[int, float, int]:
-    config = workdir / "audit-monitor.yaml"
-    db = workdir / "archive.db"
-    config.write_text(
-        f"state: {{path: {db}}}\n"
-        f"sources:\n  - name: bench\n    base_url: {sim.base_url}\n    token: {sim.token}\n"
-        f"    workspace_id: 1\n    per_page: {per_page}\n"
-        "alerts: {console: false}\nserver: {listen: ''}\n"
-    )
-    started = time.perf_counter()
+# Runs a command and writes its wall time and peak RSS to a file. The monitor must be started from this small
+# process rather than from the bench itself: Linux seeds a child's ru_maxrss with the high-water mark of the
+# address space it had before exec, so a child forked from the bench (which holds the simulator and, for a
+# while, every fetched page) would report the bench's peak, not its own.
+_MEASURE = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+code = subprocess.run(sys.argv[2:]).returncode
+elapsed = time.perf_counter() - started
+peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "seconds": elapsed, "peak_kb": peak_kb}, out)
+sys.exit(code)
+"""
+
+
+def measured_run(command: list[str], workdir: Path) -> tuple[float, int]:
+    """Run ``command``; return its wall time in seconds and its own peak RSS in bytes."""
+    report = workdir / "measure.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monitor.cli",
-            "--config",
-            str(config),
-            "run",
-            "--once",
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-c", _MEASURE, str(report), *command],
         capture_output=True,
         text=True,
         timeout=3600,
     )
-    elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"run --once failed: {done.stderr[-2000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    with sqlite3.connect(db) as conn:
+        raise SystemExit(f"{' '.join(command[2:])} failed: {done.stderr[-2000:]}")
+    measured = json.loads(report.read_text())
+    return measured["seconds"], measured["peak_kb"] * 1024
+
+
+def write_config(sim: Simulator, per_page: int, workdir: Path) -> Path:
+    config = workdir / "audit-monitor.yaml"
+    config.write_text(
+        f"state: {{path: {workdir / 'archive.db'}}}\n"
+        f"sources:\n  - name: bench\n    base_url: {sim.base_url}\n    token: {sim.token}\n"
+        f"    workspace_id: 1\n    per_page: {per_page}\n"
+        "alerts: {console: false}\nserver: {listen: ''}\n"
+    )
+    return config
+
+
+def monitor_run_once(sim: Simulator, per_page: int, workdir: Path) -> tuple[int, float, int]:
+    """`audit-monitor run --once` against the simulator: events archived, seconds, peak RSS in bytes."""
+    config = write_config(sim, per_page, workdir)
+    command = [sys.executable, "-m", "monitor.cli", "--config", str(config), "run", "--once"]
+    elapsed, peak = measured_run([*command, "--log-level", "warning"], workdir)
+    with sqlite3.connect(workdir / "archive.db") as conn:
         archived = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    return archived, elapsed, peak_kb * 1024
+    return archived, elapsed, peak
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
