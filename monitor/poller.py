@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator
@@ -102,6 +103,9 @@ class _Walk:
     newest_on_page_one: int | None = None
 
 
+READ_AHEAD_SWITCH_INTERVAL = 0.0005  # seconds
+
+
 def _read_ahead(pages: Iterator[Page]) -> Generator[Page, None, None]:
     """The pages of ``pages``; from the second on, the next one is read while the caller stages this one.
 
@@ -115,11 +119,18 @@ def _read_ahead(pages: Iterator[Page]) -> Generator[Page, None, None]:
     if first is None:
         return
     yield first
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-reader") as reader:
-        ahead = reader.submit(next, pages, None)
-        while (page := ahead.result()) is not None:
+    # The reader needs the GIL for a moment after every chunk it receives; with the default 5 ms switch
+    # interval it queues behind the walk's normalising for most of that time and falls behind.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, READ_AHEAD_SWITCH_INTERVAL))
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-reader") as reader:
             ahead = reader.submit(next, pages, None)
-            yield page
+            while (page := ahead.result()) is not None:
+                ahead = reader.submit(next, pages, None)
+                yield page
+    finally:
+        sys.setswitchinterval(switch_interval)
 
 
 class Poller:
