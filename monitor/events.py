@@ -62,9 +62,12 @@ def parse_timestamp(value: Any) -> datetime:
     return parsed.replace(tzinfo=_zone(zone)).astimezone(UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def _from_epoch_ms(ms: float) -> datetime:
     try:
-        return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=ms)
+        return _EPOCH + timedelta(milliseconds=ms)
     except OverflowError as exc:
         raise NormalizationError(f"epoch milliseconds out of range: {ms!r}") from exc
 
@@ -108,15 +111,15 @@ class AuditEvent:
 
     @property
     def user_email(self) -> str | None:
-        return _nested_str(self.raw, "user", "email")
+        return nested_str(self.raw, "user", "email")
 
     @property
     def workspace_name(self) -> str | None:
-        return _nested_str(self.raw, "workspace", "name")
+        return nested_str(self.raw, "workspace", "name")
 
     @property
     def branch_label(self) -> str | None:
-        return _nested_str(self.raw, "branch", "label")
+        return nested_str(self.raw, "branch", "label")
 
     def get(self, path: str) -> Any:
         """Value at a dotted field path (``user.email``, ``data.ip``); None when missing.
@@ -185,7 +188,8 @@ class StagedEvent(AuditEvent):
         return AuditEvent, (self.source, self.id, self.created_at, self.type, self.msg, self.raw)
 
 
-def _nested_str(raw: dict[str, Any], outer: str, inner: str) -> str | None:
+def nested_str(raw: dict[str, Any], outer: str, inner: str) -> str | None:
+    """``raw[outer][inner]`` as text (user.email, workspace.name, branch.label); None when missing."""
     node = raw.get(outer)
     if isinstance(node, dict):
         value = node.get(inner)

@@ -230,7 +230,7 @@ class Poller:
                 if backfill_none:
                     # First run without backfill: only learn where the log ends now.
                     break
-                self.store.stage(source.name, staged)
+                self.store.stage(staged)
                 if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id):
                     break
         if backfill_none:

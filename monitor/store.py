@@ -26,7 +26,14 @@ from typing import Any
 import sqlite_utils
 
 from monitor.alerts.model import Alert
-from monitor.events import AuditEvent, NormalizationError, canonical_json, format_timestamp, normalize
+from monitor.events import (
+    AuditEvent,
+    NormalizationError,
+    canonical_json,
+    format_timestamp,
+    nested_str,
+    normalize,
+)
 
 GENESIS_HASH = "0" * 64
 
@@ -415,27 +422,32 @@ class Store:
 
     @staticmethod
     def staging_row(event: AuditEvent, raw_json: str) -> tuple[Any, ...]:
-        """What ``stage`` takes for one event: its id, the columns the archive derives from it, its JSON."""
-        created_at = event.created_at
+        """What ``stage`` takes for one event: source and id, the columns the archive derives, its JSON.
+
+        The same columns as AuditEvent's properties, read from the raw entry directly: this runs for
+        every entry a walk reads.
+        """
+        created_at, raw = event.created_at, event.raw
         return (
+            event.source,
             event.id,
             format_timestamp(created_at),
             int(created_at.timestamp() * 1000),
             event.type,
             event.msg,
-            event.user_email,
-            event.workspace_name,
-            event.branch_label,
+            nested_str(raw, "user", "email"),
+            nested_str(raw, "workspace", "name"),
+            nested_str(raw, "branch", "label"),
             raw_json,
         )
 
-    def stage(self, source: str, rows: Iterable[tuple[Any, ...]]) -> None:
+    def stage(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Stage rows made by ``staging_row``; an event staged twice keeps its first row."""
         with self.transaction():
             self.conn.executemany(
                 "INSERT OR IGNORE INTO staging (source, event_id, created_at, created_ms, type, msg, "
                 "user_email, workspace_name, branch_label, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                ((source, *row) for row in rows),
+                rows,
             )
 
     def drop_archived_from_staging(self, source: str) -> None:
@@ -455,7 +467,7 @@ class Store:
         batch: int = 2000,
     ) -> Iterator[tuple[Any, ...]]:
         """Staged rows in ascending id order, a batch in memory at a time: (event_id, created_at, created_ms,
-        type, msg, user_email, workspace_name, branch_label, raw), as ``staging_row`` made them.
+        type, msg, user_email, workspace_name, branch_label, raw): ``staging_row``'s columns after the source.
 
         ``above_id`` and ``not_before`` leave out older events. created_at is compared as text, which
         orders exactly as time does because every staged value has the one fixed-width UTC form.
@@ -512,7 +524,7 @@ class Store:
     ) -> tuple[str, tuple[Any, ...]]:
         """The next hash link and the events row for one event (insert them with ``insert_archived``)."""
         return Store.archive_staged_row(
-            event.source, Store.staging_row(event, raw_json), prev_hash, format_timestamp(archived_at)
+            event.source, Store.staging_row(event, raw_json)[1:], prev_hash, format_timestamp(archived_at)
         )
 
     @staticmethod

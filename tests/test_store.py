@@ -147,7 +147,7 @@ def test_staging_of_an_older_schema_is_recreated_with_the_derived_columns(tmp_pa
         assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         assert store.conn.execute("SELECT count(*) FROM staging").fetchone()[0] == 0
         event = normalize("prod", entry(5, 2))
-        store.stage("prod", [Store.staging_row(event, canonical_json(entry(5, 2)))])
+        store.stage([Store.staging_row(event, canonical_json(entry(5, 2)))])
         (staged,) = store.iter_staged("prod")
         assert staged[:2] == (5, "2026-03-01T09:02:00.000000+00:00")
         assert staged[-1] == canonical_json(entry(5, 2))
@@ -156,8 +156,8 @@ def test_staging_of_an_older_schema_is_recreated_with_the_derived_columns(tmp_pa
 def test_iter_staged_leaves_out_ids_and_times_below_the_floor(tmp_path: Path) -> None:
     with Store.open(tmp_path / "a.db") as store:
         items = [entry(i, minutes=i) for i in (3, 1, 2, 4)]
-        store.stage("prod", [Store.staging_row(normalize("prod", i), canonical_json(i)) for i in items])
-        store.stage("other", [Store.staging_row(normalize("other", items[0]), canonical_json(items[0]))])
+        store.stage([Store.staging_row(normalize("prod", i), canonical_json(i)) for i in items])
+        store.stage([Store.staging_row(normalize("other", items[0]), canonical_json(items[0]))])
         assert [row[0] for row in store.iter_staged("prod")] == [1, 2, 3, 4]
         assert [row[0] for row in store.iter_staged("prod", above_id=2)] == [3, 4]
         assert [row[0] for row in store.iter_staged("prod", not_before=T0 + timedelta(minutes=2))] == [
