@@ -2,10 +2,12 @@
 
 The walk reads newest-first from page 1 until it has seen an event older than the cursor minus
 the overlap window (or, on a first backfill, to the end of the log). Every page is staged in
-SQLite, so a backlog of millions never sits in memory. Only when the walk is complete does one
-transaction archive the new events in id order, run the rules, record alerts and outbox rows, and
-advance the cursor. Any failure before the COMMIT leaves the cursor where it was; the next cycle
-repeats the work and the (source, id) dedupe plus stable alert ids make the repeat harmless.
+SQLite (with the columns normalisation derived, so the commit parses nothing again), so a backlog of
+millions never sits in memory; after page 1 the next page is read on a worker thread while this one is
+staged. Only when the walk is complete does one transaction archive the new events in id order, run
+the rules, record alerts and outbox rows, and advance the cursor. Any failure before the COMMIT leaves
+the cursor where it was; the next cycle repeats the work and the (source, id) dedupe plus stable alert
+ids make the repeat harmless.
 """
 
 from __future__ import annotations
