@@ -1,18 +1,20 @@
-"""Ingest benchmark: backfill of N simulated events with `run --once`, against a floor measured in the same run.
+"""Ingest benchmark: a backfill of N simulated events with `run --once` against a floor from the same run.
 
 The floor is the least any ingester must do: parse the same JSON pages and `executemany` the rows into
 SQLite, with nothing else (no HTTP, no normalisation, no hash chain, no rules). The monitor's figure is
 end to end: HTTP from the simulator on 127.0.0.1, staging, normalisation, the hash chain, the bundled rules,
 the cursor, in a subprocess whose peak RSS is measured.
 
-    python -m bench.bench_ingest [--events 200000] [--per-page 500]
+    python -m bench.bench_ingest [--events 200000] [--per-page 500] [--incremental 1000]
+
+``--incremental N`` then adds N events to the log and measures a second `run --once` against the archive
+the backfill left: an ordinary cycle's time and peak RSS with the whole backfill already archived.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -65,45 +67,63 @@ def floor(pages: list[bytes], db_path: Path) -> tuple[int, float]:
     return count, elapsed
 
 
-def monitor_run_once(sim: Simulator, per_page: int, workdir: Path) -> tuple[int, float, int]:
-    config = workdir / "audit-monitor.yaml"
-    db = workdir / "archive.db"
-    config.write_text(
-        f"state: {{path: {db}}}\n"
-        f"sources:\n  - name: bench\n    base_url: {sim.base_url}\n    token: {sim.token}\n"
-        f"    workspace_id: 1\n    per_page: {per_page}\n"
-        "alerts: {console: false}\nserver: {listen: ''}\n"
-    )
-    started = time.perf_counter()
+# Runs a command and writes its wall time and peak RSS to a file. The monitor must be started from this small
+# process rather than from the bench itself: Linux seeds a child's ru_maxrss with the high-water mark of the
+# address space it had before exec, so a child forked from the bench (which holds the simulator and, for a
+# while, every fetched page) would report the bench's peak, not its own.
+_MEASURE = """
+import json, resource, subprocess, sys, time
+started = time.perf_counter()
+code = subprocess.run(sys.argv[2:]).returncode
+elapsed = time.perf_counter() - started
+peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+with open(sys.argv[1], "w") as out:
+    json.dump({"code": code, "seconds": elapsed, "peak_kb": peak_kb}, out)
+sys.exit(code)
+"""
+
+
+def measured_run(command: list[str], workdir: Path) -> tuple[float, int]:
+    """Run ``command``; return its wall time in seconds and its own peak RSS in bytes."""
+    report = workdir / "measure.json"
     done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "monitor.cli",
-            "--config",
-            str(config),
-            "run",
-            "--once",
-            "--log-level",
-            "warning",
-        ],
+        [sys.executable, "-c", _MEASURE, str(report), *command],
         capture_output=True,
         text=True,
         timeout=3600,
     )
-    elapsed = time.perf_counter() - started
     if done.returncode != 0:
-        raise SystemExit(f"run --once failed: {done.stderr[-2000:]}")
-    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    with sqlite3.connect(db) as conn:
+        raise SystemExit(f"{' '.join(command[2:])} failed: {done.stderr[-2000:]}")
+    measured = json.loads(report.read_text())
+    return measured["seconds"], measured["peak_kb"] * 1024
+
+
+def write_config(sim: Simulator, per_page: int, workdir: Path) -> Path:
+    config = workdir / "audit-monitor.yaml"
+    config.write_text(
+        f"state: {{path: {workdir / 'archive.db'}}}\n"
+        f"sources:\n  - name: bench\n    base_url: {sim.base_url}\n    token: {sim.token}\n"
+        f"    workspace_id: 1\n    per_page: {per_page}\n"
+        "alerts: {console: false}\nserver: {listen: ''}\n"
+    )
+    return config
+
+
+def monitor_run_once(sim: Simulator, per_page: int, workdir: Path) -> tuple[int, float, int]:
+    """`audit-monitor run --once` against the simulator: events archived, seconds, peak RSS in bytes."""
+    config = write_config(sim, per_page, workdir)
+    command = [sys.executable, "-m", "monitor.cli", "--config", str(config), "run", "--once"]
+    elapsed, peak = measured_run([*command, "--log-level", "warning"], workdir)
+    with sqlite3.connect(workdir / "archive.db") as conn:
         archived = conn.execute("SELECT count(*) FROM events").fetchone()[0]
-    return archived, elapsed, peak_kb * 1024
+    return archived, elapsed, peak
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--per-page", type=int, default=500)
+    parser.add_argument("--incremental", type=int, default=0, metavar="N")
     args = parser.parse_args(argv)
     now = datetime.now(UTC)
     with (
@@ -117,6 +137,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         floor_count, floor_s = floor(pages, workdir / "floor.db")
         del pages
         archived, monitor_s, peak = monitor_run_once(sim, args.per_page, workdir)
+        if args.incremental:
+            for _ in range(args.incremental):
+                sim.add_event("Update Function", created_at=now)
+            total, incremental_s, incremental_peak = monitor_run_once(sim, args.per_page, workdir)
+            if total != archived + args.incremental:
+                raise SystemExit(
+                    f"the incremental cycle left {total} events, not {archived + args.incremental}"
+                )
     if archived != floor_count:
         raise SystemExit(f"archived {archived} events but the log holds {floor_count}")
     floor_rate, monitor_rate = floor_count / floor_s, archived / monitor_s
@@ -133,6 +161,14 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         f"({monitor_s:.1f} s); ratio {result['ratio']:.2f} (target >= 0.33); "
         f"peak RSS {result['peak_rss_mb']:.0f} MB (target < 100)"
     )
+    if args.incremental:
+        result.update(
+            incremental_seconds=incremental_s, incremental_peak_rss_mb=incremental_peak / 2**20, archive=total
+        )
+        print(
+            f"then run --once with {args.incremental} new events against an archive of {archived:,}: "
+            f"{incremental_s:.2f} s, peak RSS {result['incremental_peak_rss_mb']:.0f} MB"
+        )
     return result
 
 

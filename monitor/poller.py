@@ -2,20 +2,24 @@
 
 The walk reads newest-first from page 1 until it has seen an event older than the cursor minus
 the overlap window (or, on a first backfill, to the end of the log). Every page is staged in
-SQLite, so a backlog of millions never sits in memory. Only when the walk is complete does one
-transaction archive the new events in id order, run the rules, record alerts and outbox rows, and
-advance the cursor. Any failure before the COMMIT leaves the cursor where it was; the next cycle
-repeats the work and the (source, id) dedupe plus stable alert ids make the repeat harmless.
+SQLite (with the columns normalisation derived, so the commit parses nothing again), so a backlog of
+millions never sits in memory; after page 1 the next page is read on a worker thread while this one is
+staged. Only when the walk is complete does one transaction archive the new events in id order, run
+the rules, record alerts and outbox rows, and advance the cursor. Any failure before the COMMIT leaves
+the cursor where it was; the next cycle repeats the work and the (source, id) dedupe plus stable alert
+ids make the repeat harmless.
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import sqlite3
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
@@ -25,7 +29,14 @@ from monitor import selfmon
 from monitor.alerts.model import Alert
 from monitor.alerts.routing import channels_for
 from monitor.config import Config, SourceConfig
-from monitor.events import AuditEvent, NormalizationError, archive_json, normalize
+from monitor.events import (
+    AuditEvent,
+    NormalizationError,
+    StagedEvent,
+    archive_json,
+    format_timestamp,
+    normalize,
+)
 from monitor.store import Cursor, SqliteStateStore, Store, StoreError
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoError
 
@@ -92,6 +103,36 @@ class _Walk:
     max_id: int | None = None
     max_created_at: datetime | None = None
     newest_on_page_one: int | None = None
+
+
+READ_AHEAD_SWITCH_INTERVAL = 0.0005  # seconds
+
+
+def _read_ahead(pages: Iterator[Page]) -> Generator[Page, None, None]:
+    """The pages of ``pages``; from the second on, the next one is read while the caller stages this one.
+
+    Waiting for the server is a good part of a long walk, so a worker thread fetches page n+1 (HTTP and
+    JSON decoding) while the walk normalises and stages page n. A walk that ends on page 1 (the usual
+    incremental cycle) makes one request, as before; a longer one reads at most one page past its end.
+    An error reading a page is raised here, in the caller's thread, in page order. Close the iterator
+    (the walk does, also when it stops early or fails) to wait for a read in flight.
+    """
+    first = next(pages, None)
+    if first is None:
+        return
+    yield first
+    # The reader needs the GIL for a moment after every chunk it receives; with the default 5 ms switch
+    # interval it queues behind the walk's normalising for most of that time and falls behind.
+    switch_interval = sys.getswitchinterval()
+    sys.setswitchinterval(min(switch_interval, READ_AHEAD_SWITCH_INTERVAL))
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-reader") as reader:
+            ahead = reader.submit(next, pages, None)
+            while (page := ahead.result()) is not None:
+                ahead = reader.submit(next, pages, None)
+                yield page
+    finally:
+        sys.setswitchinterval(switch_interval)
 
 
 class Poller:
@@ -167,8 +208,11 @@ class Poller:
         cutoff = self._cutoff(source, cursor)
         walk = _Walk()
         self.store.clear_staging(source.name)
-        with self.client_factory(source) as client:
-            for page in client.iter_pages(newest_first=True):
+        with (
+            self.client_factory(source) as client,
+            contextlib.closing(_read_ahead(client.iter_pages(newest_first=True))) as pages,
+        ):
+            for page in pages:
                 self._check_cancel()
                 walk.pages += 1
                 staged, page_ids, page_times = [], [], []
@@ -185,11 +229,11 @@ class Poller:
                     page_times.append(event.created_at)
                     if walk.max_id is None or event.id > walk.max_id:
                         walk.max_id, walk.max_created_at = event.id, event.created_at
-                    staged.append((event.id, raw_json))
+                    staged.append(Store.staging_row(event, raw_json))
                 if backfill_none:
                     # First run without backfill: only learn where the log ends now.
                     break
-                self.store.stage(source.name, staged)
+                self.store.stage(staged)
                 if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id, cursor.last_id):
                     break
         if backfill_none:
@@ -274,7 +318,7 @@ class Poller:
                     error_kind=None,
                 )
             )
-            self.store.conn.execute("DELETE FROM staging WHERE source = ?", (source.name,))
+            self.store.unstage(source.name)
         return new, alerts
 
     def _archive_staged(
@@ -283,15 +327,13 @@ class Poller:
         self.store.drop_archived_from_staging(source.name)
         prev_hash = self.store.head_hash()
         state = SqliteStateStore(self.store)
+        archived_at = format_timestamp(now)
         new = alerts = 0
         pending: list[tuple[Any, ...]] = []
-        for _event_id, raw in self.store.iter_staged(source.name):
-            event = normalize(source.name, json.loads(raw))
-            if floor_id is not None and event.id <= floor_id:
-                continue
-            if floor_time is not None and event.created_at < floor_time:
-                continue
-            prev_hash, row = self.store.archive_row(event, raw, prev_hash, now)
+        # The walk staged each event with the columns normalisation derived, so nothing is parsed twice;
+        # the rules get a StagedEvent, whose raw entry is decoded only if a rule looks at it.
+        for staged in self.store.iter_staged(source.name, above_id=floor_id, not_before=floor_time):
+            prev_hash, row = self.store.archive_staged_row(source.name, staged, prev_hash, archived_at)
             pending.append(row)
             if len(pending) >= 1000:  # executemany in batches: a third of the per-row insert cost
                 self.store.insert_archived(pending)
@@ -300,6 +342,10 @@ class Poller:
             if new % 5000 == 0:
                 self._check_cancel()  # a huge backfill's commit rolls back whole instead of holding SIGTERM
             if self.evaluator is not None:
+                event_id, created_at, _ms, event_type, msg, *_derived, raw = staged
+                event = StagedEvent(
+                    source.name, event_id, datetime.fromisoformat(created_at), event_type, msg, raw
+                )
                 for alert in self.evaluator.evaluate(event, state):
                     alerts += self._record(alert, now)
         self.store.insert_archived(pending)

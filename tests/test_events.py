@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import pickle
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from monitor.events import NormalizationError, normalize, parse_timestamp
+from monitor.events import (
+    AuditEvent,
+    NormalizationError,
+    StagedEvent,
+    canonical_json,
+    normalize,
+    parse_timestamp,
+)
 
 INSTANT = datetime(2026, 3, 4, 22, 41, 9, 381204, tzinfo=UTC)
 
@@ -75,3 +85,27 @@ def test_sample_page_normalises_and_keeps_unknown_keys() -> None:
 def test_bad_entries_say_why(entry: object, reason: str) -> None:
     with pytest.raises(NormalizationError, match=reason):
         normalize("prod", entry)
+
+
+def test_staged_event_decodes_its_raw_entry_only_when_read() -> None:
+    entry = {
+        "id": 7,
+        "created_at": "2026-03-04 22:41:09.381204+00",
+        "type": "Delete Table",
+        "msg": "m",
+        "user": {"email": "ana@corp.io"},
+        "data": {"ip": "10.0.0.1"},
+    }
+    event = normalize("prod", entry)
+    raw_json = canonical_json(entry)
+    staged = StagedEvent("prod", event.id, event.created_at, event.type, event.msg, raw_json)
+    assert staged == StagedEvent("prod", 7, INSTANT, "Delete Table", "m", "{}")  # raw is not compared
+    with pytest.raises(AttributeError):
+        AuditEvent.__dict__["raw"].__get__(staged, AuditEvent)  # not decoded yet
+    assert staged.raw == entry and staged.raw is staged.raw  # decoded once, then kept
+    assert staged.get("data.ip") == "10.0.0.1" and staged.user_email == "ana@corp.io"
+    assert staged.to_dict() == event.to_dict()
+    for copied in (copy.copy(staged), copy.deepcopy(staged), pickle.loads(pickle.dumps(staged))):  # noqa: S301 - our own bytes
+        assert type(copied) is AuditEvent and copied == event and copied.raw == entry
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        staged.id = 8  # type: ignore[misc]

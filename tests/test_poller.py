@@ -17,7 +17,7 @@ from monitor.events import normalize
 from monitor.poller import Poller
 from monitor.simulator import Simulator
 from monitor.store import Store
-from monitor.xano import RetryPolicy, XanoClient
+from monitor.xano import RetryPolicy, XanoClient, XanoUnavailableError
 from tests.conftest import FakeClock
 
 
@@ -254,3 +254,59 @@ def test_server_ignoring_the_sort_is_noticed_and_the_whole_log_read(
     # The first page (oldest events, far older than the cutoff) did not stop the walk early.
     assert result.fetched == len(visible_ids(harness.sim))
     assert newest in harness.archived_ids() and harness.archived_ids() == visible_ids(harness.sim)
+
+
+def test_a_cycle_that_ends_on_page_one_makes_one_request(harness: Harness, clock: FakeClock) -> None:
+    harness.poll()
+    before = harness.sim.request_count
+    clock.advance(timedelta(minutes=1))
+    harness.sim.add_event("Update Function", user={"id": 1, "email": "ana@corp.io"}, created_at=clock.now)
+    result = harness.poll()
+    assert result.ok and result.new == 1 and result.pages == 1
+    assert harness.sim.request_count - before == 1  # no page read ahead when page 1 ends the walk
+
+
+def test_a_longer_walk_reads_at_most_one_page_past_its_end(harness: Harness, clock: FakeClock) -> None:
+    harness.poll()
+    before = harness.sim.request_count
+    for second in range(1, 181):  # 180 new events, 50 to a page: the walk needs pages 1 to 4 or 5
+        harness.sim.add_event("Run Query", user=None, created_at=clock.now + timedelta(seconds=second))
+    clock.advance(timedelta(minutes=5))
+    result = harness.poll()
+    assert result.ok and result.new == 180 and result.pages >= 4
+    assert result.pages <= harness.sim.request_count - before <= result.pages + 1
+    assert harness.archived_ids() == visible_ids(harness.sim)
+
+
+def test_an_error_reading_a_later_page_fails_the_cycle_and_moves_nothing(
+    harness: Harness, clock: FakeClock
+) -> None:
+    """Pages after the first are read on a worker thread: its error must still end the cycle, untouched."""
+    harness.poll()
+    cursor, count = harness.store.get_cursor("prod"), harness.store.event_count()
+
+    class FailsOnPageThree:
+        def __init__(self, client: XanoClient) -> None:
+            self.client = client
+
+        def __enter__(self) -> FailsOnPageThree:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.client.close()
+
+        def iter_pages(self, *, newest_first: bool = True, include_data: bool = True):  # type: ignore[no-untyped-def]
+            for page in self.client.iter_pages(newest_first=newest_first, include_data=include_data):
+                if page.number == 3:
+                    raise XanoUnavailableError("page 3: connection reset")
+                yield page
+
+    harness.poller.client_factory = lambda source: FailsOnPageThree(harness.client(source))  # type: ignore[assignment,return-value]
+    for second in range(1, 181):
+        harness.sim.add_event("Run Query", user=None, created_at=clock.now + timedelta(seconds=second))
+    clock.advance(timedelta(minutes=5))
+    failed = harness.poll()
+    assert not failed.ok and failed.error_kind == "unavailable" and "page 3" in (failed.error or "")
+    after = harness.store.get_cursor("prod")
+    assert after is not None and cursor is not None and after.last_id == cursor.last_id
+    assert harness.store.event_count() == count

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlite_utils
 
 from monitor.events import canonical_json, normalize
-from monitor.store import SCHEMA_VERSION, Store, StoreError
+from monitor.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -130,3 +132,43 @@ def test_iter_events_range_and_order(tmp_path: Path) -> None:
         ids = [e.id for e in store.iter_events(T0 + timedelta(minutes=10), T0 + timedelta(minutes=30))]
         assert ids == [3, 4]
         assert json.loads(json.dumps(next(store.iter_events()).to_dict()))["id"] == 3
+
+
+def test_staging_of_an_older_schema_is_recreated_with_the_derived_columns(tmp_path: Path) -> None:
+    """An archive of schema 2 (staging held only the raw JSON) opens, keeps its events and stages anew."""
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    for migration in MIGRATIONS[:2]:
+        migration(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version=2")
+    conn.execute("INSERT INTO staging (source, event_id, raw) VALUES ('prod', 1, '{}')")  # a cycle cut short
+    conn.close()
+    with Store.open(path) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.conn.execute("SELECT count(*) FROM staging").fetchone()[0] == 0
+        event = normalize("prod", entry(5, 2))
+        store.stage([Store.staging_row(event, canonical_json(entry(5, 2)))])
+        (staged,) = store.iter_staged("prod")
+        assert staged[:2] == (5, "2026-03-01T09:02:00.000000+00:00")
+        assert staged[-1] == canonical_json(entry(5, 2))
+
+
+def test_iter_staged_leaves_out_ids_and_times_below_the_floor(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        items = [entry(i, minutes=i) for i in (3, 1, 2, 4)]
+        store.stage([Store.staging_row(normalize("prod", i), canonical_json(i)) for i in items])
+        store.stage([Store.staging_row(normalize("other", items[0]), canonical_json(items[0]))])
+        assert [row[0] for row in store.iter_staged("prod")] == [1, 2, 3, 4]
+        assert [row[0] for row in store.iter_staged("prod", above_id=2)] == [3, 4]
+        assert [row[0] for row in store.iter_staged("prod", not_before=T0 + timedelta(minutes=2))] == [
+            2,
+            3,
+            4,
+        ]
+        with store.transaction():
+            store.unstage("prod")  # another source's rows stay
+        assert [row[0] for row in store.iter_staged("other")] == [3]
+        assert list(store.iter_staged("prod")) == []
+        with store.transaction():
+            store.unstage("other")
+        assert store.conn.execute("SELECT count(*) FROM staging").fetchone()[0] == 0
