@@ -196,7 +196,18 @@ def _migration_3(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migration_1, _migration_2, _migration_3]
+def _migration_4(db: sqlite_utils.Database) -> None:
+    # Every poll, `status` and /metrics ask for a source's newest event time (the lag): without this index
+    # that was a scan of the source's whole archive, 0.1 s at 200,000 events and growing with it.
+    db.table("events").create_index(["source", "created_ms"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _migration_1,
+    _migration_2,
+    _migration_3,
+    _migration_4,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -249,6 +260,30 @@ def chain_hash(prev_hash: str, source: str, event_id: int, raw_json: str) -> str
 
 
 # --- the store -------------------------------------------------------------------------------------------
+
+
+def _row_problem(
+    prev: str, source: str, event_id: int, columns: tuple[Any, ...], raw: str, stored: str
+) -> str | None:
+    """Why an archived row fails verification (None: it is sound). ``columns`` are the indexed
+    created_at, type, msg, user_email, workspace_name and branch_label as stored."""
+    if chain_hash(prev, source, event_id, raw) != stored:
+        return "hash does not match the row's content or its predecessor"
+    try:
+        event = normalize(source, json.loads(raw))
+    except (ValueError, NormalizationError) as exc:
+        return f"raw entry no longer parses: {exc}"
+    derived = (
+        format_timestamp(event.created_at),
+        event.type,
+        event.msg,
+        event.user_email,
+        event.workspace_name,
+        event.branch_label,
+    )
+    if event.id != event_id or derived != columns:
+        return "indexed columns differ from the raw entry"
+    return None
 
 
 class Store:
@@ -353,7 +388,8 @@ class Store:
 
     def set_meta(self, key: str, value: str) -> None:
         self.conn.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            "INSERT INTO meta (key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
         )
 
@@ -361,7 +397,8 @@ class Store:
 
     def get_cursor(self, source: str) -> Cursor | None:
         row = self.conn.execute(
-            "SELECT source, last_id, last_created_at, floor_id, floor_time, last_success_at, last_attempt_at, "
+            "SELECT source, last_id, last_created_at, floor_id, floor_time, last_success_at, "
+            "last_attempt_at, "
             "last_error, last_error_at, error_kind FROM cursors WHERE source = ?",
             (source,),
         ).fetchone()
@@ -571,7 +608,8 @@ class Store:
         # escapes (\ud800) so the row can be stored. Valid text round-trips unchanged.
         raw_json = canonical_json(raw).encode("utf-8", "backslashreplace").decode("utf-8")
         self.conn.execute(
-            "INSERT OR IGNORE INTO rejected (source, raw_sha256, raw, reason, seen_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO rejected (source, raw_sha256, raw, reason, seen_at) "
+            "VALUES (?, ?, ?, ?, ?)",
             (
                 source,
                 hashlib.sha256(raw_json.encode()).hexdigest(),
@@ -587,8 +625,18 @@ class Store:
         return int(self.conn.execute("SELECT count(*) FROM events WHERE source = ?", (source,)).fetchone()[0])
 
     def newest_event_time(self, source: str | None = None) -> datetime | None:
-        sql = "SELECT max(created_at) FROM events" + (" WHERE source = ?" if source else "")
-        row = self.conn.execute(sql, (source,) if source else ()).fetchone()
+        # The newest millisecond comes from an index (created_ms, or source + created_ms); created_at
+        # then picks the exact microsecond among the few rows of that millisecond.
+        if source is None:
+            row = self.conn.execute(
+                "SELECT max(created_at) FROM events WHERE created_ms = (SELECT max(created_ms) FROM events)"
+            ).fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT max(created_at) FROM events WHERE source = ?1 AND created_ms = "
+                "(SELECT max(created_ms) FROM events WHERE source = ?1)",
+                (source,),
+            ).fetchone()
         return _dt(row[0]) if row and row[0] else None
 
     def iter_events(
@@ -636,31 +684,11 @@ class Store:
             "raw, hash FROM events ORDER BY seq"
         )
         while rows := cursor.fetchmany(2000):
-            for seq, source, event_id, created_at, type_, msg, email, workspace, branch, raw, stored in rows:
+            for seq, source, event_id, *columns, raw, stored in rows:
                 checked += 1
-
-                def bad(
-                    reason: str, seq: int = seq, source: str = source, event_id: int = event_id
-                ) -> VerifyResult:
-                    return VerifyResult(False, checked, prev, seq, source, event_id, reason)
-
-                if chain_hash(prev, source, event_id, raw) != stored:
-                    return bad("hash does not match the row's content or its predecessor")
-                try:
-                    event = normalize(source, json.loads(raw))
-                except (ValueError, NormalizationError) as exc:
-                    return bad(f"raw entry no longer parses: {exc}")
-                derived = (
-                    event.id,
-                    format_timestamp(event.created_at),
-                    event.type,
-                    event.msg,
-                    event.user_email,
-                    event.workspace_name,
-                    event.branch_label,
-                )
-                if derived != (event_id, created_at, type_, msg, email, workspace, branch):
-                    return bad("indexed columns differ from the raw entry")
+                problem = _row_problem(prev, source, event_id, tuple(columns), raw, stored)
+                if problem is not None:
+                    return VerifyResult(False, checked, prev, seq, source, event_id, problem)
                 prev = stored
         return VerifyResult(True, checked, prev)
 
@@ -712,7 +740,8 @@ class Store:
     def record_alert(self, alert: Alert, channels: Iterable[str], recorded_at: datetime) -> bool:
         """Inside a transaction: the alert and one outbox row per channel. False if already known."""
         inserted = self.conn.execute(
-            """INSERT OR IGNORE INTO alerts (id, rule_id, severity, title, text, source, event_time, event_ids,
+            """INSERT OR IGNORE INTO alerts (id, rule_id, severity, title, text, source, event_time,
+                   event_ids,
                    group_key, fields, context, suppressed_count, tags, recorded_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
             (
@@ -735,14 +764,16 @@ class Store:
         if not inserted:
             return False
         self.conn.executemany(
-            "INSERT OR IGNORE INTO outbox (alert_id, channel, status, next_attempt_at) VALUES (?, ?, 'pending', ?)",
+            "INSERT OR IGNORE INTO outbox (alert_id, channel, status, next_attempt_at) "
+            "VALUES (?, ?, 'pending', ?)",
             [(alert.id, channel, format_timestamp(recorded_at)) for channel in channels],
         )
         return True
 
     def load_alert(self, alert_id: str) -> Alert | None:
         row = self.conn.execute(
-            "SELECT rule_id, severity, title, text, source, event_time, event_ids, group_key, fields, context, "
+            "SELECT rule_id, severity, title, text, source, event_time, event_ids, group_key, fields, "
+            "context, "
             "suppressed_count, tags FROM alerts WHERE id = ?",
             (alert_id,),
         ).fetchone()

@@ -172,3 +172,23 @@ def test_iter_staged_leaves_out_ids_and_times_below_the_floor(tmp_path: Path) ->
         with store.transaction():
             store.unstage("other")
         assert store.conn.execute("SELECT count(*) FROM staging").fetchone()[0] == 0
+
+
+def test_newest_event_time_per_source_to_the_microsecond(tmp_path: Path) -> None:
+    # The lag every poll and /metrics report: read from the (source, created_ms) index, exact to the µs.
+    same_ms = [
+        {**entry(1), "created_at": "2026-03-01T10:00:00.000100+00:00"},
+        {**entry(2), "created_at": "2026-03-01T10:00:00.000900+00:00"},  # same millisecond, later
+        {**entry(3), "created_at": "2026-03-01T09:00:00+00:00"},  # a higher id, older
+    ]
+    with Store.open(tmp_path / "a.db") as store:
+        assert store.newest_event_time() is None and store.newest_event_time("prod") is None
+        archive(store, same_ms)
+        archive(store, [entry(1, minutes=30)], source="staging")
+        assert store.newest_event_time("prod") == datetime(2026, 3, 1, 10, 0, 0, 900, tzinfo=UTC)
+        assert store.newest_event_time("staging") == T0 + timedelta(minutes=30)
+        assert store.newest_event_time() == datetime(2026, 3, 1, 10, 0, 0, 900, tzinfo=UTC)
+        plan = store.conn.execute(
+            "EXPLAIN QUERY PLAN SELECT max(created_ms) FROM events WHERE source = 'prod'"
+        ).fetchall()
+        assert "idx_events_source_created_ms" in str(plan)
