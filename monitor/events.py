@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import orjson
+
 
 class NormalizationError(ValueError):
     """An entry that cannot be archived as an event (no id, unreadable time)."""
@@ -113,12 +115,24 @@ def canonical_json(value: Any) -> str:
     return _CANONICAL_ENCODER.encode(value)
 
 
-def archive_json(entry: Any) -> str:
+def archive_json(entry: Any, *, may_hold_floats: bool = True) -> str:
     """The entry's canonical JSON for the archive, or NormalizationError when SQLite cannot store it.
+
+    The same text as ``canonical_json``. orjson spells it ~9x faster, which counts on a backfill's every
+    entry; it spells exactly what the stdlib does for the strings, integers, booleans, nulls, lists and
+    objects an entry holds, but not every float (``1e-07`` vs ``1e-7``, NaN as null), so an entry holding
+    a float, or a value orjson refuses (an integer beyond 64 bits, a lone surrogate), takes the stdlib path.
+    ``may_hold_floats=False`` skips looking for floats: the poller passes it for an entry of a page whose
+    JSON the decoder saw hold none (monitor.xano.Page.holds_floats).
 
     JSON may spell a lone surrogate (``"\\ud800"``); Python parses it, but it is not valid Unicode, so
     it cannot be encoded as UTF-8 for SQLite or the hash chain.
     """
+    if not (may_hold_floats and _holds_float(entry)):
+        try:
+            return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:
+            pass  # the stdlib decides: a big integer is fine, a lone surrogate is rejected below
     text = canonical_json(entry)
     if not text.isascii():  # the common case costs one scan; only non-ASCII entries are encoded
         try:
@@ -128,6 +142,22 @@ def archive_json(entry: Any) -> str:
                 "entry holds text that is not valid Unicode (a lone surrogate)"
             ) from None
     return text
+
+
+def _holds_float(value: Any) -> bool:
+    """True when ``value`` holds a float or anything but JSON's plain types (loops, not any(): hot path)."""
+    kind = type(value)
+    if kind is dict:
+        for item in value.values():
+            if _holds_float(item):
+                return True
+        return False
+    if kind is list:
+        for item in value:
+            if _holds_float(item):
+                return True
+        return False
+    return not (kind is str or kind is int or kind is bool or value is None)
 
 
 @dataclass(frozen=True, slots=True)

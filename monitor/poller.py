@@ -220,7 +220,7 @@ class Poller:
                     walk.fetched += 1
                     try:
                         event = normalize(source.name, entry)
-                        raw_json = archive_json(entry)
+                        raw_json = archive_json(entry, may_hold_floats=page.holds_floats)
                     except NormalizationError as exc:
                         walk.rejected += 1
                         self._reject(source.name, entry, str(exc))

@@ -77,6 +77,9 @@ class Page:
     items: list[Any]  # raw entries, exactly as served (unknown keys kept)
     next_page: int | None
     items_total: int | None
+    # False when the page's JSON held no number with a fraction or exponent (nor NaN/Infinity): its
+    # entries then take the archive's fast canonical-JSON path (monitor.events.archive_json).
+    holds_floats: bool = True
 
 
 @dataclass
@@ -191,12 +194,18 @@ class XanoClient:
                 "sort": {"id": "desc" if newest_first else "asc"},
                 "search": [],
             }
-            envelope = self._request(self.search_path, body, number)
+            envelope, holds_floats = self._request(self.search_path, body, number)
             next_page = envelope["nextPage"]
             items_total = envelope.get("itemsTotal")
             page_total = envelope.get("pageTotal")
             self.stats.pages += 1
-            yield Page(number=number, items=envelope["items"], next_page=next_page, items_total=items_total)
+            yield Page(
+                number=number,
+                items=envelope["items"],
+                next_page=next_page,
+                items_total=items_total,
+                holds_floats=holds_floats,
+            )
             if next_page is None:
                 return
             if next_page != number + 1:
@@ -237,7 +246,7 @@ class XanoClient:
 
     # --- one request, with retries ------------------------------------------------------------------------
 
-    def _request(self, path: str, body: dict[str, Any], page: int) -> dict[str, Any]:
+    def _request(self, path: str, body: dict[str, Any], page: int) -> tuple[dict[str, Any], bool]:
         policy = self.retry
         attempt = 0
         while True:
@@ -361,10 +370,17 @@ class _Redacted:
         return "[redacted]"
 
 
-def _envelope(response: httpx.Response, page: int) -> dict[str, Any]:
-    """The documented envelope from a 2xx answer, or _BadBody saying what is wrong with it."""
+def _envelope(response: httpx.Response, page: int) -> tuple[dict[str, Any], bool]:
+    """The documented envelope from a 2xx answer and whether its JSON held a float, or _BadBody saying
+    what is wrong with it."""
+    floats: list[str] = []  # the decoder's hooks run only for floats and NaN/Infinity: free otherwise
+
+    def keep_float(text: str) -> float:
+        floats.append(text)
+        return float(text)
+
     try:
-        envelope = json.loads(response.content)
+        envelope = json.loads(response.content, parse_float=keep_float, parse_constant=keep_float)
     except (UnicodeDecodeError, json.JSONDecodeError):
         kind = response.headers.get("Content-Type", "no content type").split(";")[0]
         raise _BadBody(f"a body that is not JSON ({kind}, {len(response.content)} bytes)") from None
@@ -384,7 +400,7 @@ def _envelope(response: httpx.Response, page: int) -> dict[str, Any]:
         value = envelope.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
             envelope[key] = None  # informative only: an odd value is not worth failing for
-    return envelope
+    return envelope, bool(floats)
 
 
 def _error_detail(response: httpx.Response) -> str:

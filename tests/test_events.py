@@ -10,11 +10,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from monitor.events import (
     AuditEvent,
     NormalizationError,
     StagedEvent,
+    archive_json,
     canonical_json,
     normalize,
     parse_timestamp,
@@ -109,3 +112,30 @@ def test_staged_event_decodes_its_raw_entry_only_when_read() -> None:
         assert type(copied) is AuditEvent and copied == event and copied.raw == entry
     with pytest.raises(dataclasses.FrozenInstanceError):
         staged.id = 8  # type: ignore[misc]
+
+
+_json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values)
+def test_archive_json_spells_exactly_the_canonical_json(value: object) -> None:
+    # The archive's fast path (orjson) must never change a byte of what the hash chain covers.
+    expected = canonical_json(value)
+    try:
+        text = archive_json(value)
+    except NormalizationError:
+        with pytest.raises(UnicodeEncodeError):  # only text that cannot be stored at all is refused
+            expected.encode("utf-8")
+        return
+    assert text == expected

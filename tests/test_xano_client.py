@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import trustme
 
-from monitor.events import normalize
+from monitor.events import archive_json, canonical_json, normalize
 from monitor.simulator import Simulator
 from monitor.xano import (
     Page,
@@ -509,3 +509,21 @@ def test_a_body_that_is_not_the_envelope_is_retried(
     with harness.client(base_url=scripted.url) as client:
         pages = list(client.iter_pages())
     assert [page.items for page in pages] == [[{"id": 1}]] and len(harness.sleeps) == 1
+
+
+def test_a_page_says_whether_its_json_held_a_float(harness: Harness, scripted: ScriptedServer) -> None:
+    # The archive trusts the flag to skip its own search for floats (orjson spells some differently), so
+    # a float anywhere, NaN and Infinity included, must set it; a page of integers and strings must not.
+    bodies = {
+        1: b'{"items": [{"id": 1, "data": {"ratio": 1e-07}}], "curPage": 1, "nextPage": 2}',
+        2: b'{"items": [{"id": 2, "data": {"x": [NaN, -Infinity]}}], "curPage": 2, "nextPage": 3}',
+        3: b'{"items": [{"id": 3, "msg": "1.5e-07 in text", "data": {"n": 10000000000000000000000}}], '
+        b'"curPage": 3, "nextPage": null}',
+    }
+    scripted.respond = lambda request: (200, {}, bodies[request["body"]["page"]])
+    with harness.client(base_url=scripted.url) as client:
+        pages = list(client.iter_pages())
+    assert [page.holds_floats for page in pages] == [True, True, False]
+    for page in pages:
+        for item in page.items:
+            assert archive_json(item, may_hold_floats=page.holds_floats) == canonical_json(item)
