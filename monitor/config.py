@@ -12,7 +12,7 @@ import re
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
@@ -27,6 +27,7 @@ from pydantic import (
 )
 
 from monitor.resources import bundled_rules_dir
+from monitor.timeutil import iana_zone
 
 DEFAULT_CONFIG_PATH = "audit-monitor.yaml"
 CONFIG_ENV = "AUDIT_MONITOR_CONFIG"
@@ -211,10 +212,7 @@ class Config(_Strict):
     @field_validator("timezone")
     @classmethod
     def _iana(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), too long
-            raise ValueError(f"{value!r} is not an IANA time zone such as Europe/Berlin") from None
+        iana_zone(value)  # its ValueError says what is expected
         return value
 
     @model_validator(mode="after")

@@ -261,7 +261,7 @@ class Poller:
         times: list[datetime],
         cutoff: datetime | None,
         floor_id: int | None,
-        last_id: int | None = None,
+        last_id: int | None,
     ) -> bool:
         """True once this page reaches past the cutoff, provided the server really sorts newest-first.
 

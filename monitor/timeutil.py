@@ -3,7 +3,19 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+
+def iana_zone(name: str) -> ZoneInfo:
+    """The IANA time zone of that name; ValueError for anything else.
+
+    ZoneInfo raises three kinds of error for a bad name: not found, malformed (ValueError) and, for a
+    tzdata folder such as ``America`` or a name too long for the file system, OSError.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"{name!r} is not an IANA time zone such as Europe/Berlin") from None
 
 
 def parse_cli_date(text: str, tz: ZoneInfo) -> datetime:

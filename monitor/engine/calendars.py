@@ -14,7 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
+
+from monitor.timeutil import iana_zone
 
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _LONG_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -137,8 +139,8 @@ def build_calendar(name: str, spec: Mapping[str, Any], default_timezone: str) ->
             raise CalendarError(f"unknown key {key!r} (expected {', '.join(CALENDAR_KEYS)})", key)
     zone_name = spec.get("timezone", default_timezone)
     try:
-        tz = ZoneInfo(str(zone_name))
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), too long
+        tz = iana_zone(str(zone_name))
+    except ValueError:
         raise CalendarError(
             f"{zone_name!r} is not an IANA time zone such as Europe/Berlin", "timezone"
         ) from None

@@ -10,7 +10,7 @@ import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from monitor.engine.calendars import Calendar, CalendarError, build_calendar
 from monitor.engine.errors import ErrorSink, RuleErrors, RuleLoadError
@@ -20,6 +20,7 @@ from monitor.engine.ruleset import Firing, RuleSet, group_key, render_alert_text
 from monitor.engine.templates import TemplateProblem
 from monitor.engine.testing import TestCase, TestResult, check_case, parse_tests
 from monitor.engine.yamltree import YamlProblem, YMap, YSeq, load_documents
+from monitor.timeutil import iana_zone
 
 if TYPE_CHECKING:
     from monitor.config import Config
@@ -148,8 +149,8 @@ def load_ruleset(
     """
     sink = ErrorSink()
     try:
-        tz = ZoneInfo(default_timezone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder (America), too long
+        tz = iana_zone(default_timezone)
+    except ValueError:
         raise RuleLoadError(
             [f"{CONFIG_LABEL}:0: -: timezone {default_timezone!r} is not an IANA time zone"]
         ) from None
