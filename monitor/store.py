@@ -262,26 +262,37 @@ def chain_hash(prev_hash: str, source: str, event_id: int, raw_json: str) -> str
 # --- the store -------------------------------------------------------------------------------------------
 
 
+def derived_columns(event: AuditEvent) -> tuple[Any, ...]:
+    """The columns an archived row derives from its entry, in table order: created_at, created_ms, type,
+    msg, user_email, workspace_name, branch_label. Staging writes them and ``verify`` re-derives them.
+
+    Read from the raw entry directly rather than through AuditEvent's properties: this runs for every
+    entry a walk reads.
+    """
+    created_at, raw = event.created_at, event.raw
+    return (
+        format_timestamp(created_at),
+        int(created_at.timestamp() * 1000),
+        event.type,
+        event.msg,
+        nested_str(raw, "user", "email"),
+        nested_str(raw, "workspace", "name"),
+        nested_str(raw, "branch", "label"),
+    )
+
+
 def _row_problem(
     prev: str, source: str, event_id: int, columns: tuple[Any, ...], raw: str, stored: str
 ) -> str | None:
-    """Why an archived row fails verification (None: it is sound). ``columns`` are the indexed
-    created_at, type, msg, user_email, workspace_name and branch_label as stored."""
+    """Why an archived row fails verification (None: it is sound). ``columns`` are the row's
+    ``derived_columns`` as stored."""
     if chain_hash(prev, source, event_id, raw) != stored:
         return "hash does not match the row's content or its predecessor"
     try:
         event = normalize(source, json.loads(raw))
     except (ValueError, NormalizationError) as exc:
         return f"raw entry no longer parses: {exc}"
-    derived = (
-        format_timestamp(event.created_at),
-        event.type,
-        event.msg,
-        event.user_email,
-        event.workspace_name,
-        event.branch_label,
-    )
-    if event.id != event_id or derived != columns:
+    if event.id != event_id or derived_columns(event) != columns:
         return "indexed columns differ from the raw entry"
     return None
 
@@ -465,24 +476,8 @@ class Store:
 
     @staticmethod
     def staging_row(event: AuditEvent, raw_json: str) -> tuple[Any, ...]:
-        """What ``stage`` takes for one event: source and id, the columns the archive derives, its JSON.
-
-        The same columns as AuditEvent's properties, read from the raw entry directly: this runs for
-        every entry a walk reads.
-        """
-        created_at, raw = event.created_at, event.raw
-        return (
-            event.source,
-            event.id,
-            format_timestamp(created_at),
-            int(created_at.timestamp() * 1000),
-            event.type,
-            event.msg,
-            nested_str(raw, "user", "email"),
-            nested_str(raw, "workspace", "name"),
-            nested_str(raw, "branch", "label"),
-            raw_json,
-        )
+        """What ``stage`` takes for one event: source and id, the columns the archive derives, its JSON."""
+        return (event.source, event.id, *derived_columns(event), raw_json)
 
     def stage(self, rows: Iterable[tuple[Any, ...]]) -> None:
         """Stage rows made by ``staging_row``; an event staged twice keeps its first row."""
@@ -680,8 +675,8 @@ class Store:
         prev = self.get_meta("chain_anchor_hash") or GENESIS_HASH
         checked = 0
         cursor = self.conn.execute(
-            "SELECT seq, source, event_id, created_at, type, msg, user_email, workspace_name, branch_label, "
-            "raw, hash FROM events ORDER BY seq"
+            "SELECT seq, source, event_id, created_at, created_ms, type, msg, user_email, workspace_name, "
+            "branch_label, raw, hash FROM events ORDER BY seq"
         )
         while rows := cursor.fetchmany(2000):
             for seq, source, event_id, *columns, raw, stored in rows:
