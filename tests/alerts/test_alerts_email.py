@@ -176,18 +176,22 @@ def test_smtp_replies(
     assert needle in str(caught.value)
 
 
-def test_connection_refused_is_transient() -> None:
-    port = free_port()
+def channel_to_port(port: int, timeout: str) -> EmailChannel:
+    """A channel to whatever listens (or not) on a loopback port, without TLS."""
     config = make_config(
         email={
-            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "timeout": "2s"},
+            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "timeout": timeout},
             "from": "m@example.com",
             "to": ["s@example.com"],
         }
     )
     assert config.alerts.email is not None
+    return EmailChannel(config.alerts.email, config.tz)
+
+
+def test_connection_refused_is_transient() -> None:
     with pytest.raises(DeliveryError) as caught:
-        EmailChannel(config.alerts.email, config.tz).send(make_alert())
+        channel_to_port(free_port(), "2s").send(make_alert())
     assert caught.value.permanent is False
 
 
@@ -221,16 +225,8 @@ def silent_server() -> Iterator[tuple[int, threading.Event]]:
 
 def test_timeout_is_transient(silent_server: tuple[int, threading.Event]) -> None:
     port, _ = silent_server
-    config = make_config(
-        email={
-            "smtp": {"host": "127.0.0.1", "port": port, "security": "none", "timeout": "1s"},
-            "from": "m@example.com",
-            "to": ["s@example.com"],
-        }
-    )
-    assert config.alerts.email is not None
     with pytest.raises(DeliveryError) as caught:
-        EmailChannel(config.alerts.email, config.tz).send(make_alert())
+        channel_to_port(port, "1s").send(make_alert())
     assert caught.value.permanent is False
     assert "Timeout" in str(caught.value) or "timed out" in str(caught.value)
 
