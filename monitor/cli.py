@@ -21,11 +21,13 @@ from monitor.alerts.outbox import (
     render_dead_letters,
     requeue_dead_letters,
 )
+from monitor.anchors import AnchorFileError, ChainAnchor, check_anchor, take_anchor
 from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, fail
 from monitor.config import Config
 from monitor.daemon import Monitor, config_rules_loader, run_daemon
 from monitor.engine import RuleLoadError, ruleset_from_config
 from monitor.engine.calendars import Calendar
+from monitor.events import format_timestamp
 from monitor.export import write_csv, write_jsonl
 from monitor.logs import config_secrets, setup_logging
 from monitor.report import Period, ReportError, ReportSendError, produce_report
@@ -221,20 +223,79 @@ def _report_calendars(config: Config) -> dict[str, Calendar] | None:
 
 
 @cli.command()
+@click.option(
+    "--anchor",
+    "anchor_files",
+    multiple=True,
+    type=click.Path(dir_okay=False),
+    metavar="FILE",
+    help="A chain head written by `anchor` (repeatable): fail unless the archive still holds it.",
+)
 @click.pass_obj
-def verify(ctx: CliContext) -> None:
-    """Check the archive's hash chain; exit 1 naming the first bad row."""
+def verify(ctx: CliContext, anchor_files: tuple[str, ...]) -> None:
+    """Check the archive's hash chain and prune records; exit 1 naming the first bad row.
+
+    Rows cut from the end, or a chain rewritten with recomputed hashes, are found only against a chain
+    head kept elsewhere: pass the files `anchor` wrote with --anchor.
+    """
+    try:
+        anchors = [(path, ChainAnchor.load(path)) for path in anchor_files]
+    except AnchorFileError as exc:
+        fail(f"usage error: --anchor: {exc}", EXIT_USAGE)
     config = ctx.config()
     with _open_store(config) as store:
         result = store.verify()
-    if result.ok:
-        click.echo(f"OK: {result.rows_checked} events, chain head {result.head_hash}")
+        checks = [(path, check_anchor(store, anchor)) for path, anchor in anchors]
+    for path, check in checks:
+        click.echo(
+            f"anchor {path} (seq {check.anchor.seq}, {format_timestamp(check.anchor.at)}): "
+            f"{'OK' if check.ok else 'FAILED'}: {check.detail}",
+            err=not check.ok,
+        )
+    if not result.ok:
+        where = (
+            f"row {result.bad_seq} (source {result.bad_source}, event id {result.bad_event_id})"
+            if result.bad_event_id is not None
+            else f"row {result.bad_seq}"
+            if result.bad_seq is not None
+            else f"source {result.bad_source}"
+        )
+        fail(
+            f"FAILED at {where}: {result.reason}; "
+            f"{max(result.rows_checked - 1, 0)} rows before it are intact",
+            EXIT_FAILED,
+        )
+    pruned = f", {result.prunes} prune record{'s' if result.prunes != 1 else ''}" if result.prunes else ""
+    click.echo(f"OK: {result.rows_checked} events{pruned}, chain head {result.head_hash}")
+    if not all(check.ok for _, check in checks):
+        sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option(
+    "--out", type=click.Path(dir_okay=False), metavar="FILE", help="Write it to FILE (default stdout)."
+)
+@click.pass_obj
+def anchor(ctx: CliContext, out: str | None) -> None:
+    """Write the chain head as JSON: {"seq", "hash", "at", "events"}, after checking the chain.
+
+    Keep it off this machine (a ticket, a mail, another host): `verify --anchor FILE` later fails if the
+    archive no longer holds that row with that hash. Exit 1, writing nothing, if the chain fails `verify`.
+    """
+    config = ctx.config()
+    with _open_store(config) as store:
+        result = store.verify()
+        if not result.ok:
+            fail(f"not anchoring: verify fails at row {result.bad_seq}: {result.reason}", EXIT_FAILED)
+        head = take_anchor(store, datetime.now(UTC))
+    if out is None:
+        click.echo(head.to_json())
         return
-    fail(
-        f"FAILED at row {result.bad_seq} (source {result.bad_source}, event id {result.bad_event_id}): "
-        f"{result.reason}; {result.rows_checked - 1} rows before it are intact",
-        EXIT_FAILED,
-    )
+    try:
+        Path(out).write_text(head.to_json() + "\n", encoding="utf-8")
+    except OSError as exc:
+        fail(f"usage error: --out: {out}: {exc.strerror}", EXIT_USAGE)
+    click.echo(f"chain head seq {head.seq} ({head.hash}) written to {out}", err=True)
 
 
 @cli.group("dead-letters")

@@ -5,8 +5,10 @@ Every write of a poll cycle happens inside ``Store.transaction()`` (BEGIN IMMEDI
 archive, the rule state, the alerts and the cursor move together or not at all.
 
 Tamper evidence: each archived row carries ``hash = sha256(prev_hash + canonical_json(record))``
-where record is ``{"source", "id", "entry"}`` and ``entry`` the raw API entry. ``verify()``
-re-walks the chain; after a prune the chain starts from the hash kept in ``meta``.
+where record is ``{"source", "id", "entry"}`` and ``entry`` the raw API entry. A prune is itself a
+link of the chain (a row of ``prunes``, in the same ``seq`` order as the events): it names the last
+row it cut and that row's hash, where the kept chain starts. ``verify()`` re-walks the chain from
+there; nothing in ``meta`` is trusted.
 """
 
 from __future__ import annotations
@@ -14,11 +16,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import itertools
 import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -202,11 +205,49 @@ def _migration_4(db: sqlite_utils.Database) -> None:
     db.table("events").create_index(["source", "created_ms"])
 
 
+def _migration_5(db: sqlite_utils.Database) -> None:
+    # Prune records: a prune used to leave only meta.chain_anchor_hash behind, which anyone could set after
+    # deleting the oldest rows by hand. A prune is now a link of the chain itself, in the events' seq order.
+    db.execute(
+        """CREATE TABLE prunes (
+            seq INTEGER PRIMARY KEY,            -- its place in the chain, in the events' seq order
+            at TEXT NOT NULL,                   -- when the prune ran
+            cutoff TEXT,                        -- events older than this were cut (null: an older release's)
+            cut INTEGER,                        -- rows deleted (null: an older release's prune)
+            through_seq INTEGER NOT NULL,       -- the last chain link cut: the kept chain starts after it
+            through_hash TEXT NOT NULL,         -- that link's hash
+            hash TEXT NOT NULL
+        )"""
+    )
+    # An archive pruned by an earlier release: take its meta anchor over once, as a prune record appended at
+    # the head. From now on the record, not meta, says where the chain starts.
+    anchor = db.execute("SELECT value FROM meta WHERE key = 'chain_anchor_hash'").fetchone()
+    if anchor is None:
+        return
+    pruned_at = db.execute("SELECT value FROM meta WHERE key = 'chain_anchor_pruned_at'").fetchone()
+    first, last = db.execute("SELECT min(seq), max(seq) FROM events").fetchone()
+    head = db.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
+    record = PruneRecord(
+        seq=(last or 0) + 1,
+        at=datetime.fromisoformat(pruned_at[0]) if pruned_at else datetime.now(UTC),
+        cutoff=None,
+        cut=None,
+        # An earlier release let seq start again at 1 after a prune of every row: start just before the
+        # first kept row, whatever its number.
+        through_seq=(first or 1) - 1,
+        through_hash=anchor[0],
+        hash="",
+    )
+    record = record.linked(head[0] if head else anchor[0])
+    db.execute(_INSERT_PRUNE, record.row())
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
+    _migration_5,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -237,6 +278,72 @@ class VerifyResult:
     bad_source: str | None = None
     bad_event_id: int | None = None
     reason: str = ""
+    prunes: int = 0  # prune records in the verified part of the chain
+    head_seq: int = 0
+
+
+@dataclass(frozen=True)
+class PruneRecord:
+    """A prune, as a link of the chain: what it cut (rows up to ``through_seq``) and the hash they ended with.
+
+    ``cutoff`` and ``cut`` are None for a prune made by a release before prune records (taken over from
+    meta on upgrade).
+    """
+
+    seq: int
+    at: datetime
+    cutoff: datetime | None
+    cut: int | None
+    through_seq: int
+    through_hash: str
+    hash: str
+
+    def content(self) -> str:
+        """The canonical JSON the hash covers (everything but the hash itself)."""
+        return canonical_json(
+            {
+                "prune": {
+                    "seq": self.seq,
+                    "at": format_timestamp(self.at),
+                    "cutoff": _iso(self.cutoff),
+                    "cut": self.cut,
+                    "through_seq": self.through_seq,
+                    "through_hash": self.through_hash,
+                }
+            }
+        )
+
+    def link_hash(self, prev_hash: str) -> str:
+        return hashlib.sha256((prev_hash + self.content()).encode("utf-8")).hexdigest()
+
+    def linked(self, prev_hash: str) -> PruneRecord:
+        return replace(self, hash=self.link_hash(prev_hash))
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.seq,
+            format_timestamp(self.at),
+            _iso(self.cutoff),
+            self.cut,
+            self.through_seq,
+            self.through_hash,
+            self.hash,
+        )
+
+
+_INSERT_PRUNE = (
+    "INSERT INTO prunes (seq, at, cutoff, cut, through_seq, through_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+_SELECT_PRUNES = "SELECT seq, at, cutoff, cut, through_seq, through_hash, hash FROM prunes"
+
+
+def _prune_record(row: tuple[Any, ...]) -> PruneRecord:
+    seq, at, cutoff, cut, through_seq, through_hash, hash_ = row
+    return PruneRecord(seq, datetime.fromisoformat(at), _dt(cutoff), cut, through_seq, through_hash, hash_)
+
+
+def _missing(first: int, last: int) -> str:
+    return f"row {first} is missing" if first == last else f"rows {first}-{last} are missing"
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -546,15 +653,35 @@ class Store:
 
     # archive ------------------------------------------------------------------------------------------
 
+    def head(self) -> tuple[int, str]:
+        """The chain's newest link, an event or a prune record: (seq, hash); (0, genesis) when empty."""
+        row = self.conn.execute(
+            "SELECT seq, hash FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) "
+            "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes ORDER BY seq DESC LIMIT 1) "
+            "ORDER BY seq DESC LIMIT 1"
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
     def head_hash(self) -> str:
-        row = self.conn.execute("SELECT hash FROM events ORDER BY seq DESC LIMIT 1").fetchone()
-        if row:
-            return str(row[0])
-        return self.get_meta("chain_anchor_hash") or GENESIS_HASH
+        return self.head()[1]
+
+    def chain_link(self, seq: int) -> str | None:
+        """The hash of the chain link at ``seq`` (an event or a prune record), None if there is none."""
+        row = self.conn.execute(
+            "SELECT hash FROM events WHERE seq = ?1 UNION ALL SELECT hash FROM prunes WHERE seq = ?1", (seq,)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def prunes(self) -> list[PruneRecord]:
+        """Every prune record, oldest first (one per prune that cut rows: a handful a year)."""
+        return [_prune_record(row) for row in self.conn.execute(_SELECT_PRUNES + " ORDER BY seq")]
 
     _INSERT_EVENT = """INSERT INTO events (source, event_id, created_at, created_ms, type, msg, user_email,
                    workspace_name, branch_label, raw, archived_at, hash)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    _INSERT_EVENT_AT = """INSERT INTO events (seq, source, event_id, created_at, created_ms, type, msg,
+                   user_email, workspace_name, branch_label, raw, archived_at, hash)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
     @staticmethod
     def archive_row(
@@ -590,7 +717,13 @@ class Store:
 
     def insert_archived(self, rows: list[tuple[Any, ...]]) -> None:
         """Inside a transaction: append rows made by ``archive_row``, in chain order."""
-        self.conn.executemany(self._INSERT_EVENT, rows)
+        if not rows:
+            return
+        # The first row takes the seq after the chain's head explicitly: SQLite would give it the events
+        # table's max(seq) + 1, which is the seq of a prune record at the head (or, after a prune of every
+        # row, 1 again). The rows after it follow from it.
+        self.conn.execute(self._INSERT_EVENT_AT, (self.head()[0] + 1, *rows[0]))
+        self.conn.executemany(self._INSERT_EVENT, itertools.islice(rows, 1, None))
 
     def archive(self, event: AuditEvent, raw_json: str, prev_hash: str, archived_at: datetime) -> str:
         """Append one event (inside a transaction); returns its hash for the next link."""
@@ -670,47 +803,152 @@ class Store:
             params.append(source)
         return ("WHERE " + " AND ".join(conditions)) if conditions else "", params
 
-    def verify(self) -> VerifyResult:
-        """Re-walk the hash chain and re-derive the indexed columns from the raw entries."""
-        prev = self.get_meta("chain_anchor_hash") or GENESIS_HASH
-        checked = 0
+    def verify(self, *, through: int | None = None) -> VerifyResult:
+        """Re-walk the hash chain, events and prune records in seq order, re-deriving the indexed columns.
+
+        The walk starts where the newest prune record says its cut ended (at genesis when there is none),
+        and that record is itself a link the walk checks. A gap in seq is rows deleted without a prune
+        record; a cursor that has moved past archived events while the archive holds none of them is rows
+        deleted wholesale. ``through`` stops the walk after that seq (the part a prune is about to cut).
+        """
+        prunes = self.prunes()
+        stop = self.head()[0] if through is None else through
+        start = max(prunes, key=lambda p: p.through_seq, default=None)
+        start_seq, prev = (start.through_seq, start.through_hash) if start else (0, GENESIS_HASH)
+        if start is not None and start.seq <= start.through_seq:
+            return VerifyResult(
+                False, 0, prev, start.seq, reason=f"prune record at seq {start.seq} cuts rows after itself"
+            )
+        leftover = self.conn.execute(
+            "SELECT seq, source, event_id FROM events WHERE seq <= ? ORDER BY seq LIMIT 1", (start_seq,)
+        ).fetchone()
+        if leftover is not None and start is not None:
+            return VerifyResult(
+                False,
+                0,
+                prev,
+                leftover[0],
+                leftover[1],
+                leftover[2],
+                reason=f"the row lies inside the range the prune record at seq {start.seq} "
+                f"cut (through seq {start_seq})",
+            )
+        pending = [p for p in prunes if start_seq < p.seq <= stop]
+        walked_prunes = len(pending)
+        expected, checked = start_seq + 1, 0
+
+        def gap(seq: int) -> str:
+            what = (
+                _missing(expected, seq - 1)
+                .replace(" is missing", " before it is missing")
+                .replace(" are missing", " before it are missing")
+            )
+            if expected == start_seq + 1:
+                return f"{what} and no prune record in the chain accounts for them"
+            return f"{what} (deleted)"
+
+        def check_prunes(before: int) -> VerifyResult | None:
+            nonlocal prev, expected
+            while pending and pending[0].seq < before:
+                record = pending.pop(0)
+                if record.seq != expected:
+                    return VerifyResult(False, checked, prev, record.seq, reason=gap(record.seq))
+                if record.link_hash(prev) != record.hash:
+                    return VerifyResult(
+                        False,
+                        checked,
+                        prev,
+                        record.seq,
+                        reason="prune record hash does not match its content or its predecessor",
+                    )
+                prev, expected = record.hash, record.seq + 1
+            return None
+
         cursor = self.conn.execute(
             "SELECT seq, source, event_id, created_at, created_ms, type, msg, user_email, workspace_name, "
-            "branch_label, raw, hash FROM events ORDER BY seq"
+            "branch_label, raw, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
+            (start_seq, stop),
         )
         while rows := cursor.fetchmany(2000):
             for seq, source, event_id, *columns, raw, stored in rows:
+                if pending and (failed := check_prunes(seq)) is not None:
+                    return failed
                 checked += 1
+                if seq != expected:
+                    return VerifyResult(False, checked, prev, seq, source, event_id, gap(seq))
                 problem = _row_problem(prev, source, event_id, tuple(columns), raw, stored)
                 if problem is not None:
                     return VerifyResult(False, checked, prev, seq, source, event_id, problem)
-                prev = stored
-        return VerifyResult(True, checked, prev)
+                prev, expected = stored, seq + 1
+        if (failed := check_prunes(stop + 1)) is not None:
+            return failed
+        if expected <= stop:  # the head itself was deleted: the walk ended early
+            return VerifyResult(False, checked, prev, stop, reason=_missing(expected, stop))
+        if not prunes and through is None:
+            for source, last_id in self._cursors_past_an_empty_archive():
+                return VerifyResult(
+                    False,
+                    checked,
+                    prev,
+                    bad_source=source,
+                    reason=f"the cursor of source {source} is at event id {last_id}, but the archive holds "
+                    "none of its events and no prune record",
+                )
+        return VerifyResult(True, checked, prev, prunes=walked_prunes, head_seq=expected - 1)
 
-    def prune_before(self, cutoff: datetime) -> int:
-        """Delete events archived before ``cutoff`` (by event time) keeping the chain verifiable.
+    def _cursors_past_an_empty_archive(self) -> list[tuple[str, int]]:
+        """Sources whose cursor moved past events it must have archived, with none of them in the archive.
+
+        A cursor at its floor (backfill none) or whose newest event is older than its floor time (backfill
+        from a date after every event) archived nothing, and an empty upstream log leaves it at 0. Text
+        comparison of the times is exact: every stored time has the one fixed-width UTC form.
+        """
+        return [
+            (str(source), int(last_id))
+            for source, last_id in self.conn.execute(
+                "SELECT source, last_id FROM cursors AS c WHERE last_id > coalesce(floor_id, 0) "
+                "AND (floor_time IS NULL OR last_created_at >= floor_time) "
+                "AND NOT EXISTS (SELECT 1 FROM events AS e WHERE e.source = c.source) ORDER BY source"
+            )
+        ]
+
+    def prune_before(self, cutoff: datetime, *, at: datetime | None = None) -> int:
+        """Delete events archived before ``cutoff`` (by event time), recording the cut in the chain.
 
         The chain is in archive order, so we prune the longest prefix (by seq) whose events are all
-        older than the cutoff, and keep the last pruned hash as the new anchor.
+        older than the cutoff. A prune record appended at the head names the last link cut and its hash,
+        where the kept chain now starts; it is a link of the chain, so editing or removing it breaks the
+        chain like editing an event does.
         """
+        when = at if at is not None else datetime.now(UTC)
         with self.transaction():
+            head_seq, head_hash = self.head()
             first_young = self.conn.execute(
                 "SELECT min(seq) FROM events WHERE created_at >= ?", (format_timestamp(cutoff),)
             ).fetchone()[0]
-            bound = (
-                first_young
-                if first_young is not None
-                else ((self.conn.execute("SELECT max(seq) FROM events").fetchone()[0] or 0) + 1)
-            )
-            anchor = self.conn.execute(
-                "SELECT hash FROM events WHERE seq < ? ORDER BY seq DESC LIMIT 1", (bound,)
-            ).fetchone()
-            if anchor is None:
+            bound = first_young if first_young is not None else head_seq + 1
+            oldest = self.conn.execute("SELECT min(seq) FROM events").fetchone()[0]
+            if oldest is None or oldest >= bound:
                 return 0
-            deleted = self.conn.execute("DELETE FROM events WHERE seq < ?", (bound,)).rowcount
-            self.set_meta("chain_anchor_hash", anchor[0])
-            self.set_meta("chain_anchor_pruned_at", format_timestamp(datetime.now(UTC)))
-            return int(deleted)
+            # Only a sound prefix is cut: the prune record vouches for what it removed, so cutting rows
+            # that were already tampered with would turn the tampering into a clean-looking prune.
+            cut_part = self.verify(through=bound - 1)
+            if not cut_part.ok:
+                raise StoreError(
+                    f"{self.path}: not pruning: the part to cut fails verification at seq "
+                    f"{cut_part.bad_seq}: {cut_part.reason}"
+                )
+            deleted = int(self.conn.execute("DELETE FROM events WHERE seq < ?", (bound,)).rowcount)
+            # The kept chain starts after the last link cut (an event, or a prune record kept as history).
+            through_seq, through_hash = bound - 1, cut_part.head_hash
+            record = PruneRecord(head_seq + 1, when, cutoff, deleted, through_seq, through_hash, "").linked(
+                head_hash
+            )
+            self.conn.execute(_INSERT_PRUNE, record.row())
+            # Kept for `status` and the report's coverage note; verify reads the prune records, never these.
+            self.set_meta("chain_anchor_hash", through_hash)
+            self.set_meta("chain_anchor_pruned_at", format_timestamp(when))
+            return deleted
 
     # rule state ---------------------------------------------------------------------------------------
 

@@ -13,7 +13,7 @@ import pytest
 import sqlite_utils
 
 from monitor.events import canonical_json, normalize
-from monitor.store import MIGRATIONS, SCHEMA_VERSION, Store, StoreError
+from monitor.store import MIGRATIONS, SCHEMA_VERSION, Cursor, Store, StoreError
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -81,7 +81,7 @@ def test_duplicate_event_is_refused_by_the_archive(tmp_path: Path) -> None:
         ("UPDATE events SET type = 'Login' WHERE event_id = 3", "indexed columns differ"),
         # created_ms bounds every range query (export, report): shifting it would hide the event from them.
         ("UPDATE events SET created_ms = created_ms + 86400000 WHERE event_id = 3", "indexed columns differ"),
-        ("DELETE FROM events WHERE event_id = 2", "hash does not match"),
+        ("DELETE FROM events WHERE event_id = 2", "row 2 before it is missing"),
     ],
 )
 def test_verify_names_the_first_bad_row(tmp_path: Path, sql: str, reason: str) -> None:
@@ -194,3 +194,168 @@ def test_newest_event_time_per_source_to_the_microsecond(tmp_path: Path) -> None
             "EXPLAIN QUERY PLAN SELECT max(created_ms) FROM events WHERE source = 'prod'"
         ).fetchall()
         assert "idx_events_source_created_ms" in str(plan)
+
+
+# --- prune records, the cursor check, legacy archives ------------------------------------------------------
+
+LEGACY = Path(__file__).parent / "data" / "archives"
+
+
+def load_dump(dump: Path, path: Path) -> None:
+    """A database made from an SQL dump of an archive written by an earlier release."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript(dump.read_text())
+    conn.close()
+
+
+def chain_seq(store: Store, event_id: int) -> int:
+    return int(store.conn.execute("SELECT seq FROM events WHERE event_id = ?", (event_id,)).fetchone()[0])
+
+
+def test_deleting_the_oldest_rows_and_pointing_meta_at_the_cut_is_detected(tmp_path: Path) -> None:
+    """The attack verify used to miss: the 40 oldest rows deleted, meta set to the hash they ended with."""
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i) for i in range(1, 61)])
+        head = store.head_hash()
+        cut_hash = store.conn.execute("SELECT hash FROM events WHERE event_id = 40").fetchone()[0]
+        store.conn.execute("DELETE FROM events WHERE event_id <= 40")
+        store.set_meta("chain_anchor_hash", cut_hash)
+        store.set_meta("chain_anchor_pruned_at", "2026-03-02T00:00:00.000000+00:00")
+        result = store.verify()
+        assert store.head_hash() == head  # the head is unchanged: only the start of the chain can tell
+        assert not result.ok
+        assert result.bad_event_id == 41
+        assert "rows 1-40 before it are missing" in result.reason
+        assert "no prune record" in result.reason
+
+
+def test_a_prune_is_a_record_in_the_chain(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i * 60) for i in range(1, 11)])
+        head_before = store.head_hash()
+        assert store.prune_before(T0 + timedelta(hours=5, minutes=30)) == 5
+        (record,) = store.prunes()
+        assert (record.seq, record.through_seq, record.cut) == (11, 5, 5)
+        assert record.cutoff == T0 + timedelta(hours=5, minutes=30)
+        assert store.head_hash() == record.hash != head_before  # the prune is the newest link
+        archive(store, [entry(11, 11 * 60)])
+        assert chain_seq(store, 11) == 12  # events after the prune chain from the record
+        result = store.verify()
+        assert result.ok and result.rows_checked == 6 and result.prunes == 1
+
+        # meta is not evidence any more: editing it changes nothing
+        store.set_meta("chain_anchor_hash", "0" * 64)
+        assert store.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("sql", "reason"),
+    [
+        ("UPDATE prunes SET through_seq = 3", "prune record"),
+        ("UPDATE prunes SET cut = 1", "prune record"),
+        ("DELETE FROM prunes", "no prune record"),
+        # the prune record's claim is kept, but rows of the kept part are cut as well
+        ("DELETE FROM events WHERE event_id = 6", "missing"),
+    ],
+)
+def test_tampering_with_a_prune_is_detected(tmp_path: Path, sql: str, reason: str) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i * 60) for i in range(1, 11)])
+        store.prune_before(T0 + timedelta(hours=5, minutes=30))
+        archive(store, [entry(11, 11 * 60)])
+        store.conn.execute(sql)
+        result = store.verify()
+        assert not result.ok
+        assert reason in result.reason
+
+
+def test_a_second_prune_and_a_prune_of_everything_keep_the_chain_whole(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i * 60) for i in range(1, 11)])
+        assert store.prune_before(T0 + timedelta(hours=3, minutes=30)) == 3
+        assert store.prune_before(T0 + timedelta(hours=3, minutes=30)) == 0  # nothing left to cut: no record
+        assert store.prune_before(T0 + timedelta(days=1)) == 7
+        assert store.event_count() == 0 and len(store.prunes()) == 2
+        assert store.verify().ok
+        archive(store, [entry(11, 11 * 60)])
+        # seq never goes back: the new row follows the last prune record, not the deleted rows
+        assert chain_seq(store, 11) == store.prunes()[-1].seq + 1
+        result = store.verify()
+        assert result.ok and result.rows_checked == 1
+
+
+def test_verify_fails_when_cursors_say_events_were_archived_but_none_are(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(1), entry(2, 1)])
+        with store.transaction():
+            store.save_cursor(Cursor("prod", last_id=2, last_created_at=T0 + timedelta(minutes=1)))
+            store.save_cursor(Cursor("quiet", last_id=0))  # an empty upstream log: nothing to hold
+        assert store.verify().ok
+        store.conn.execute("DELETE FROM events")
+        result = store.verify()
+        assert not result.ok
+        assert result.bad_source == "prod"
+        assert "cursor" in result.reason and "none of its events" in result.reason
+
+
+def test_a_source_that_archived_nothing_is_not_a_failure(tmp_path: Path) -> None:
+    """backfill none (cursor at its floor) and backfill from a date newer than every event archive nothing."""
+    with Store.open(tmp_path / "a.db") as store, store.transaction():
+        store.save_cursor(Cursor("none", last_id=50, floor_id=50))
+        store.save_cursor(Cursor("dated", last_id=9, last_created_at=T0, floor_time=T0 + timedelta(days=1)))
+    with Store.open(tmp_path / "a.db") as store:
+        assert store.verify().ok
+
+
+@pytest.mark.parametrize(
+    ("dump", "rows", "first_event_id"),
+    [
+        ("schema4-plain.sql", 10, 1),
+        ("schema4-pruned.sql", 7, 6),
+        # today's prune of every row let seq start again at 1 for the next events
+        ("schema4-pruned-empty-then-appended.sql", 3, 6),
+    ],
+)
+def test_archives_of_the_previous_release_verify_after_the_upgrade(
+    tmp_path: Path, dump: str, rows: int, first_event_id: int
+) -> None:
+    path = tmp_path / "a.db"
+    load_dump(LEGACY / dump, path)
+    with Store.open(path) as store:
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.conn.execute("SELECT min(event_id) FROM events").fetchone()[0] == first_event_id
+        result = store.verify()
+        assert result.ok and result.rows_checked == rows
+        assert result.prunes == (0 if dump == "schema4-plain.sql" else 1)
+        # the archive keeps working: new events, a prune, and tampering is still caught
+        newest = int(store.conn.execute("SELECT max(event_id) FROM events").fetchone()[0])
+        archive(store, [entry(newest + 1, (newest + 1) * 60)])
+        assert store.prune_before(T0 + timedelta(minutes=(newest + 1) * 60)) == rows
+        assert store.verify().ok
+        archive(store, [entry(newest + 2, (newest + 2) * 60)])
+        assert store.verify().ok
+        store.conn.execute("DELETE FROM events WHERE event_id = ?", (newest + 1,))
+        assert not store.verify().ok
+
+
+def test_a_legacy_prune_is_taken_over_once_and_then_meta_no_longer_counts(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    load_dump(LEGACY / "schema4-pruned.sql", path)
+    with Store.open(path) as store:
+        (record,) = store.prunes()
+        assert record.through_seq == 5 and record.cutoff is None  # today's release did not keep the cutoff
+        store.set_meta("chain_anchor_hash", "0" * 64)
+        assert store.verify().ok
+        store.conn.execute("DELETE FROM events WHERE event_id = 6")
+        result = store.verify()
+        assert not result.ok and "missing" in result.reason
+
+
+def test_a_prune_refuses_to_cut_rows_that_were_tampered_with(tmp_path: Path) -> None:
+    """Cutting an edited or deleted row would turn the tampering into a clean-looking prune record."""
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i * 60) for i in range(1, 11)])
+        store.conn.execute("DELETE FROM events WHERE event_id = 2")
+        with pytest.raises(StoreError, match="not pruning: the part to cut fails verification at seq 3"):
+            store.prune_before(T0 + timedelta(hours=5, minutes=30))
+        assert store.event_count() == 9 and store.prunes() == []

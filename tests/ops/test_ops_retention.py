@@ -75,8 +75,9 @@ def test_prune_keeps_the_chain_verifiable_through_later_cycles(
         assert monitor.store.verify().ok
         assert monitor.apply_retention() == 0  # nothing older than the cutoff is left
 
-        # Tampering after a prune is still caught: the anchor is where the chain starts.
-        monitor.store.conn.execute("UPDATE meta SET value = ? WHERE key = 'chain_anchor_hash'", ("0" * 64,))
+        # Tampering after a prune is still caught: the prune records are links of the chain.
+        assert len(monitor.store.prunes()) == 2
+        monitor.store.conn.execute("UPDATE prunes SET through_hash = ?", ("0" * 64,))
         assert not monitor.store.verify().ok
     finally:
         monitor.close()
