@@ -148,6 +148,36 @@ def test_late_commit_inside_overlap_is_caught(harness: Harness, clock: FakeClock
     assert harness.store.verify().ok
 
 
+def test_a_commit_two_minutes_late_61_ids_below_the_cursor_is_caught(
+    harness: Harness, clock: FakeClock
+) -> None:
+    """Only the overlap window finds it: the newest page (50 ids, all above it) ends before its time.
+
+    The test above places the late event right next to the cursor, where it is read without any overlap.
+    """
+    harness.poll()
+    clock.advance(timedelta(minutes=5))
+    start = clock.now
+    late_id = harness.sim.add_event(
+        "Delete Table", user={"id": 2, "email": "bo@corp.io"}, created_at=start, hidden=True
+    )
+    newer = [
+        harness.sim.add_event("Run Query", user=None, created_at=start + timedelta(seconds=2 * (i + 1)))
+        for i in range(61)
+    ]
+    clock.advance(timedelta(seconds=122))
+    assert harness.poll().ok
+    cursor = harness.store.get_cursor("prod")
+    assert cursor is not None and cursor.last_id == newer[-1]
+    assert sum(1 for i in visible_ids(harness.sim) if i > late_id) == 61  # the 61 newest ids are above it
+    assert late_id not in harness.archived_ids()
+    harness.sim.reveal(late_id)  # committed now: 122 s after its created_at, 61 ids below the cursor
+    clock.advance(timedelta(minutes=1))
+    assert harness.poll().ok
+    assert late_id in harness.archived_ids()
+    assert harness.archived_ids() == visible_ids(harness.sim)
+
+
 def test_failure_in_the_middle_leaves_cursor_and_archive_untouched(
     harness: Harness, clock: FakeClock
 ) -> None:

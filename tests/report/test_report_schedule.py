@@ -159,6 +159,33 @@ def test_two_processes_sharing_the_file_send_once(tmp_path: Path, mailbox: Mailb
     assert len(mailbox.messages) == 1
 
 
+def test_a_process_that_listed_the_month_before_another_finished_does_not_send_it_again(
+    tmp_path: Path, mailbox: Mailbox
+) -> None:
+    """B lists the month as due, A sends it meanwhile, then B gets to it: B's claim must see it done.
+
+    The threaded test above keeps B inside A's "sending" window; this one reaches the done check.
+    """
+    config = mail_config(tmp_path, mailbox)
+    clock = Clock("2026-03-20T10:00:00Z")
+    with Store.open(config.state.path) as store:
+        fill_fixture(store)
+        ReportScheduler(store, config, clock=clock).since()
+    clock.now = utc("2026-04-01T06:00:01Z")
+    with Store.open(config.state.path) as store_a, Store.open(config.state.path) as store_b:
+        a = ReportScheduler(store_a, config, clock=clock, owner="host:1:a")
+        b = ReportScheduler(store_b, config, clock=clock, owner="host:2:b")
+        listed = b.due()
+        assert keys(listed) == ["2026-03"]
+        assert [r.outcome for r in a.run_due()] == ["sent"]
+        clock.now += timedelta(hours=1)  # long after A's claim would have gone stale, had it not finished
+        assert [b.send_period(period) for period in listed] == [None]
+    assert len(mailbox.messages) == 1
+    with Store.open(config.state.path) as store:
+        claim = get_claim(store, "2026-03")
+    assert claim is not None and claim.status == "sent" and claim.claimed_by == "host:1:a"
+
+
 def test_periods_missed_while_down_are_sent_at_the_next_start(tmp_path: Path, mailbox: Mailbox) -> None:
     config = mail_config(tmp_path, mailbox)
     clock = Clock("2026-02-20T10:00:00Z")
