@@ -9,6 +9,7 @@ import random
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import pytest
 from alerts_support import (
     Clock,
     SlackStub,
@@ -113,6 +114,22 @@ def test_retry_then_success_on_the_backoff_schedule(slack: SlackStub, store: Sto
     assert row["status"] == "sent" and row["attempts"] == 2 and row["last_error"] is None
 
 
+# The documented delivery limits (README "Alerts", docs/operations.md), written out rather than read from
+# monitor.alerts.outbox: a test that derives its expectation from the product's constant passes whatever
+# the constant says.
+DOCUMENTED_FIRST_RETRY = timedelta(seconds=5)
+DOCUMENTED_MAX_RETRY = timedelta(minutes=10)
+DOCUMENTED_GIVE_UP_AFTER = timedelta(hours=24)
+
+
+def test_the_documented_limits_are_the_products() -> None:
+    assert (FIRST_RETRY, MAX_RETRY, GIVE_UP_AFTER) == (
+        DOCUMENTED_FIRST_RETRY,
+        DOCUMENTED_MAX_RETRY,
+        DOCUMENTED_GIVE_UP_AFTER,
+    )
+
+
 def test_backoff_doubles_with_jitter_and_is_capped(slack: SlackStub, store: Store, clock: Clock) -> None:
     alert = make_alert()
     record(store, [alert], ["slack"], clock())
@@ -125,9 +142,10 @@ def test_backoff_doubles_with_jitter_and_is_capped(slack: SlackStub, store: Stor
         waits.append(wait)
         clock.advance(wait)
     for attempt, wait in enumerate(waits, start=1):
-        nominal = min(MAX_RETRY, FIRST_RETRY * 2 ** (attempt - 1))
-        assert min(nominal * 0.8, MAX_RETRY) <= wait <= min(nominal * 1.2, MAX_RETRY), (attempt, wait)
-    assert waits[-1] <= MAX_RETRY and waits[-1] >= MAX_RETRY * 0.8
+        nominal = min(DOCUMENTED_MAX_RETRY, DOCUMENTED_FIRST_RETRY * 2 ** (attempt - 1))
+        low, high = min(nominal * 0.8, DOCUMENTED_MAX_RETRY), min(nominal * 1.2, DOCUMENTED_MAX_RETRY)
+        assert low <= wait <= high, (attempt, wait)
+    assert DOCUMENTED_MAX_RETRY * 0.8 <= waits[-1] <= DOCUMENTED_MAX_RETRY
     assert len(slack.posts()) == 12
 
 
@@ -160,14 +178,46 @@ def test_gives_up_after_24_hours_of_transient_failures(
         report = worker.deliver_due()
         if report.dead:
             break
-        assert clock() - start < GIVE_UP_AFTER + MAX_RETRY * 2
+        assert clock() - start < DOCUMENTED_GIVE_UP_AFTER + DOCUMENTED_MAX_RETRY * 2
         clock.advance(due_at(store, alert.id, "slack") - clock())
-    assert clock() - start >= GIVE_UP_AFTER
+    assert clock() - start >= DOCUMENTED_GIVE_UP_AFTER
     (letter,) = list_dead_letters(store)
     assert letter.alert_id == alert.id and "HTTP 500" in letter.last_error
     # The operator hears about it through email, the other channel.
     subjects = [m["Subject"] for m in smtp.recorder.messages]
     assert subjects == ["[HIGH] Alert delivery through slack is failing (monitor)"]
+
+
+# Slack error codes as README "Alerts" classifies them: rate limits and Slack's own failures are retried; a
+# token or channel that is wrong, revoked or gone, and a code Slack has not documented, dead-letter at once.
+DOCUMENTED_SLACK_CLASSES = {
+    "ratelimited": "retry",
+    "internal_error": "retry",
+    "service_unavailable": "retry",
+    "invalid_auth": "dead",
+    "not_authed": "dead",
+    "token_revoked": "dead",
+    "token_expired": "dead",
+    "account_inactive": "dead",
+    "channel_not_found": "dead",
+    "not_in_channel": "dead",
+    "is_archived": "dead",
+    "missing_scope": "dead",
+    "some_code_slack_never_documented": "dead",
+}
+
+
+@pytest.mark.parametrize(("code", "outcome"), sorted(DOCUMENTED_SLACK_CLASSES.items()))
+def test_each_documented_slack_error_is_retried_or_dead_lettered_as_documented(
+    slack: SlackStub, store: Store, clock: Clock, code: str, outcome: str
+) -> None:
+    alert = make_alert()
+    record(store, [alert], ["slack"], clock())
+    slack.push(api_error(code))
+    report = OutboxWorker(store, channels(slack), clock=clock).deliver_due()
+    assert (report.dead, report.retried) == ((1, 0) if outcome == "dead" else (0, 1)), code
+    (row,) = outbox_rows(store)
+    assert row["status"] == ("dead" if outcome == "dead" else "pending")
 
 
 def test_permanent_failure_dead_letters_and_warns_through_the_other_channel_once(
