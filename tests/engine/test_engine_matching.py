@@ -262,25 +262,33 @@ def test_rules_are_indexed_by_the_type_their_condition_pins(load_rules, event) -
             assert fired == brute
 
 
-def test_odd_field_types_never_raise(load_rules, event) -> None:
-    """A matcher meets whatever Xano sends: objects, lists of objects, numbers where text was expected."""
-    selections = [
-        "{data.x: a}",
-        "{data.x|contains: a}",
-        "{data.x|re: a}",
-        "{data.x|cidr: 10.0.0.0/8}",
-        "{data.x|gt: 3}",
-        "{data.x|calendar: office}",
-        "{data.x|domain: corp.io}",
-        "{data.x|like: 'a%'}",
-        "{data.x|neq: a}",
-        "{data.x|all: [a, b]}",
-    ]
-    values = [{"a": 1}, [{"a": 1}], [1, "a", None], 3.5, True, "", "2026-03-04T10:00:00Z", [[1]]]
-    for selection in selections:
-        matches = matcher(load_rules, selection)
-        for value in values:
-            matches(event(data={"x": value}))  # must not raise
+ODD_VALUES = [{"a": 1}, [{"a": 1}], [1, "a", None], 3.5, True, "", "2026-03-04T10:00:00Z", [[1]]]
+
+
+@pytest.mark.parametrize(
+    ("selection", "expected"),
+    [
+        # A list matches when one of its scalars does ([1, "a", None] holds "a"); an object, a list of objects
+        # or of lists is never text, a number or a time, so it matches nothing (and |neq matches it).
+        ("{data.x: a}", [False, False, True, False, False, False, False, False]),
+        ("{data.x|contains: a}", [False, False, True, False, False, False, False, False]),
+        ("{data.x|re: a}", [False, False, True, False, False, False, False, False]),
+        ("{data.x|like: 'a%'}", [False, False, True, False, False, False, False, False]),
+        ("{data.x|neq: a}", [True, True, False, True, True, True, True, True]),
+        ("{data.x|all: [a, b]}", [False, False, False, False, False, False, False, False]),
+        ("{data.x|cidr: 10.0.0.0/8}", [False, False, False, False, False, False, False, False]),
+        ("{data.x|domain: corp.io}", [False, False, False, False, False, False, False, False]),
+        # numbers compare by value; a boolean is not a number
+        ("{data.x|gt: 3}", [False, False, False, True, False, False, False, False]),
+        # only the timestamp string is a time: a Wednesday, 10:00 UTC, inside office hours
+        ("{data.x|calendar: office}", [False, False, False, False, False, False, True, False]),
+    ],
+)
+def test_odd_field_types_never_raise(load_rules, event, selection: str, expected: list[bool]) -> None:
+    """A matcher meets whatever Xano sends: objects, lists of objects, numbers where text was expected.
+    It neither raises nor matches an object by its printed form."""
+    matches = matcher(load_rules, selection)
+    assert [matches(event(data={"x": value})) for value in ODD_VALUES] == expected
 
 
 def test_unquoted_yaml_dates_and_times_compare_as_written(load_rules, event) -> None:

@@ -86,10 +86,14 @@ def test_prune_keeps_the_chain_verifiable_through_later_cycles(
 def test_retention_zero_keeps_everything(sim: Simulator, tmp_path: Path, clock: FakeClock) -> None:
     monitor = make_monitor(sim, tmp_path, clock, retention_days=0)
     try:
-        monitor.poll(monitor.config.sources[0])
+        assert monitor.poll(monitor.config.sources[0]).ok
         count = monitor.store.event_count()
+        oldest_before = oldest(monitor.store)
+        assert count == len(sim.visible_events()) > 0  # 20 days of history: there is something to keep
         clock.advance(timedelta(days=365))
         assert monitor.apply_retention() == 0 and monitor.store.event_count() == count
+        assert oldest(monitor.store) == oldest_before and monitor.store.prunes() == []
+        assert monitor.store.verify().ok
     finally:
         monitor.close()
 
