@@ -178,6 +178,39 @@ def test_a_commit_two_minutes_late_61_ids_below_the_cursor_is_caught(
     assert harness.archived_ids() == visible_ids(harness.sim)
 
 
+def test_two_sources_with_the_same_ids_each_archive_every_event_once(
+    sim: Simulator, tmp_path: Path, clock: FakeClock
+) -> None:
+    """Dedupe is per (source, id): event ids are unique per Xano instance only, so a second instance's event
+    with an id the first one already used is new, not a replay."""
+    config = make_config(sim, tmp_path)
+    second = config.sources[0].model_copy(update={"name": "us"})
+    config = config.model_copy(update={"sources": [config.sources[0], second]})
+    harness = Harness(sim, config, clock)
+    try:
+        for source in config.sources:
+            assert harness.poller.poll(source).ok
+        clock.advance(timedelta(minutes=10))
+        harness.sim.add_event("Delete Table", user={"id": 2, "email": "bo@corp.io"}, created_at=clock.now)
+        for source in config.sources:  # the overlap re-reads what both already hold
+            assert harness.poller.poll(source).ok
+        truth = visible_ids(sim)
+        for name in ("prod", "us"):
+            ids = [
+                row[0]
+                for row in harness.store.conn.execute(
+                    "SELECT event_id FROM events WHERE source = ? ORDER BY event_id", (name,)
+                )
+            ]
+            assert ids == truth, name
+            cursor = harness.store.get_cursor(name)
+            assert cursor is not None and cursor.last_id == max(truth)
+        assert harness.store.event_count() == 2 * len(truth)
+        assert harness.store.verify().ok
+    finally:
+        harness.store.close()
+
+
 def test_failure_in_the_middle_leaves_cursor_and_archive_untouched(
     harness: Harness, clock: FakeClock
 ) -> None:
