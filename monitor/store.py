@@ -882,7 +882,7 @@ class Store:
                 prev, expected = stored, seq + 1
         if (failed := check_prunes(stop + 1)) is not None:
             return failed
-        if expected <= stop:  # the head itself was deleted: the walk ended early
+        if expected <= stop:  # the walk ended before `stop`: the rows up to it are gone (a prune's bound)
             return VerifyResult(False, checked, prev, stop, reason=_missing(expected, stop))
         if not prunes and through is None:
             for source, last_id in self._cursors_past_an_empty_archive():
