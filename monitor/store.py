@@ -833,6 +833,23 @@ class Store:
                 reason=f"the row lies inside the range the prune record at seq {start.seq} "
                 f"cut (through seq {start_seq})",
             )
+        if start is not None and start.cutoff is not None:
+            # The prune cut the longest prefix older than its cutoff, so the row it kept first is not older
+            # (a record written by hand to cover rows deleted by hand need not say so).
+            first_kept = self.conn.execute(
+                "SELECT seq, source, event_id, created_at FROM events WHERE seq = ?", (start_seq + 1,)
+            ).fetchone()
+            if first_kept is not None and first_kept[3] < format_timestamp(start.cutoff):
+                return VerifyResult(
+                    False,
+                    0,
+                    prev,
+                    first_kept[0],
+                    first_kept[1],
+                    first_kept[2],
+                    reason=f"the prune record at seq {start.seq} cut events older than "
+                    f"{format_timestamp(start.cutoff)}, but kept this older row first",
+                )
         pending = [p for p in prunes if start_seq < p.seq <= stop]
         walked_prunes = len(pending)
         expected, checked = start_seq + 1, 0

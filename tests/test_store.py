@@ -6,6 +6,7 @@ import json
 import os
 import sqlite3
 import stat
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -267,6 +268,23 @@ def test_tampering_with_a_prune_is_detected(tmp_path: Path, sql: str, reason: st
         result = store.verify()
         assert not result.ok
         assert reason in result.reason
+
+
+def test_a_prune_record_rehashed_with_a_cutoff_its_kept_rows_contradict_is_caught(tmp_path: Path) -> None:
+    """The hash of a record rewritten at the head can be recomputed; its claim is still checked."""
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, [entry(i, i * 60) for i in range(1, 11)])
+        store.prune_before(T0 + timedelta(hours=5, minutes=30))
+        (record,) = store.prunes()
+        prev = store.chain_link(record.seq - 1)
+        assert prev is not None
+        forged = replace(record, cutoff=T0 + timedelta(hours=9)).linked(prev)
+        store.conn.execute(
+            "UPDATE prunes SET cutoff = ?, hash = ? WHERE seq = ?", (forged.row()[2], forged.hash, forged.seq)
+        )
+        result = store.verify()
+        assert not result.ok and result.bad_event_id == 6
+        assert "kept this older row first" in result.reason
 
 
 def test_a_second_prune_and_a_prune_of_everything_keep_the_chain_whole(tmp_path: Path) -> None:
