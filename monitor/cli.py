@@ -95,6 +95,7 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
             "    token: ${XANO_META_TOKEN}",
             EXIT_USAGE,
         )
+    ctx.require_secrets(config)
     setup_logging(log_level, secrets=config_secrets(config))
     monitor = _build_monitor(config)
     if once:
@@ -187,6 +188,8 @@ def report(ctx: CliContext, month: str, out: str | None, send: bool) -> None:
         fail(f"usage error: --month: {exc}", EXIT_USAGE)
     if send and not config.report.to:
         fail("configuration error: report.to: no recipients to send the report to", EXIT_USAGE)
+    if send:
+        ctx.require_secrets(config.alerts.email)
     with _open_store(config) as store:
         try:
             result = produce_report(
@@ -379,6 +382,8 @@ def demo(ctx: CliContext, out: str, seconds: int) -> None:
     from monitor.demo import run_demo
 
     alerts = ctx.config().alerts if ctx.config_path else None
+    if alerts is not None:
+        ctx.require_secrets(alerts)
     sys.exit(run_demo(Path(out), seconds=seconds, alerts=alerts))
 
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import NoReturn
 
 import click
+from pydantic import BaseModel
 
-from monitor.config import Config, ConfigError, load_config
+from monitor.config import Config, ConfigError, load_config, require_secrets
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -30,6 +31,17 @@ class CliContext:
             except ConfigError as exc:
                 fail(f"configuration error: {exc}", EXIT_USAGE)
         return self._config
+
+    def require_secrets(self, section: BaseModel | None) -> None:
+        """Exit 2 naming each secret of ``section`` whose variable is unset: call it before using them.
+
+        Secrets are resolved only by the commands that use them, so that `status`, `verify`, `export`
+        and `report` run where the Xano token or a channel secret is not available.
+        """
+        try:
+            require_secrets(section)
+        except ConfigError as exc:
+            fail(f"configuration error: {exc}", EXIT_USAGE)
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:

@@ -41,6 +41,75 @@ class ConfigError(Exception):
     """A configuration problem; the message names the file, line and key path."""
 
 
+class UnsetVariable(ConfigError):
+    """``${VAR}`` with neither VAR nor VAR_FILE set (and no default)."""
+
+
+class _Unset:
+    """Where an unset ``${VAR}`` stood in the YAML: a secret key may defer it (see ``UnsetSecret``)."""
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+
+class UnsetSecret(SecretStr):
+    """A secret whose ``${VAR}`` is not set. Loading succeeds so that commands which never use it
+    (status, verify, export, report) run without it; using it raises the ConfigError naming key and
+    variable, and the commands that do use secrets check first with ``require_secrets``.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__("")
+        self.message = message
+
+    def get_secret_value(self) -> str:
+        raise ConfigError(self.message)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, UnsetSecret) and other.message == self.message
+
+    def __hash__(self) -> int:
+        return hash(self.message)
+
+    def __repr__(self) -> str:
+        return "UnsetSecret()"
+
+
+def _defer_unset(value: Any) -> Any:
+    return UnsetSecret(value.message) if isinstance(value, _Unset) else value
+
+
+Secret = Annotated[SecretStr, BeforeValidator(_defer_unset)]
+
+
+def missing_secrets(model: BaseModel | None) -> list[str]:
+    """The errors of every secret in ``model`` (a config or one of its sections) whose variable is unset."""
+    found: list[str] = []
+
+    def walk(value: Any) -> None:
+        if isinstance(value, UnsetSecret):
+            found.append(value.message)
+        elif isinstance(value, BaseModel):
+            for name in type(value).model_fields:
+                walk(getattr(value, name))
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list | tuple):
+            for item in value:
+                walk(item)
+
+    walk(model)
+    return found
+
+
+def require_secrets(model: BaseModel | None) -> None:
+    """Raise ConfigError naming every secret of ``model`` whose variable is unset (before any is used)."""
+    missing = missing_secrets(model)
+    if missing:
+        raise ConfigError("\n".join(missing))
+
+
 _DURATION = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
 _UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
@@ -69,7 +138,7 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
     base_url: str
-    token: SecretStr
+    token: Secret
     workspace_id: int | None = None
     poll_interval: Duration = timedelta(minutes=5)
     per_page: int = Field(default=500, ge=1, le=10000)
@@ -118,8 +187,8 @@ class RulesConfig(_Strict):
 
 
 class SlackConfig(_Strict):
-    token: SecretStr | None = None
-    webhook_url: SecretStr | None = None
+    token: Secret | None = None
+    webhook_url: Secret | None = None
     channel: str | None = None
     routes: dict[Severity, str] = Field(default_factory=dict)
     min_severity: Severity = "medium"
@@ -143,7 +212,7 @@ class SmtpConfig(_Strict):
     port: int = Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     timeout: Duration = timedelta(seconds=30)
     ca_file: str | None = None
 
@@ -269,7 +338,7 @@ def _expand(text: str, where: str, env: dict[str, str], seen: dict[str, str] | N
                 raise ConfigError(f"{where}: cannot read {name}_FILE ({file_path}): {exc.strerror}") from None
         if default is not None:
             return default
-        raise ConfigError(f"{where}: environment variable {name} is not set (nor {name}_FILE)")
+        raise UnsetVariable(f"{where}: environment variable {name} is not set (nor {name}_FILE)")
 
     return _VAR.sub(substitute, text)
 
@@ -298,6 +367,7 @@ class _Document:
         # be echoed by a validation message ("timezone: 'xoxb-...' is not an IANA time zone").
         self.from_env: dict[str, str] = {}
         self._open: set[int] = set()  # collections being converted: an alias back into one is a cycle
+        self.unset: dict[tuple[str | int, ...], str] = {}  # unset ${VAR}s, by key path
         self._count = 0
 
     def convert(self, node: yaml.Node, path: tuple[str | int, ...]) -> Any:
@@ -341,7 +411,13 @@ class _Document:
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError(f"{self.where(path)}: unreadable value: {problem}") from None
         if isinstance(value, str) and "${" in value:
-            expanded = _expand(value, self.where(path), self.env, self.from_env)
+            try:
+                expanded = _expand(value, self.where(path), self.env, self.from_env)
+            except UnsetVariable as exc:
+                # A secret key takes this marker as an UnsetSecret (an error only when it is used);
+                # anywhere else it is an error at load (parse_config checks every marker was taken).
+                self.unset[path] = str(exc)
+                return _Unset(str(exc))
             # An expanded value keeps YAML's scalar typing (a port from ${SMTP_PORT} is an int).
             if node.style is None:
                 try:
@@ -410,9 +486,16 @@ def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
             for p in rules["paths"]
         ]
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_hide_env_values(_describe(exc, document), document.from_env)) from None
+    # An unset ${VAR} is deferred only where a secret key took it; anywhere else (a path, a list
+    # entry typed Any) it is the load error it always was.
+    deferred = set(missing_secrets(config))
+    unresolved = [message for message in document.unset.values() if message not in deferred]
+    if unresolved:
+        raise ConfigError("\n".join(unresolved))
+    return config
 
 
 def _describe(exc: ValidationError, document: _Document) -> str:
@@ -420,6 +503,9 @@ def _describe(exc: ValidationError, document: _Document) -> str:
     for error in exc.errors(include_input=False, include_url=False):
         loc = tuple(part for part in error["loc"] if not _is_union_tag(part))
         loc = tuple("from" if part == "from_" else part for part in loc)
+        if loc in document.unset:
+            messages.append(document.unset[loc])  # "environment variable X is not set", not a type error
+            continue
         if error["type"] == "extra_forbidden":
             text = "unknown key"
         elif error["type"] == "missing":

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import ConfigError, load_config, parse_config
+from monitor.config import ConfigError, load_config, parse_config, require_secrets
 
 GOOD = """
 timezone: Europe/Berlin
@@ -75,12 +75,37 @@ def test_errors_name_file_line_and_key(mutation: tuple[str, str], expected: str)
     assert expected in str(caught.value)
 
 
-def test_missing_variable_names_key_and_variable_not_value() -> None:
+def test_missing_secret_variable_names_key_and_variable_when_required() -> None:
+    # A secret's variable is needed only by the commands that use it: loading succeeds.
+    config = parse_config(GOOD, "a.yaml", {"SLACK_BOT_TOKEN": "xoxb-secret"})
     with pytest.raises(ConfigError) as caught:
-        parse_config(GOOD, "a.yaml", {"SLACK_BOT_TOKEN": "xoxb-secret"})
+        require_secrets(config)
     message = str(caught.value)
-    assert "a.yaml:7: sources[0].token" in message and "XANO_META_TOKEN is not set" in message
+    assert message == (
+        "a.yaml:7: sources[0].token: "
+        "environment variable XANO_META_TOKEN is not set (nor XANO_META_TOKEN_FILE)"
+    )
     assert "xoxb-secret" not in message
+    require_secrets(config.alerts)  # the Slack token is set: the alerts section alone is complete
+    with pytest.raises(ConfigError, match=r"a.yaml:7: sources\[0\].token: .*XANO_META_TOKEN is not set"):
+        config.sources[0].token.get_secret_value()
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expected"),
+    [
+        (("state: {path: ./data/x.db}", 'state: {path: "${DATA_DB}"}'), "a.yaml:3: state.path: "),
+        (("per_page: ${PER_PAGE:-250}", "per_page: ${PER_PAGE}"), "a.yaml:10: sources[0].per_page: "),
+        (
+            ("timezone: Europe/Berlin", 'rules: {lists: {x: ["${LIST_ITEM}"]}}'),
+            "a.yaml:2: rules.lists.x[0]: ",
+        ),
+    ],
+)
+def test_missing_variable_outside_a_secret_is_a_load_error(mutation: tuple[str, str], expected: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(GOOD.replace(*mutation), "a.yaml", {"XANO_META_TOKEN": "t", "SLACK_BOT_TOKEN": "x"})
+    assert str(caught.value).startswith(expected) and "is not set" in str(caught.value)
 
 
 def test_secrets_never_in_repr_or_errors() -> None:

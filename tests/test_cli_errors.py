@@ -1,0 +1,106 @@
+"""The command line's promises, run as a user runs it (`python -m monitor.cli` in a subprocess, the simulator
+over HTTP on 127.0.0.1): secrets resolved only by the commands that use them.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.simulator import Simulator
+
+TODAY = datetime.now(UTC).date()
+SINCE = (TODAY - timedelta(days=3)).isoformat()
+UNTIL = (TODAY + timedelta(days=2)).isoformat()
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with Simulator(
+        seed=4, history_start=datetime.now(UTC) - timedelta(days=1), events_per_day=120
+    ) as simulator:
+        yield simulator
+
+
+def write_config(tmp_path: Path, sim: Simulator, extra: str = "") -> Path:
+    path = tmp_path / "audit-monitor.yaml"
+    path.write_text(
+        f"""\
+state: {{path: {tmp_path / "archive.db"}}}
+sources:
+  - name: prod
+    base_url: {sim.base_url}
+    token: ${{XANO_META_TOKEN}}
+alerts:
+  console: false
+  email:
+    smtp: {{host: 127.0.0.1, port: 1, security: none, username: mon, password: "${{SMTP_PASSWORD}}"}}
+    from: monitor@example.com
+    to: [security@example.com]
+report: {{to: [compliance@example.com], out_dir: {tmp_path / "reports"}}}
+server: {{listen: ""}}
+{extra}""",
+        encoding="utf-8",
+    )
+    return path
+
+
+# Every secret the config names (the token only matters to `run`, which the fixture gives the real one).
+SECRETS = {"XANO_META_TOKEN": "unused-token", "SMTP_PASSWORD": "pw"}
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin", **(SECRETS if env is None else env)},
+    )
+
+
+def assert_usage_error(done: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert done.returncode == 2, (done.stdout, done.stderr)
+    assert "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    for needle in needles:
+        assert needle in done.stderr, done.stderr
+
+
+@pytest.fixture
+def archived(tmp_path: Path, sim: Simulator) -> Path:
+    config = write_config(tmp_path, sim)
+    done = cli(
+        "--config", str(config), "run", "--once", env={"XANO_META_TOKEN": sim.token, "SMTP_PASSWORD": "pw"}
+    )
+    # Nothing listens on the SMTP port: an alert mailed there fails (exit 1); the archive is what counts.
+    assert done.returncode in (0, 1) and "source prod" not in done.stderr, done.stderr
+    assert "events" in cli("--config", str(config), "status").stdout
+    return config
+
+
+# [11.5] read commands need no secret; the commands that use one name the key when it is missing.
+def test_read_commands_run_without_any_secret(archived: Path, tmp_path: Path) -> None:
+    config = str(archived)
+    assert cli("--config", config, "status", env={}).returncode == 0
+    assert cli("--config", config, "verify", env={}).returncode == 0
+    export = cli("--config", config, "export", "--since", SINCE, "--until", UNTIL, env={})
+    assert export.returncode == 0 and export.stdout.count("\n") > 50
+    month = TODAY.strftime("%Y-%m")
+    report = cli("--config", config, "report", "--month", month, "--out", str(tmp_path / "r"), env={})
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "r" / f"compliance-report-{month}.html").exists()
+
+
+def test_commands_that_use_a_secret_name_the_missing_key(archived: Path) -> None:
+    config = str(archived)
+    run = cli("--config", config, "run", "--once", env={"SMTP_PASSWORD": "pw"})
+    assert_usage_error(run, f"{config}:5: sources[0].token: environment variable XANO_META_TOKEN is not set")
+    month = TODAY.strftime("%Y-%m")
+    send = cli("--config", config, "report", "--month", month, "--send", env={"XANO_META_TOKEN": "x"})
+    assert_usage_error(send, f"{config}:9: alerts.email.smtp.password: environment variable SMTP_PASSWORD")
