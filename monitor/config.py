@@ -7,11 +7,13 @@ as ``SecretStr`` so that no repr, log line or error message can show them.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -125,10 +127,50 @@ def parse_duration(value: Any) -> timedelta:
     match = _DURATION.match(value)
     if not match:
         raise ValueError(f"{value!r} is not a duration like 30s, 10m, 1h or 7d")
-    return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    try:
+        return timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+    except OverflowError:  # timedelta stops at 999999999 days
+        raise ValueError(f"{value.strip()!r} is too long (at most 999999999d)") from None
 
 
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
+
+
+def require_secure_url(value: str) -> str:
+    """``value`` if it is an https URL, or an http URL to a loopback host; else ValueError naming https.
+
+    Every URL a secret travels to (a Metadata API token, a Slack token or webhook, a channel's signing
+    key) goes through this: cleartext HTTP is allowed only where it never leaves the machine (the
+    simulator, a local stub, a sidecar). The value itself is never repeated: a webhook URL is a secret.
+    """
+    problem = "must be an https:// URL (http:// only to a loopback host such as 127.0.0.1 or localhost)"
+    if not isinstance(value, str) or any(c.isspace() for c in value):
+        raise ValueError(problem)
+    try:
+        parts = urlsplit(value)
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+    except ValueError:
+        raise ValueError(problem) from None
+    if not host:
+        raise ValueError(problem)
+    scheme = parts.scheme.lower()
+    if scheme == "https":
+        return value
+    if scheme == "http" and _is_loopback(host):
+        return value
+    if scheme == "http":
+        raise ValueError(f"{problem}: cleartext to a remote host would carry the secret unencrypted")
+    raise ValueError(problem)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class _Strict(BaseModel):
@@ -151,9 +193,10 @@ class SourceConfig(_Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("must be an http(s) URL such as https://x8ki-letl-twmt.n7.xano.io")
-        return value.rstrip("/")
+        try:
+            return require_secure_url(value).rstrip("/")
+        except ValueError as exc:
+            raise ValueError(f"{exc}, such as https://x8ki-letl-twmt.n7.xano.io") from None
 
     @field_validator("backfill")
     @classmethod
@@ -178,6 +221,15 @@ class StateConfig(_Strict):
     path: str = "./data/audit-monitor.db"
     retention_days: int = Field(default=0, ge=0)
 
+    @field_validator("path")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            # SQLite takes "" as a private temporary database: the archive, the cursor and the sent
+            # alerts would vanish at exit, and every run would re-archive and re-alert everything.
+            raise ValueError("must not be empty: give the archive a file, e.g. ./data/audit-monitor.db")
+        return value
+
 
 class RulesConfig(_Strict):
     paths: list[str] = Field(default_factory=lambda: [str(bundled_rules_dir())])
@@ -194,6 +246,18 @@ class SlackConfig(_Strict):
     min_severity: Severity = "medium"
     base_url: str = "https://slack.com/api/"
     timeout: Duration = timedelta(seconds=30)
+
+    @field_validator("base_url")
+    @classmethod
+    def _secure_base_url(cls, value: str) -> str:
+        return require_secure_url(value)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _secure_webhook(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not isinstance(value, UnsetSecret):
+            require_secure_url(value.get_secret_value())
+        return value
 
     @model_validator(mode="after")
     def _one_transport(self) -> SlackConfig:
@@ -243,9 +307,12 @@ class ReportConfig(_Strict):
         from apscheduler.triggers.cron import CronTrigger  # the daemon's own parser: what passes here runs
 
         try:
-            CronTrigger.from_crontab(value)
+            trigger = CronTrigger.from_crontab(value, timezone=UTC)
         except ValueError as exc:
             raise ValueError(f'{value!r} is not a cron schedule like "0 8 1 * *" ({exc})') from None
+        if trigger.get_next_fire_time(None, datetime.now(UTC)) is None:
+            # e.g. "0 8 31 2 *": valid fields, but no calendar day matches, so no report would ever go out.
+            raise ValueError(f"{value!r} never fires (no date matches it)")
         return value
 
 
@@ -460,9 +527,31 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     return parse_config(text, str(file_path), env)
 
 
+_MAX_DEPTH = 64  # far beyond any real config; PyYAML's composer recurses and would hit RecursionError
+
+
+def _check_depth(text: str, file_label: str) -> None:
+    """Refuse a document nested deeper than ``_MAX_DEPTH``, before the (recursive) composer sees it.
+
+    The event stream is flat, so counting its start and end events needs no recursion.
+    """
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > _MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else 1
+                raise ConfigError(
+                    f"{file_label}:{line}: the config is nested more than {_MAX_DEPTH} levels deep"
+                )
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
     document = _Document(file_label, env)
     try:
+        _check_depth(text, file_label)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
