@@ -136,6 +136,19 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _retention(value: Any) -> timedelta | None:
+    """A plan's retention: a duration, or ``unlimited`` (Enterprise/Custom plans keep the log for ever)."""
+    if value == "unlimited":
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{exc}, or unlimited") from None
+
+
+Retention = Annotated[timedelta | None, BeforeValidator(_retention)]
+
+
 def require_secure_url(value: str) -> str:
     """``value`` if it is an https URL, or an http URL to a loopback host; else ValueError naming https.
 
@@ -185,7 +198,7 @@ class SourceConfig(_Strict):
     poll_interval: Duration = timedelta(minutes=5)
     per_page: int = Field(default=500, ge=1, le=10000)
     overlap: Duration = timedelta(minutes=15)
-    plan_retention: Duration = timedelta(hours=24)
+    plan_retention: Retention = timedelta(hours=24)  # None: unlimited (Enterprise/Custom)
     backfill: str = "all"
     timeout: Duration = timedelta(seconds=30)
     ca_file: str | None = None
@@ -211,8 +224,8 @@ class SourceConfig(_Strict):
 
     @field_validator("poll_interval", "overlap", "plan_retention", "timeout")
     @classmethod
-    def _positive(cls, value: timedelta) -> timedelta:
-        if value <= timedelta(0):
+    def _positive(cls, value: timedelta | None) -> timedelta | None:
+        if value is not None and value <= timedelta(0):
             raise ValueError("must be longer than zero")
         return value
 

@@ -362,25 +362,24 @@ class Poller:
         silence = now - last
         if silence > max(3 * source.poll_interval, timedelta(seconds=30)):
             self.store.record_gap(source.name, "polling", last, now, f"no successful poll for {silence}", now)
-        if silence <= source.plan_retention:
+        retention = source.plan_retention
+        if retention is None or silence <= retention:  # None: unlimited, nothing expires upstream
             return 0
-        lost_until = now - source.plan_retention
+        lost_until = now - retention
         self.store.record_gap(
             source.name,
             "retention",
             last,
             lost_until,
             f"events created between the last successful poll and {lost_until.isoformat()} may have expired "
-            f"upstream (plan retention {source.plan_retention})",
+            f"upstream (plan retention {retention})",
             now,
         )
         log.warning(
             "retention gap",
             extra={"source": source.name, "gap_start": last.isoformat(), "gap_end": now.isoformat()},
         )
-        return self._record(
-            selfmon.retention_gap(source.name, last, lost_until, str(source.plan_retention), now), now
-        )
+        return self._record(selfmon.retention_gap(source.name, last, lost_until, str(retention), now), now)
 
     # failures -----------------------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -112,6 +113,19 @@ def test_https_or_loopback_http_is_accepted(url: str) -> None:
 def test_require_secure_url_refuses(url: str) -> None:
     with pytest.raises(ValueError, match="https"):
         require_secure_url(url)
+
+
+# [11.8] an Enterprise/Custom plan keeps the audit log for ever.
+def test_unlimited_plan_retention_is_accepted() -> None:
+    config = parse_config(BASE + "    plan_retention: unlimited\n", "a.yaml", ENV)
+    assert config.sources[0].plan_retention is None
+    default = parse_config(BASE, "a.yaml", ENV)
+    assert default.sources[0].plan_retention == timedelta(hours=24)
+
+
+def test_plan_retention_still_rejects_nonsense() -> None:
+    message = error_of(BASE + "    plan_retention: forever\n")
+    assert message.startswith("a.yaml:6: sources[0].plan_retention:") and "unlimited" in message
 
 
 # [11.17] a schedule that never fires would silently never send a report.
