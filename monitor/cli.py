@@ -22,8 +22,8 @@ from monitor.alerts.outbox import (
     requeue_dead_letters,
 )
 from monitor.anchors import AnchorFileError, ChainAnchor, check_anchor, take_anchor
-from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, fail
-from monitor.config import Config
+from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, ConfigGroup, date_range, fail
+from monitor.config import Config, configured_channels
 from monitor.daemon import Monitor, config_rules_loader, run_daemon
 from monitor.engine import RuleLoadError, ruleset_from_config
 from monitor.engine.calendars import Calendar
@@ -34,10 +34,14 @@ from monitor.report import Period, ReportError, ReportSendError, produce_report
 from monitor.server import ServerError
 from monitor.status import render_status_data, status_data
 from monitor.store import Store, StoreError
-from monitor.timeutil import parse_cli_date
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.group(
+    cls=ConfigGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110}
+)
+@click.version_option(
+    package_name="xano-audit-monitor", prog_name="audit-monitor", message="%(prog)s %(version)s"
+)
 @click.option(
     "--config",
     "config_path",
@@ -62,12 +66,16 @@ def _open_store(config: Config, *, readonly: bool = False) -> Store:
         fail(str(exc), EXIT_FAILED)
 
 
-def _dates(ctx: CliContext, since: str, until: str) -> tuple[datetime, datetime]:
-    tz = ctx.config().tz
-    try:
-        return parse_cli_date(since, tz), parse_cli_date(until, tz)
-    except ValueError as exc:
-        fail(f"usage error: {exc}", EXIT_USAGE)
+def _check_channel(channel: str | None, config: Config, store: Store) -> None:
+    """A --channel that is neither configured nor holds dead letters is a typo: exit 2, not "none found"."""
+    if channel is None:
+        return
+    known = dict.fromkeys([*configured_channels(config), *(d.channel for d in list_dead_letters(store))])
+    if channel not in known:
+        fail(
+            f"usage error: --channel: {channel!r} is not a channel here (known: {', '.join(known)})",
+            EXIT_USAGE,
+        )
 
 
 @cli.command()
@@ -151,13 +159,23 @@ def status(ctx: CliContext, as_json: bool) -> None:
 def export(ctx: CliContext, since: str, until: str, fmt: str, out: str | None, source: str | None) -> None:
     """Export archived events with since <= created_at < until as CSV or JSON Lines."""
     config = ctx.config()
-    start, end = _dates(ctx, since, until)
+    start, end = date_range(config, since, until)
     writer = write_csv if fmt == "csv" else write_jsonl
     with _open_store(config) as store:
+        if source is not None:
+            # Sources of the config, and any the archive still holds from an earlier config.
+            known = dict.fromkeys([*(s.name for s in config.sources), *(c.source for c in store.cursors())])
+            if source not in known:
+                fail(f"usage error: --source: no source {source!r} (known: {', '.join(known)})", EXIT_USAGE)
         events = store.iter_events(start, end, source=source)
         if out:
-            # Created 0600 like the archive and the reports: an export names users and IPs.
-            descriptor = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            try:
+                descriptor = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
+            except OSError as exc:
+                fail(f"usage error: --out: cannot write {out}: {exc.strerror}", EXIT_USAGE)
+            # 0600 like the archive and the reports (an export names users and IPs), also for a file that
+            # existed before: os.open's mode applies only to a file it creates.
+            os.fchmod(descriptor, 0o600)
             with open(descriptor, "w", encoding="utf-8", newline="") as handle:
                 count = writer(events, handle, config.tz)
             click.echo(f"{count} events written to {out}", err=True)
@@ -186,6 +204,9 @@ def report(ctx: CliContext, month: str, out: str | None, send: bool) -> None:
         period = Period.parse(month, config.tz)
     except ValueError as exc:
         fail(f"usage error: --month: {exc}", EXIT_USAGE)
+    now = datetime.now(UTC)
+    if period.start > now:
+        fail(f"usage error: --month: {period.key} has not started yet ({config.timezone})", EXIT_USAGE)
     if send and not config.report.to:
         fail("configuration error: report.to: no recipients to send the report to", EXIT_USAGE)
     if send:
@@ -197,7 +218,7 @@ def report(ctx: CliContext, month: str, out: str | None, send: bool) -> None:
                 config,
                 period,
                 out or config.report.out_dir,
-                now=datetime.now(UTC),
+                now=now,
                 send=send,
                 calendars=_report_calendars(config),
             )
@@ -301,7 +322,7 @@ def anchor(ctx: CliContext, out: str | None) -> None:
     click.echo(f"chain head seq {head.seq} ({head.hash}) written to {out}", err=True)
 
 
-@cli.group("dead-letters")
+@cli.group("dead-letters", cls=ConfigGroup)
 def dead_letters() -> None:
     """Alerts a channel gave up on (a permanent error, or 24 h of failures): list them, re-send them.
 
@@ -318,6 +339,7 @@ def dead_letters_list(ctx: CliContext, channel: str | None, as_json: bool) -> No
     """Dead letters, oldest first: alert id, channel, severity, rule, when given up, attempts, last error."""
     config = ctx.config()
     with _open_store(config) as store:
+        _check_channel(channel, config, store)
         letters = list_dead_letters(store, channel)
     if as_json:
         for letter in letters:
@@ -341,6 +363,7 @@ def dead_letters_requeue(
         fail("usage error: --all re-queues every dead letter; do not name ALERT_IDs with it", EXIT_USAGE)
     config = ctx.config()
     with _open_store(config) as store:
+        _check_channel(channel, config, store)
         try:
             count = requeue_dead_letters(store, datetime.now(UTC), alert_ids=alert_ids, channel=channel)
         except (AmbiguousAlertId, UnknownAlertId) as exc:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, fail
+from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, ConfigGroup, date_range, fail
 from monitor.engine import (
     MemoryStateStore,
     RuleLoadError,
@@ -67,7 +67,7 @@ def _load(config: Config, paths: Sequence[str]) -> RuleSet:
     return ruleset
 
 
-@click.group()
+@click.group(cls=ConfigGroup)
 def rules() -> None:
     """Check, test, explain and backtest detection rules.
 
@@ -163,15 +163,9 @@ def backtest(
     Rule state starts empty (thresholds, first-seen values, throttles) and nothing is sent or recorded.
     """
     from monitor.store import Store, StoreError
-    from monitor.timeutil import parse_cli_date
 
     config = _config(obj)
-    try:
-        start, end = parse_cli_date(since, config.tz), parse_cli_date(until, config.tz)
-    except ValueError as exc:
-        fail(f"usage error: {exc}", EXIT_USAGE)
-    if end <= start:
-        fail("usage error: --until must be after --since", EXIT_USAGE)
+    start, end = date_range(config, since, until)
     ruleset = _load(config, rule_paths)
     if rule_ids:
         try:

@@ -637,3 +637,13 @@ def effective_console(config: Config) -> bool:
     if config.alerts.console is not None:
         return config.alerts.console
     return config.alerts.slack is None and config.alerts.email is None
+
+
+def configured_channels(config: Config) -> list[str]:
+    """The names of the delivery channels this config sets up (as the outbox names them)."""
+    names = ["console"] if effective_console(config) else []
+    if config.alerts.slack is not None:
+        names.append("slack")
+    if config.alerts.email is not None:
+        names.append("email")
+    return names

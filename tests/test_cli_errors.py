@@ -1,9 +1,12 @@
 """The command line's promises, run as a user runs it (`python -m monitor.cli` in a subprocess, the simulator
-over HTTP on 127.0.0.1): secrets resolved only by the commands that use them.
+over HTTP on 127.0.0.1): clear one-line errors with exit 2, secrets resolved only by the commands that use
+them, `--config` anywhere, `--version`, private export files.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -104,3 +107,67 @@ def test_commands_that_use_a_secret_name_the_missing_key(archived: Path) -> None
     month = TODAY.strftime("%Y-%m")
     send = cli("--config", config, "report", "--month", month, "--send", env={"XANO_META_TOKEN": "x"})
     assert_usage_error(send, f"{config}:9: alerts.email.smtp.password: environment variable SMTP_PASSWORD")
+
+
+# [11.15] clear usage errors instead of tracebacks or silent empty answers.
+def test_export_to_a_missing_folder_is_a_usage_error(archived: Path) -> None:
+    done = cli(
+        "--config",
+        str(archived),
+        "export",
+        "--since",
+        SINCE,
+        "--until",
+        UNTIL,
+        "--out",
+        "/nonexistent/dir/x.csv",
+    )
+    assert_usage_error(done, "/nonexistent/dir/x.csv", "No such file or directory")
+
+
+def test_since_after_until_is_a_usage_error(archived: Path) -> None:
+    done = cli("--config", str(archived), "export", "--since", UNTIL, "--until", SINCE)
+    assert_usage_error(done, "--since", "--until")
+
+
+def test_unknown_source_is_a_usage_error(archived: Path) -> None:
+    done = cli("--config", str(archived), "export", "--since", SINCE, "--until", UNTIL, "--source", "prdo")
+    assert_usage_error(done, "--source", "'prdo'", "prod")
+
+
+@pytest.mark.parametrize("command", [["list"], ["requeue", "--all"]])
+def test_unknown_channel_is_a_usage_error(archived: Path, command: list[str]) -> None:
+    done = cli("--config", str(archived), "dead-letters", *command, "--channel", "slakc")
+    assert_usage_error(done, "--channel", "'slakc'", "email")
+
+
+def test_report_for_a_month_not_started_is_a_usage_error(archived: Path) -> None:
+    future = (TODAY.replace(day=1) + timedelta(days=40)).strftime("%Y-%m")
+    done = cli("--config", str(archived), "report", "--month", future)
+    assert_usage_error(done, "--month", future, "not started")
+
+
+def test_config_after_the_subcommand(archived: Path) -> None:
+    done = cli("verify", "--config", str(archived))
+    assert done.returncode == 0 and done.stdout.startswith("OK: "), done.stderr
+    status = cli("status", "--json", "--config", str(archived))
+    assert status.returncode == 0 and '"prod"' in status.stdout
+    rules = cli("rules", "check", "--config", str(archived))
+    assert rules.returncode == 0 and rules.stdout.startswith("OK: ")
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    done = cli("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"audit-monitor {version('xano-audit-monitor')}"
+
+
+def test_export_onto_an_existing_file_makes_it_private(archived: Path, tmp_path: Path) -> None:
+    out = tmp_path / "existing.csv"
+    out.write_text("old\n")
+    os.chmod(out, 0o644)
+    done = cli("--config", str(archived), "export", "--since", SINCE, "--until", UNTIL, "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    assert stat.S_IMODE(out.stat().st_mode) == 0o600
+    assert out.read_text().startswith("source,id,created_at")
