@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     field_validator,
@@ -249,6 +251,22 @@ class RulesConfig(_Strict):
     lists: dict[str, list[Any]] = Field(default_factory=dict)
     calendars: dict[str, dict[str, Any]] = Field(default_factory=dict)
     disable: list[str] = Field(default_factory=list)
+    # "FILE:LINE: rules.disable[i]" of each entry, set by parse_config, for errors found once rules load.
+    _disable_where: tuple[str, ...] = PrivateAttr(default=())
+
+    def unknown_disabled(self, known_ids: Iterable[str]) -> list[str]:
+        """An error line for every ``disable`` entry that names no loaded rule (a typo disables nothing)."""
+        known = set(known_ids)
+        return [
+            f"{self._where_disabled(index)}: no rule has the id {rule_id!r} (rules check lists the ids)"
+            for index, rule_id in enumerate(self.disable)
+            if rule_id not in known
+        ]
+
+    def _where_disabled(self, index: int) -> str:
+        if index < len(self._disable_where):
+            return self._disable_where[index]
+        return f"rules.disable[{index}]"
 
 
 class SlackConfig(_Strict):
@@ -597,6 +615,9 @@ def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
     unresolved = [message for message in document.unset.values() if message not in deferred]
     if unresolved:
         raise ConfigError("\n".join(unresolved))
+    config.rules._disable_where = tuple(
+        document.where(("rules", "disable", index)) for index in range(len(config.rules.disable))
+    )
     return config
 
 

@@ -171,3 +171,14 @@ def test_export_onto_an_existing_file_makes_it_private(archived: Path, tmp_path:
     assert done.returncode == 0, done.stderr
     assert stat.S_IMODE(out.stat().st_mode) == 0o600
     assert out.read_text().startswith("source,id,created_at")
+
+
+# [11.17] a disabled id that no rule has is a configuration error, not a warning nobody reads.
+def test_disabling_an_unknown_rule_is_a_configuration_error(tmp_path: Path, sim: Simulator) -> None:
+    config = write_config(tmp_path, sim, "rules: {disable: [xano.table.deleted, unknown.rule]}\n")
+    done = cli(
+        "--config", str(config), "run", "--once", env={"XANO_META_TOKEN": sim.token, "SMTP_PASSWORD": "pw"}
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{config}:14: rules.disable[1]: no rule has the id 'unknown.rule'" in done.stderr
+    assert "xano.table.deleted" not in done.stderr  # the known id is fine

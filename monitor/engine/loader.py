@@ -357,14 +357,22 @@ def _synthetic_firing(rule: Rule, event: Any, matched: list[Any]) -> Firing | No
 
 
 def ruleset_from_config(config: Config) -> RuleSet:
-    """The rules the config names, with its lists, calendars, disabled ids and time zone."""
-    return load_ruleset(
+    """The rules the config names, with its lists, calendars, disabled ids and time zone.
+
+    A ``rules.disable`` entry that names no rule is an error here (the daemon's start and SIGHUP reload),
+    not a warning: a typo there leaves on the rule it was meant to switch off.
+    """
+    ruleset = load_ruleset(
         config.rules.paths,
         lists=config.rules.lists,
         calendars=config.rules.calendars,
         disable=config.rules.disable,
         default_timezone=config.timezone,
     )
+    unknown = config.rules.unknown_disabled(rule.id for rule in ruleset.all_rules)
+    if unknown:
+        raise RuleLoadError(unknown)
+    return ruleset
 
 
 def run_rule_tests(ruleset: RuleSet) -> list[TestResult]:
