@@ -1,11 +1,13 @@
 # The Xano audit monitor: one process, one SQLite archive on the /data volume.
 #
 #   docker build -t xano-audit-monitor .
-#   docker run -d --name audit-monitor -v audit-data:/data -p 127.0.0.1:9108:9108 \
-#     -e XANO_META_TOKEN=... xano-audit-monitor            # config: /data/audit-monitor.yaml
+#   docker run -d --name audit-monitor -v audit-data:/data \
+#     -v "$PWD/audit-monitor.yaml:/config/audit-monitor.yaml:ro" -e AUDIT_MONITOR_CONFIG=/config/audit-monitor.yaml \
+#     -e XANO_META_TOKEN -p 127.0.0.1:9108:9108 xano-audit-monitor
 #
 # See README.md "Deployment" and docker-compose.example.yml.
-FROM python:3.12-slim
+# Pinned to a patch release so that a rebuild gets the same interpreter; bump it deliberately.
+FROM python:3.12.12-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -13,7 +15,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # A plain (not editable) install of the package: the wheel carries the rule pack and templates.
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY monitor /src/monitor
 COPY rules /src/rules
 COPY templates /src/templates

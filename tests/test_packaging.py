@@ -6,12 +6,17 @@ import os
 import subprocess
 import sys
 import zipfile
+from email.parser import Parser
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_wheel_installs_with_rules_and_templates(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("wheel")
     subprocess.run(
         [
             sys.executable,
@@ -22,13 +27,17 @@ def test_wheel_installs_with_rules_and_templates(tmp_path: Path) -> None:
             "--no-build-isolation",
             "-q",
             "-w",
-            str(tmp_path),
+            str(out),
             str(ROOT),
         ],
         check=True,
         timeout=300,
     )
-    (wheel,) = tmp_path.glob("*.whl")
+    (built,) = out.glob("*.whl")
+    return built
+
+
+def test_wheel_installs_with_rules_and_templates(wheel: Path, tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     rules_in_repo = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "rules").rglob("*.y*ml"))
     templates_in_repo = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "templates").rglob("*.j2"))
@@ -60,3 +69,25 @@ def test_wheel_installs_with_rules_and_templates(tmp_path: Path) -> None:
     assert out[0].startswith(str(target)), "the installed copy, not the checkout, must be imported"
     assert out[1].startswith(str(target / "monitor" / "_bundled"))
     assert int(out[2]) == len([r for r in rules_in_repo if r.count("/") == 1])
+
+
+def test_wheel_metadata_names_the_license_urls_and_classifiers(wheel: Path) -> None:
+    archive = zipfile.ZipFile(wheel)
+    metadata_name = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+    metadata = Parser().parsestr(archive.read(metadata_name).decode())
+    # The MIT licence pyproject declares, shipped with its text.
+    assert metadata["License-Expression"] == "MIT"
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License") and "Permission is hereby granted" in license_text
+    shipped = next(n for n in archive.namelist() if n.endswith(".dist-info/licenses/LICENSE"))
+    assert archive.read(shipped).decode() == license_text
+    # Project URLs point into the repository's own documents (no public host exists yet).
+    urls = dict(value.split(", ", 1) for value in metadata.get_all("Project-URL") or [])
+    assert {"Documentation", "Security"} <= set(urls)
+    for target in urls.values():
+        assert "://" not in target and (ROOT / target.split("#")[0]).is_file(), target
+    classifiers = metadata.get_all("Classifier") or []
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    assert "Programming Language :: Python :: 3.12" in classifiers
+    assert any(c.startswith("Development Status ::") for c in classifiers)
+    assert any(c.startswith("Topic :: System :: Monitoring") for c in classifiers)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import re
 import shlex
 import signal
 import socket
@@ -66,7 +67,8 @@ def healthcheck() -> tuple[dict[str, str], list[str]]:
 
 def test_the_image_is_slim_non_root_with_state_on_a_volume() -> None:
     keywords = [k for k, _ in instructions()]
-    assert keywords[0] == "FROM" and one("FROM") in ("python:3.11-slim", "python:3.12-slim")
+    # Pinned to a patch release: a rebuild gets the same interpreter, and a bump is a reviewed change.
+    assert keywords[0] == "FROM" and re.fullmatch(r"python:3\.1[12]\.\d+-slim(-[a-z]+)?", one("FROM"))
     user = one("USER").split(":")[0]
     assert user not in ("root", "0") and keywords.index("USER") < keywords.index("CMD")
     assert json.loads(one("VOLUME")) == ["/data"] and one("WORKDIR") == "/data"
@@ -97,8 +99,11 @@ def test_every_copied_path_exists_and_is_in_the_build_context() -> None:
         assert (REPO / source).exists(), source
         assert not any(fnmatch.fnmatch(source, pattern) for pattern in ignored), source
     # What the wheel build needs is all there: hatch's force-include names rules/ and templates/.
-    force = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    force = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
     assert set(force["force-include"]) <= set(sources)
+    # The build refuses to run without the licence files pyproject names.
+    assert set(pyproject["project"]["license-files"]) <= set(sources)
 
 
 def test_compose_example_is_valid_and_uses_file_secrets() -> None:
@@ -171,3 +176,78 @@ def test_the_container_command_and_its_healthcheck(sim: Simulator, tmp_path: Pat
         assert token not in daemon.stdout_path.read_text()
     finally:
         daemon.stop()
+
+
+def readme_docker_run() -> list[str]:
+    """The `docker run` command of the README's Deployment section, as argv (continuation lines joined)."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    deployment = readme[readme.index("## Deployment") :]
+    block = deployment[deployment.index("```sh") : deployment.index("```", deployment.index("```sh") + 5)]
+    joined = block.replace("\\\n", " ")
+    (line,) = [ln for ln in joined.splitlines() if ln.strip().startswith("docker run")]
+    return shlex.split(line, comments=True)
+
+
+def test_the_readme_docker_run_starts_a_working_daemon(sim: Simulator, tmp_path: Path, token: str) -> None:
+    """The README's first-run command, mount by mount and variable by variable, on this machine: the config
+    the user mounts is the one found, the token given with -e is the one used, the daemon turns healthy."""
+    argv = readme_docker_run()
+    assert argv[:2] == ["docker", "run"] and argv[-1] == "xano-audit-monitor"
+    mounts: dict[str, str] = {}
+    passed: list[str] = []
+    args = iter(argv[2:-1])
+    for arg in args:
+        if arg in ("-v", "--volume"):
+            host, container, *_ = next(args).split(":")
+            mounts[container] = host
+        elif arg in ("-e", "--env"):
+            passed.append(next(args))
+        elif arg in ("--name", "-p", "--publish"):
+            next(args)
+    config_mount = next(c for c, h in mounts.items() if h.endswith("audit-monitor.yaml"))
+    assert mounts.get("/data") == "audit-data", "the state volume"
+    # Host side: the user's working directory holding audit-monitor.yaml; /data a fresh volume.
+    cwd, data = tmp_path / "home", tmp_path / "volume"
+    cwd.mkdir()
+    data.mkdir()
+    (cwd / "audit-monitor.yaml").write_text(
+        f"state: {{path: {data / 'audit-monitor.db'}}}\n"
+        "sources:\n"
+        f"  - {{name: prod, base_url: '{sim.base_url}', token: '${{XANO_META_TOKEN}}', poll_interval: 2s}}\n"
+        "alerts: {console: false}\n"
+        "server: {stale_after: 3s}\n",
+        encoding="utf-8",
+    )
+    env = dict(env_vars())  # the image's ENV, then the command's -e on top
+    for item in passed:
+        name, sep, value = item.partition("=")
+        # `-e XANO_META_TOKEN` passes the user's exported token: here, the simulator's.
+        env[name] = token if name == "XANO_META_TOKEN" else value
+        assert sep or name == "XANO_META_TOKEN", item
+    assert env["AUDIT_MONITOR_CONFIG"] == config_mount, "the image must read the mounted file"
+    port = free_port()
+    env["AUDIT_MONITOR_CONFIG"] = str(cwd / "audit-monitor.yaml")  # the mount's host side
+    env["AUDIT_MONITOR_LISTEN"] = f"127.0.0.1:{port}"
+    command = json.loads(one("CMD"))
+    daemon = Daemon(
+        cwd / "audit-monitor.yaml",
+        data,
+        env,
+        argv=[str(Path(sys.executable).parent / command[0]), *command[1:]],
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/healthz"
+        wait_until(lambda: run_healthcheck(url).returncode == 0, 20, "a passing healthcheck")
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(timeout=15) == 0
+    finally:
+        daemon.stop()
+
+
+def test_the_compose_example_documents_secret_file_ownership() -> None:
+    """Compose bind-mounts file secrets with the host's owner and mode; the image's user must read them."""
+    uid = one("USER").split(":")[0]
+    compose_text = (REPO / "docker-compose.example.yml").read_text(encoding="utf-8")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for text in (compose_text, readme):
+        assert f"chown {uid}:{uid} secrets/*" in text and "chmod 0400 secrets/*" in text
