@@ -86,13 +86,13 @@ def _defer_unset(value: Any) -> Any:
 Secret = Annotated[SecretStr, BeforeValidator(_defer_unset)]
 
 
-def missing_secrets(model: BaseModel | None) -> list[str]:
-    """The errors of every secret in ``model`` (a config or one of its sections) whose variable is unset."""
-    found: list[str] = []
+def secret_fields(model: BaseModel | None) -> list[SecretStr]:
+    """Every ``SecretStr`` in a (nested) config model: a new secret field is covered automatically."""
+    found: list[SecretStr] = []
 
     def walk(value: Any) -> None:
-        if isinstance(value, UnsetSecret):
-            found.append(value.message)
+        if isinstance(value, SecretStr):
+            found.append(value)
         elif isinstance(value, BaseModel):
             for name in type(value).model_fields:
                 walk(getattr(value, name))
@@ -105,6 +105,11 @@ def missing_secrets(model: BaseModel | None) -> list[str]:
 
     walk(model)
     return found
+
+
+def missing_secrets(model: BaseModel | None) -> list[str]:
+    """The errors of every secret in ``model`` (a config or one of its sections) whose variable is unset."""
+    return [secret.message for secret in secret_fields(model) if isinstance(secret, UnsetSecret)]
 
 
 def require_secrets(model: BaseModel | None) -> None:

@@ -15,9 +15,11 @@ import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TextIO
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel
+
+from monitor.config import UnsetSecret, secret_fields
 
 REDACTED = "[redacted]"
 
@@ -50,24 +52,11 @@ def json_lines_active() -> bool:
 
 
 def config_secrets(model: BaseModel) -> list[str]:
-    """Every ``SecretStr`` value in a (nested) config model: new secret fields are covered automatically."""
-    found: list[str] = []
+    """Every ``SecretStr`` value in a (nested) config model: new secret fields are covered automatically.
 
-    def walk(value: Any) -> None:
-        if isinstance(value, SecretStr):
-            found.append(value.get_secret_value())
-        elif isinstance(value, BaseModel):
-            for name in type(value).model_fields:
-                walk(getattr(value, name))
-        elif isinstance(value, dict):
-            for item in value.values():
-                walk(item)
-        elif isinstance(value, list | tuple):
-            for item in value:
-                walk(item)
-
-    walk(model)
-    return found
+    A secret whose variable is unset has no value to redact (the commands that need it refuse to start).
+    """
+    return [s.get_secret_value() for s in secret_fields(model) if not isinstance(s, UnsetSecret)]
 
 
 class Redactor:

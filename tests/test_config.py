@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from monitor.config import ConfigError, load_config, parse_config, require_secrets
+from monitor.logs import config_secrets
 
 GOOD = """
 timezone: Europe/Berlin
@@ -162,3 +163,8 @@ def test_run_without_sources_says_what_to_configure(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "no source is configured" in done.stderr
+
+
+def test_log_redaction_takes_the_set_secrets_and_skips_unset_ones() -> None:
+    config = parse_config(GOOD, "a.yaml", {"SLACK_BOT_TOKEN": "xoxb-secret"})
+    assert config_secrets(config) == ["xoxb-secret"]  # XANO_META_TOKEN is unset: nothing to redact, no error
