@@ -163,7 +163,8 @@ def require_secure_url(value: str) -> str:
     key) goes through this: cleartext HTTP is allowed only where it never leaves the machine (the
     simulator, a local stub, a sidecar). The value itself is never repeated: a webhook URL is a secret.
     """
-    problem = "must be an https:// URL (http:// only to a loopback host such as 127.0.0.1 or localhost)"
+    loopback = "http:// is accepted only to a loopback host such as 127.0.0.1 or localhost"
+    problem = f"must be an https:// URL ({loopback})"
     if not isinstance(value, str) or any(c.isspace() for c in value):
         raise ValueError(problem)
     try:
@@ -180,7 +181,9 @@ def require_secure_url(value: str) -> str:
     if scheme == "http" and _is_loopback(host):
         return value
     if scheme == "http":
-        raise ValueError(f"{problem}: cleartext to a remote host would carry the secret unencrypted")
+        raise ValueError(
+            f"must be an https:// URL: http:// to a remote host sends the secret in cleartext ({loopback})"
+        )
     raise ValueError(problem)
 
 
@@ -213,10 +216,7 @@ class SourceConfig(_Strict):
     @field_validator("base_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        try:
-            return require_secure_url(value).rstrip("/")
-        except ValueError as exc:
-            raise ValueError(f"{exc}, such as https://x8ki-letl-twmt.n7.xano.io") from None
+        return require_secure_url(value).rstrip("/")
 
     @field_validator("backfill")
     @classmethod
