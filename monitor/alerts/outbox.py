@@ -5,8 +5,9 @@ sent only after the channel accepted it, so a crash between the two re-sends at 
 message (at-least-once), and never loses one.
 
 Per ``deliver_due`` call and channel:
-- more than ``digest_after`` due rows go as one digest per destination (channels that offer
-  ``send_digest``; the console prints every alert), and every row is marked sent with the digest's id;
+- more than ``digest_after`` rows due for one destination (a Slack route, a recipient list) go as one
+  digest (channels that offer ``send_digest``; the console prints every alert), and every row is marked
+  sent with the digest's id;
 - a transient failure backs the row off (5 s doubling, jitter, capped at 10 min, at least Retry-After)
   and defers the channel's other due rows to the same moment, so a channel that is down is probed once
   per backoff step instead of once per row (an SMTP timeout per row would stall the worker for hours);
@@ -178,18 +179,26 @@ class OutboxWorker:
     def _batches(self, channel: Channel, due: list[_Due]) -> list[_Batch]:
         send_digest = getattr(channel, "send_digest", None)
         destination = getattr(channel, "destination", None)
-        if (
-            send_digest is None
-            or destination is None
-            or self.digest_after is None
-            or len(due) <= self.digest_after
-        ):
+        digest_after = self.digest_after
+        if send_digest is None or destination is None or digest_after is None:
             return [_Batch([item], False) for item in due]
-        # A digest per destination: routing by severity must not move a critical alert out of its channel.
+        # The threshold counts per destination (a Slack route, a recipient list): a burst for one channel must
+        # not fold the few alerts due for a severity route into a digest, nor move one out of its route.
         groups: dict[str, list[_Due]] = {}
         for item in due:
             groups.setdefault(destination(item.alert), []).append(item)
-        return [_Batch(items, len(items) > 1) for items in groups.values()]
+        # In due order (the oldest failure first probes a channel that is down); a digest takes the place
+        # of its first row.
+        batches: list[_Batch] = []
+        digested: set[str] = set()
+        for item in due:
+            key = destination(item.alert)
+            if len(groups[key]) <= digest_after:
+                batches.append(_Batch([item], False))
+            elif key not in digested:
+                digested.add(key)
+                batches.append(_Batch(groups[key], True))
+        return batches
 
     @staticmethod
     def _send(channel: Channel, batch: _Batch) -> str | None:
