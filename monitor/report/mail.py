@@ -97,11 +97,15 @@ def build_report_email(
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     if attachment is not None:
+        # The CSV goes as its own bytes (base64), so its CRLF rows survive; the charset tells mail clients
+        # how to show it (without one many guess Windows-1252 and garble every non-ASCII name).
+        params = {"charset": "utf-8"} if attachment.maintype == "text" else None
         message.add_attachment(
             attachment.path.read_bytes(),
             maintype=attachment.maintype,
             subtype=attachment.subtype,
             filename=attachment.filename,
+            params=params,
         )
     return message
 

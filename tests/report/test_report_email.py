@@ -65,7 +65,14 @@ def test_scheduled_report_arrives_with_html_text_and_the_csv(tmp_path: Path, mai
     assert "SECURITY-CRITICAL EVENTS (5)" in text and "in the attached CSV" in text
     assert "Activity per day" in html and "in the attached CSV" in html
     assert attachment.get_content_type() == "text/csv"
+    # Without the charset a mail client guesses (often Windows-1252) and garbles every non-ASCII name.
+    assert attachment.get_content_charset() == "utf-8"
     assert attachment.get_filename() == "compliance-report-2026-03.csv"
+    # The bytes are the file's own (CRLF rows and all), not re-encoded line by line.
+    assert (
+        attachment.get_payload(decode=True)
+        == (Path(config.report.out_dir) / "compliance-report-2026-03.csv").read_bytes()
+    )
     rows = list(csv.reader(io.StringIO(attachment.get_payload(decode=True).decode("utf-8"))))
     assert len(rows) == IN_MONTH + 1 and rows[0][:3] == ["source", "id", "created_at"]
     assert (Path(config.report.out_dir) / "compliance-report-2026-03.html").exists()
