@@ -241,10 +241,12 @@ def start_smtp(
     tls_context: ssl.SSLContext | None = None,
     implicit_tls: bool = False,
     require_auth: bool = False,
+    smtputf8: bool = True,
 ) -> SmtpServer:
     recorder = SmtpRecorder()
     port = free_port()
-    kwargs: dict[str, Any] = {}
+    # aiosmtpd's Controller offers SMTPUTF8 unless told not to; many real relays do not.
+    kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
     if tls_context is not None and not implicit_tls:
         kwargs.update(tls_context=tls_context, require_starttls=True)
     if require_auth:

@@ -133,7 +133,7 @@ def test_digest_email(smtp: SmtpServer, store: Store, clock: Clock) -> None:
     assert (report.sent, report.digests) == (11, 1)
     (message,) = smtp.recorder.messages
     assert message["Subject"] == "[DIGEST] 11 alerts: 11 high (prod)"
-    assert message["Message-ID"] == digest_message_id([a.id for a in alerts])
+    assert message["Message-ID"] == digest_message_id([a.id for a in alerts], "monitor@example.com")
     html = message.get_body(("html",)).get_content()
     assert html.count("&lt;b&gt;x&lt;/b&gt; &amp; y") == 11 and "<b>x</b>" not in html
     assert {r["remote_id"] for r in outbox_rows(store)} == {message["Message-ID"]}
