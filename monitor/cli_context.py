@@ -13,6 +13,7 @@ from typing import NoReturn
 import click
 
 from monitor.config import Config, ConfigError, load_config
+from monitor.display import safe_text
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -33,5 +34,6 @@ class CliContext:
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    click.echo(message, err=True)
+    # Messages may quote upstream or file text: no terminal escape or bidi control reaches the terminal.
+    click.echo(safe_text(message), err=True)
     sys.exit(code)

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import Config
+from monitor.display import one_line, safe_text
 from monitor.events import format_timestamp
 from monitor.store import Store
 
@@ -104,10 +105,12 @@ def render_status_data(data: dict[str, Any]) -> str:
         error = "-"
         if s["last_error"]:
             kind = f"[{s['last_error_kind']}] " if s["last_error_kind"] else ""
-            error = f"{s['last_error_at'] or ''} {kind}{s['last_error'].splitlines()[0]}".strip()[:100]
+            # Upstream text: neutralised (no terminal escape or bidi control), on one line.
+            first = one_line(safe_text(s["last_error"]).splitlines()[0])
+            error = f"{s['last_error_at'] or ''} {kind}{first}".strip()[:100]
         rows.append(
             (
-                s["source"] + ("" if s["configured"] else " (not configured)"),
+                one_line(s["source"]) + ("" if s["configured"] else " (not configured)"),
                 "-" if s["cursor_id"] is None else str(s["cursor_id"]),
                 s["last_success_at"] or "never",
                 "-" if lag is None else _human(lag),
@@ -135,8 +138,8 @@ def render_status_data(data: dict[str, Any]) -> str:
         lines.append(f"recent dead letters (newest first, at most {DEAD_LETTERS_SHOWN}):")
         for dead in data["recent_dead_letters"]:
             lines.append(
-                f"  {dead['at']}  {dead['channel']}  {dead['rule_id']}  alert {dead['alert_id']}  "
-                f"after {dead['attempts']} attempts: {dead['error'] or '-'}"
+                f"  {dead['at']}  {dead['channel']}  {one_line(dead['rule_id'])}  alert {dead['alert_id']}  "
+                f"after {dead['attempts']} attempts: {one_line(dead['error'] or '-')}"
             )
     archive = data["archive"]
     lines.append("")

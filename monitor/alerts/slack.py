@@ -36,6 +36,7 @@ from slack_sdk.webhook import WebhookClient, WebhookResponse
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import DeliveryError
 from monitor.alerts.render import alert_view, digest_view, make_environment
+from monitor.display import safe_text
 
 # Block Kit limits (https://docs.slack.dev/reference/block-kit/blocks)
 MAX_BLOCKS = 50
@@ -65,9 +66,9 @@ def slack_escape(text: str) -> str:
 
 
 def _finalize(value: Any) -> str:
-    """Every ``{{ }}`` in a Slack template: Slack-escaped, then escaped for a JSON string literal."""
-    text = "" if value is None else str(value)
-    return json.dumps(slack_escape(text), ensure_ascii=False)[1:-1]
+    """Every ``{{ }}`` in a Slack template: control and bidi characters neutralised, Slack-escaped, then
+    escaped for a JSON string literal."""
+    return json.dumps(slack_escape(safe_text(value)), ensure_ascii=False)[1:-1]
 
 
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,4}$")

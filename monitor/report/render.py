@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from monitor.config import Config
+from monitor.display import safe_output, safe_text
 from monitor.engine.calendars import Calendar
 from monitor.export import CSV_COLUMNS
 from monitor.report.evidence import PARALLEL_MIN_EVENTS, write_month_csv
@@ -98,12 +98,11 @@ def report_basename(period: Period) -> str:
 
 # --- templates ---------------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
 
 def _clean(value: Any) -> str:
-    """Event text in the plain-text version: control characters (terminal escapes, CRs) become spaces."""
-    return _CONTROL.sub(" ", "" if value is None else str(value))
+    """Event text in the plain-text version: terminal escapes, bidi controls and odd line separators
+    neutralised (``monitor.display.safe_text``)."""
+    return safe_text(value)
 
 
 def _cut(value: Any, width: int) -> str:
@@ -147,6 +146,8 @@ def environment() -> jinja2.Environment:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # Every {{ }} string, HTML and text alike, neutralised: no template can forget it.
+            finalize=safe_output,
         )
         env.filters.update(clean=_clean, cut=_cut, col=_col, num=_num, pct=_pct, when=_when)
         _ENVIRONMENT = env
