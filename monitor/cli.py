@@ -137,7 +137,7 @@ def status(ctx: CliContext, as_json: bool) -> None:
     config = ctx.config()
     with _open_store(config) as store:
         data = status_data(store, config, datetime.now(UTC))
-    click.echo(json.dumps(data, indent=2) if as_json else render_status_data(data))
+    click.echo(json.dumps(data, indent=2) if as_json else render_status_data(data, config.tz))
 
 
 @cli.command()

@@ -30,6 +30,7 @@ from monitor.alerts.model import Alert
 from monitor.alerts.render import one_line
 from monitor.events import format_timestamp
 from monitor.store import Store
+from monitor.timeutil import format_time
 
 log = logging.getLogger("monitor.outbox")
 
@@ -109,10 +110,12 @@ class OutboxWorker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         digest_after: int | None = DEFAULT_DIGEST_AFTER,
+        tz: tzinfo = UTC,
     ) -> None:
         self.store = store
         self.channels = channels
         self.clock = clock
+        self.tz = tz  # the configured zone, for the times in monitor.delivery_failing's notices
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.digest_after = digest_after
 
@@ -334,7 +337,8 @@ class OutboxWorker:
         dead = self.store.conn.execute(
             "SELECT count(*) FROM outbox WHERE channel = ? AND status = 'dead'", (name,)
         ).fetchone()[0]
-        alert = selfmon.delivery_recovered(name, datetime.fromisoformat(state["since"]), now, int(dead))
+        since = datetime.fromisoformat(state["since"])
+        alert = selfmon.delivery_recovered(name, since, now, int(dead), self.tz)
         recorded = selfmon.record_recovery(self.store, state["alert_id"], alert, now)
         self.store.state_put(selfmon.DELIVERY_FAILING, name, None)
         log.info("delivery recovered", extra={"channel": name, "dead_letters": dead})
@@ -447,7 +451,7 @@ def render_dead_letters(letters: Sequence[DeadLetter], tz: tzinfo) -> str:
             d.channel,
             d.severity,
             d.rule_id,
-            f"{d.failed_at.astimezone(tz):%Y-%m-%d %H:%M %Z}",
+            format_time(d.failed_at, tz),
             str(d.attempts),
             one_line(d.last_error)[:100],
         )

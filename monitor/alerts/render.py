@@ -23,6 +23,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from monitor.alerts.model import Alert, severity_rank
 from monitor.display import one_line, safe_output, safe_text
 from monitor.resources import templates_dir
+from monitor.timeutil import format_time
 
 MAX_EVENT_IDS_SHOWN = 20
 # Event fields every message shows from the alert's context: rule field path -> context key.
@@ -54,10 +55,6 @@ def cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - 1)].rstrip() + "…"
-
-
-def format_local(moment: datetime, tz: ZoneInfo) -> str:
-    return f"{moment.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}"
 
 
 def format_utc(moment: datetime) -> str:
@@ -107,7 +104,7 @@ def alert_view(alert: Alert, tz: ZoneInfo) -> AlertView:
         title=title,
         text="" if text == title.strip() else text,
         source=safe_text(alert.source),
-        time_local=format_local(alert.event_time, tz),
+        time_local=format_time(alert.event_time, tz),
         time_utc=format_utc(alert.event_time),
         user=_display(ctx.get("user")),
         workspace=_display(ctx.get("workspace")),
@@ -157,8 +154,8 @@ def digest_view(alerts: Sequence[Alert], tz: ZoneInfo, limit: int) -> DigestView
         more=max(0, len(ordered) - limit),
         by_severity=sorted(severities.items(), key=lambda kv: -severity_rank(kv[0])),
         by_rule=sorted(((safe_text(r), n) for r, n in rules.items()), key=lambda kv: (-kv[1], kv[0])),
-        first_time_local=format_local(times[0], tz) if times else "",
-        last_time_local=format_local(times[-1], tz) if times else "",
+        first_time_local=format_time(times[0], tz) if times else "",
+        last_time_local=format_time(times[-1], tz) if times else "",
         sources=sorted({safe_text(a.source) for a in alerts}),
     )
 

@@ -34,6 +34,7 @@ from monitor.report.figures import (
 )
 from monitor.resources import templates_dir
 from monitor.store import Store
+from monitor.timeutil import format_time
 
 CATEGORY_COLOURS = {
     "Workspace management": "#6366f1",
@@ -124,10 +125,8 @@ def _pct(share: float) -> str:
     return f"{share * 100:.1f}%"
 
 
-def _when(value: datetime | None, tz: ZoneInfo, seconds: bool = True) -> str:
-    if value is None:
-        return "never"
-    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+def _when(value: datetime | None, tz: ZoneInfo) -> str:
+    return "never" if value is None else format_time(value, tz)
 
 
 _ENVIRONMENT: jinja2.Environment | None = None
