@@ -54,6 +54,10 @@ class DeliveryError(Exception):
 
 
 class Channel(Protocol):
+    """A way to deliver alerts. An HTTP channel never follows a redirect: a 3xx is a failed delivery
+    (permanent), since following it would re-send credentials to another host and count an answer from there
+    as delivered (see ``monitor.alerts.slack``)."""
+
     name: str
 
     def send(self, alert: Alert) -> str | None:

@@ -2,8 +2,9 @@
 
 ``AlertView`` is the one place that decides which facts an alert message carries (severity, title, rule id,
 event time in the configured zone and in UTC, user, workspace, branch, message, triggering event ids,
-throttled count), so Slack, email and the digests cannot drift apart. Its strings are raw and untrusted:
-each channel escapes them for its own medium (Slack mrkdwn, HTML) at render time.
+throttled count), so Slack, email and the digests cannot drift apart. Its strings have control and bidi
+characters neutralised (``monitor.display.safe_text``) but are otherwise untrusted: each channel escapes them
+for its own medium (Slack mrkdwn, HTML) at render time.
 """
 
 from __future__ import annotations
