@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, fail
-from monitor.display import one_line
+from monitor.display import one_line, safe_text
 from monitor.engine import (
     MemoryStateStore,
     RuleLoadError,
@@ -108,7 +108,7 @@ def test_command(obj: Any, paths: tuple[str, ...], verbose: bool) -> None:
     failed = [result for result in results if not result.passed]
     for result in results:
         if not result.passed:
-            click.echo(f"FAIL {result.rule_id}: {result.name}: {result.message}")
+            click.echo(safe_text(f"FAIL {result.rule_id}: {result.name}: {result.message}"))
         elif verbose:
             click.echo(f"ok   {result.rule_id}: {result.name}")
     click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
@@ -146,7 +146,8 @@ def explain_command(obj: Any, rule_id: str, event_file: str, rule_paths: tuple[s
             where = f"{event_file}" + (f" item {index + 1}" if len(entries) > 1 else "")
             fail(f"usage error: {where}: not a Xano audit entry: {exc}", EXIT_USAGE)
         outputs.append(str(explain(ruleset, rule_id, event)))
-    click.echo("\n\n".join(outputs))
+    # The event's text (often a page saved from the API) reaches a terminal: neutralised.
+    click.echo(safe_text("\n\n".join(outputs)))
 
 
 @rules.command()

@@ -105,3 +105,20 @@ def test_readable_log_lines_on_a_terminal_neutralise_upstream_text() -> None:
     assert not shown.startswith("{") and shown.count("\n") == 1  # the readable format, on one line
     assert shown.count("gnp.exe") == 2
     assert_neutralised(shown)
+
+
+def test_rules_explain_neutralises_event_text(tmp_path: Path) -> None:
+    # EVENT.json is often a page saved from the API: its text is upstream text like any other.
+    event = {
+        "id": 7,
+        "created_at": "2026-03-04T10:00:00Z",
+        "type": "Delete Table",
+        "msg": HOSTILE,
+        "user": {"id": 1, "email": "ana@corp.io"},
+        "workspace": {"id": 1, "name": HOSTILE},
+    }
+    (tmp_path / "event.json").write_text(json.dumps(event), encoding="utf-8")
+    run = cli("rules", "explain", "xano.table.deleted", "event.json", cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "gnp.exe" in run.stdout
+    assert_neutralised(run.stdout + run.stderr)
