@@ -333,6 +333,19 @@ class _WebhookClient(WebhookClient):
             )
 
 
+# The two subclasses replace one private function each. Should a slack-sdk release rename it, the override
+# would silently stop applying and redirects would be followed again: refuse to start instead.
+for _client, _method in (
+    (WebClient, "_perform_urllib_http_request_internal"),
+    (WebhookClient, "_perform_http_request_internal"),
+):
+    if not callable(getattr(_client, _method, None)):
+        raise ImportError(
+            f"slack-sdk's {_client.__name__}.{_method} is gone: this version cannot refuse redirects; "
+            "install a slack-sdk version this release supports"
+        )
+
+
 def _is_redirect(status: int) -> bool:
     return 300 <= status < 400
 
