@@ -100,14 +100,8 @@ def report_basename(period: Period) -> str:
 # --- templates ---------------------------------------------------------------------------------------------
 
 
-def _clean(value: Any) -> str:
-    """Event text in the plain-text version: terminal escapes, bidi controls and odd line separators
-    neutralised (``monitor.display.safe_text``)."""
-    return safe_text(value)
-
-
 def _cut(value: Any, width: int) -> str:
-    text = _clean(value).replace("\n", " ")
+    text = safe_text(value).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -148,7 +142,7 @@ def environment() -> jinja2.Environment:
             # Every {{ }} string, HTML and text alike, neutralised: no template can forget it.
             finalize=safe_output,
         )
-        env.filters.update(clean=_clean, cut=_cut, col=_col, num=_num, pct=_pct, when=_when)
+        env.filters.update(clean=safe_text, cut=_cut, col=_col, num=_num, pct=_pct, when=_when)
         _ENVIRONMENT = env
     return _ENVIRONMENT
 
