@@ -25,6 +25,7 @@ from monitor.anchors import AnchorFileError, ChainAnchor, check_anchor, take_anc
 from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, ConfigGroup, date_range, fail
 from monitor.config import Config, configured_channels
 from monitor.daemon import Monitor, config_rules_loader, run_daemon
+from monitor.display import one_line
 from monitor.engine import RuleLoadError, ruleset_from_config
 from monitor.engine.calendars import Calendar
 from monitor.events import format_timestamp
@@ -111,14 +112,15 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
             outcome = monitor.run_once()
         finally:
             monitor.close()
+        # Errors quote upstream answers: one line each, control and bidi characters neutralised.
         for poll in outcome.polls:
             if not poll.ok:
-                click.echo(f"source {poll.source}: {poll.error}", err=True)
+                click.echo(f"source {poll.source}: {one_line(poll.error)}", err=True)
         for error in outcome.delivery.errors:
-            click.echo(f"delivery: {error}", err=True)
+            click.echo(f"delivery: {one_line(error)}", err=True)
         for report_run in outcome.reports:
             if report_run.failed:
-                click.echo(f"monthly report {report_run.period}: {report_run.detail}", err=True)
+                click.echo(f"monthly report {report_run.period}: {one_line(report_run.detail)}", err=True)
         sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
     try:
         run_daemon(monitor, rules_loader=config_rules_loader(ctx.config_path, config))
@@ -144,7 +146,7 @@ def status(ctx: CliContext, as_json: bool) -> None:
     config = ctx.config()
     with _open_store(config) as store:
         data = status_data(store, config, datetime.now(UTC))
-    click.echo(json.dumps(data, indent=2) if as_json else render_status_data(data))
+    click.echo(json.dumps(data, indent=2) if as_json else render_status_data(data, config.tz))
 
 
 @cli.command()

@@ -15,6 +15,7 @@ import click
 from pydantic import BaseModel
 
 from monitor.config import Config, ConfigError, load_config, require_secrets
+from monitor.display import safe_text
 from monitor.timeutil import parse_cli_date
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -81,5 +82,6 @@ def date_range(config: Config, since: str, until: str) -> tuple[datetime, dateti
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
-    click.echo(message, err=True)
+    # Messages may quote upstream or file text: no terminal escape or bidi control reaches the terminal.
+    click.echo(safe_text(message), err=True)
     sys.exit(code)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, ConfigGroup, date_range, fail
+from monitor.display import one_line, safe_text
 from monitor.engine import (
     MemoryStateStore,
     RuleLoadError,
@@ -25,6 +26,7 @@ from monitor.engine import (
     run_rule_tests,
 )
 from monitor.events import NormalizationError, normalize
+from monitor.timeutil import format_time
 
 if TYPE_CHECKING:
     from monitor.config import Config
@@ -106,7 +108,7 @@ def test_command(obj: Any, paths: tuple[str, ...], verbose: bool) -> None:
     failed = [result for result in results if not result.passed]
     for result in results:
         if not result.passed:
-            click.echo(f"FAIL {result.rule_id}: {result.name}: {result.message}")
+            click.echo(safe_text(f"FAIL {result.rule_id}: {result.name}: {result.message}"))
         elif verbose:
             click.echo(f"ok   {result.rule_id}: {result.name}")
     click.echo(f"{len(results) - len(failed)} passed, {len(failed)} failed")
@@ -144,7 +146,8 @@ def explain_command(obj: Any, rule_id: str, event_file: str, rule_paths: tuple[s
             where = f"{event_file}" + (f" item {index + 1}" if len(entries) > 1 else "")
             fail(f"usage error: {where}: not a Xano audit entry: {exc}", EXIT_USAGE)
         outputs.append(str(explain(ruleset, rule_id, event)))
-    click.echo("\n\n".join(outputs))
+    # The event's text (often a page saved from the API) reaches a terminal: neutralised.
+    click.echo(safe_text("\n\n".join(outputs)))
 
 
 @rules.command()
@@ -184,17 +187,17 @@ def backtest(
                 events += 1
                 for alert in ruleset.evaluate(event, state):
                     per_rule[alert.rule_id] += 1
-                    local = alert.event_time.astimezone(config.tz)
                     suppressed = f" (+{alert.suppressed_count} throttled)" if alert.suppressed_count else ""
+                    # Titles quote event text: one line, control and bidi characters neutralised.
                     click.echo(
-                        f"{local:%Y-%m-%d %H:%M:%S %Z}  {alert.rule_id}  {alert.severity}  "
-                        f"{alert.title}{suppressed}"
+                        f"{format_time(alert.event_time, config.tz)}  {alert.rule_id}  {alert.severity}  "
+                        f"{one_line(alert.title)}{suppressed}"
                     )
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     total = sum(per_rule.values())
     click.echo(
-        f"{events} events from {start.isoformat()} to {end.isoformat()}: "
+        f"{events} events from {format_time(start, config.tz)} to {format_time(end, config.tz)}: "
         f"{total} alert{'s' if total != 1 else ''} would have fired (nothing was sent)"
     )
     for rule_id, count in sorted(per_rule.items(), key=lambda item: (-item[1], item[0])):

@@ -12,6 +12,8 @@ import os
 import re
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
+from email.headerregistry import Address
+from email.utils import getaddresses
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -19,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -317,11 +320,56 @@ class SmtpConfig(_Strict):
     ca_file: str | None = None
 
 
+def parse_mailbox(text: str) -> Address:
+    """One email address, bare (``a@example.com``) or with a display name (``Zoë <a@example.com>``).
+
+    The address itself must be ASCII: a relay that does not offer SMTPUTF8 refuses anything else in the
+    envelope. The display name may use any letters; mail headers carry it RFC 2047 encoded.
+    """
+    example = "an email address such as security@example.com or Name <security@example.com>"
+    if any(ch in text for ch in "\r\n\0"):
+        raise ValueError(f"not {example}: a line break or NUL in an address")
+    pairs = getaddresses([text])
+    if len(pairs) != 1:
+        raise ValueError(f"{text!r}: one address per entry, {example}")
+    name, spec = pairs[0]
+    local, at, domain = spec.rpartition("@")
+    if not (local and at and re.fullmatch(r"[^@\s.]+(\.[^@\s.]+)*", domain)):
+        raise ValueError(f"{text!r} is not {example}")
+    if not spec.isascii():
+        raise ValueError(
+            f"{spec!r}: the address itself must be ASCII (SMTP servers without SMTPUTF8 refuse it); "
+            "only the name before <...> may use other letters"
+        )
+    try:
+        return Address(display_name=name, addr_spec=spec)
+    except (ValueError, IndexError):
+        raise ValueError(f"{text!r} is not {example}") from None
+
+
+def _mailbox(value: str) -> str:
+    parse_mailbox(value)  # its ValueError says what is expected
+    return value
+
+
+Mailbox = Annotated[str, AfterValidator(_mailbox)]
+
+
 class EmailConfig(_Strict):
     smtp: SmtpConfig
-    from_: str = Field(alias="from")
-    to: list[str] = Field(min_length=1)
+    from_: Mailbox = Field(alias="from")
+    to: list[Mailbox] = Field(min_length=1)
     min_severity: Severity = "high"
+
+    @property
+    def envelope_from(self) -> str:
+        """The bare sender address for SMTP's MAIL FROM (the header keeps the display name)."""
+        return parse_mailbox(self.from_).addr_spec
+
+    @property
+    def envelope_to(self) -> list[str]:
+        """The bare recipient addresses for SMTP's RCPT TO."""
+        return [parse_mailbox(item).addr_spec for item in self.to]
 
 
 class AlertsConfig(_Strict):
@@ -334,7 +382,7 @@ class AlertsConfig(_Strict):
 
 class ReportConfig(_Strict):
     schedule: str = "0 8 1 * *"  # cron in the configured timezone; the report covers the month before
-    to: list[str] = Field(default_factory=list)  # empty: the report is written to out_dir, not emailed
+    to: list[Mailbox] = Field(default_factory=list)  # empty: the report is written to out_dir, not emailed
     out_dir: str = "./data/reports"
 
     @field_validator("schedule")

@@ -88,7 +88,11 @@ class Monitor:
         self.ruleset = ruleset if ruleset is not None else ruleset_from_config(config)
         self.poller = Poller(self.store, config, self.ruleset, clock=clock, client_factory=client_factory)
         self.outbox = OutboxWorker(
-            self.store, build_channels(config, stdout), clock=clock, digest_after=config.alerts.digest_after
+            self.store,
+            build_channels(config, stdout),
+            clock=clock,
+            digest_after=config.alerts.digest_after,
+            tz=config.tz,
         )
         self.metrics = Metrics(clock)
         # Off-hours in the report follow the rule set's business_hours calendar (also after a SIGHUP reload).

@@ -20,6 +20,7 @@ from typing import TextIO
 from pydantic import BaseModel
 
 from monitor.config import UnsetSecret, secret_fields
+from monitor.display import json_escape_unsafe, one_line, safe_text
 
 REDACTED = "[redacted]"
 
@@ -134,20 +135,22 @@ class JsonFormatter(_RedactingFormatter):
         exception = self.exception(record)
         if exception:
             payload["exception"] = exception
-        # One physical line per record, whatever the message holds: json.dumps escapes newlines.
-        return json.dumps(payload, ensure_ascii=False)
+        # One physical line per record, whatever the message holds: json.dumps escapes newlines and C0
+        # controls; the C1 and bidi controls it leaves raw are escaped too (the parsed value is unchanged).
+        return json_escape_unsafe(json.dumps(payload, ensure_ascii=False))
 
 
 class ConsoleFormatter(_RedactingFormatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        pairs = " ".join(f"{k}={v}" for k, v in self.fields(record).items())
-        line = f"{stamp} {record.levelname.lower():7} {self.message(record)}"
+        # A terminal reads these: upstream text in a message or field must not act as an escape sequence.
+        pairs = " ".join(f"{k}={one_line(v)}" for k, v in self.fields(record).items())
+        line = f"{stamp} {record.levelname.lower():7} {one_line(self.message(record))}"
         if pairs:
             line += f"  {pairs}"
         exception = self.exception(record)
         if exception:
-            line += "\n" + exception
+            line += "\n" + safe_text(exception)
         return line
 
 

@@ -38,6 +38,7 @@ from monitor.events import (
     normalize,
 )
 from monitor.store import Cursor, SqliteStateStore, Store, StoreError
+from monitor.timeutil import format_duration, format_time
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoError
 
 log = logging.getLogger("monitor.poller")
@@ -361,7 +362,9 @@ class Poller:
             return 0
         silence = now - last
         if silence > max(3 * source.poll_interval, timedelta(seconds=30)):
-            self.store.record_gap(source.name, "polling", last, now, f"no successful poll for {silence}", now)
+            self.store.record_gap(
+                source.name, "polling", last, now, f"no successful poll for {format_duration(silence)}", now
+            )
         retention = source.plan_retention
         if retention is None or silence <= retention:  # None: unlimited, nothing expires upstream
             return 0
@@ -371,15 +374,16 @@ class Poller:
             "retention",
             last,
             lost_until,
-            f"events created between the last successful poll and {lost_until.isoformat()} may have expired "
-            f"upstream (plan retention {retention})",
+            f"events created between the last successful poll and {format_time(lost_until, self.config.tz)} "
+            f"may have expired upstream (plan retention {format_duration(retention)})",
             now,
         )
         log.warning(
             "retention gap",
             extra={"source": source.name, "gap_start": last.isoformat(), "gap_end": now.isoformat()},
         )
-        return self._record(selfmon.retention_gap(source.name, last, lost_until, str(retention), now), now)
+        alert = selfmon.retention_gap(source.name, last, lost_until, retention, now, self.config.tz)
+        return self._record(alert, now)
 
     # failures -----------------------------------------------------------------------------------------
 

@@ -12,13 +12,14 @@ survive restarts. ``check_sources`` runs after every cycle (``Monitor.deliver``)
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
 from monitor.alerts.model import Alert
 from monitor.alerts.routing import channels_for
 from monitor.config import Config, SourceConfig
 from monitor.events import format_timestamp
+from monitor.timeutil import format_duration, format_time
 
 if TYPE_CHECKING:
     from monitor.store import Cursor, Store
@@ -50,22 +51,26 @@ def auth_failed(source: str, message: str, episode_start: datetime | None, at: d
     )
 
 
-def retention_gap(source: str, start: datetime, end: datetime, retention: str, at: datetime) -> Alert:
+def retention_gap(
+    source: str, start: datetime, end: datetime, retention: timedelta, at: datetime, tz: tzinfo
+) -> Alert:
+    # Texts are read by people: times in the configured zone, durations in words. Group keys stay ISO UTC,
+    # so alert ids do not depend on the display zone.
     return Alert(
         rule_id=RETENTION_GAP,
         severity="high",
         title=f"Audit events of source {source} may be lost: polling stopped longer than the plan keeps them",
         text=(
-            f"No successful poll between {format_timestamp(start)} and {format_timestamp(end)}, "
+            f"No successful poll between {format_time(start, tz)} and {format_time(end, tz)}, "
             "longer than the "
-            f"plan's retention of {retention}. Events created in that period may have expired upstream "
-            "before they could be archived. The gap is recorded for the monthly report."
+            f"plan's retention of {format_duration(retention)}. Events created in that period may have "
+            "expired upstream before they could be archived. The gap is recorded for the monthly report."
         ),
         source=source,
         event_time=end,
         event_ids=(),
         group_key=f"{source}|{format_timestamp(start)}",
-        fields={"gap_start": format_timestamp(start), "gap_end": format_timestamp(end)},
+        fields={"gap_start": format_time(start, tz), "gap_end": format_time(end, tz)},
         context={"source": source},
     )
 
@@ -77,17 +82,6 @@ def unreachable_after(source: SourceConfig) -> timedelta:
     return max(UNREACHABLE_POLLS * source.poll_interval, UNREACHABLE_MIN)
 
 
-def _human(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds} s"
-    if seconds < 7200:
-        return f"{seconds // 60} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
-
-
 def source_unreachable(
     source: str,
     since: datetime,
@@ -95,21 +89,20 @@ def source_unreachable(
     last_error: str | None,
     limit: timedelta,
     at: datetime,
+    tz: tzinfo,
 ) -> Alert:
     """``since``: the last successful poll, or when watching began for a source that never answered."""
+    silence = format_duration(at - since)
     if last_success is not None:
-        when = f"The last successful poll was at {format_timestamp(last_success)}, {_human(at - since)} ago"
+        when = f"The last successful poll was at {format_time(last_success, tz)}, {silence} ago"
     else:
-        when = (
-            "No poll of this source has succeeded since the monitor started watching it "
-            f"{_human(at - since)} ago"
-        )
+        when = f"No poll of this source has succeeded since the monitor started watching it {silence} ago"
     return Alert(
         rule_id=SOURCE_UNREACHABLE,
         severity="high",
-        title=f"Source {source} unreachable: no successful poll for {_human(at - since)}",
+        title=f"Source {source} unreachable: no successful poll for {silence}",
         text=(
-            f"{when} (the limit is {_human(limit)}, three poll intervals). "
+            f"{when} (the limit is {format_duration(limit)}, three poll intervals). "
             f"Last error: {last_error or 'none recorded'}.\n"
             "Audit events are not being archived or checked by the rules until polling succeeds again; "
             "nothing is lost as long as polling resumes within the plan's retention."
@@ -118,7 +111,7 @@ def source_unreachable(
         event_time=at,
         event_ids=(),
         group_key=f"{source}|{format_timestamp(since)}",
-        fields={"last_success": format_timestamp(last_success) if last_success else "never"},
+        fields={"last_success": format_time(last_success, tz) if last_success else "never"},
         context={"source": source},
     )
 
@@ -140,30 +133,30 @@ def _recovered(
     )
 
 
-def source_recovered(source: str, since: datetime, recovered_at: datetime) -> Alert:
+def source_recovered(source: str, since: datetime, recovered_at: datetime, tz: tzinfo) -> Alert:
     return _recovered(
         SOURCE_UNREACHABLE,
         source,
         since,
         recovered_at,
         f"Source {source} recovered: polling succeeds again",
-        f"A poll succeeded at {format_timestamp(recovered_at)} after failures since "
-        f"{format_timestamp(since)}. "
+        f"A poll succeeded at {format_time(recovered_at, tz)} after failures since "
+        f"{format_time(since, tz)}. "
         "The events of the outage are archived by this poll (see monitor.retention_gap if the outage "
         "outlasted the plan's retention).",
         source,
     )
 
 
-def auth_recovered(source: str, since: datetime, recovered_at: datetime) -> Alert:
+def auth_recovered(source: str, since: datetime, recovered_at: datetime, tz: tzinfo) -> Alert:
     return _recovered(
         AUTH_FAILED,
         source,
         since,
         recovered_at,
         f"Xano accepts the metadata API token of source {source} again",
-        f"A poll succeeded at {format_timestamp(recovered_at)}; the token has been rejected since "
-        f"{format_timestamp(since)}. Archiving has resumed.",
+        f"A poll succeeded at {format_time(recovered_at, tz)}; the token has been rejected since "
+        f"{format_time(since, tz)}. Archiving has resumed.",
         source,
     )
 
@@ -189,15 +182,15 @@ def delivery_failing(channel: str, error: str, at: datetime) -> Alert:
     )
 
 
-def delivery_recovered(channel: str, since: datetime, at: datetime, dead_letters: int) -> Alert:
+def delivery_recovered(channel: str, since: datetime, at: datetime, dead_letters: int, tz: tzinfo) -> Alert:
     alert = _recovered(
         DELIVERY_FAILING,
         channel,
         since,
         at,
         f"Alert delivery through {channel} works again",
-        f"{channel} accepted a message at {format_timestamp(at)} after failing since "
-        f"{format_timestamp(since)}. "
+        f"{channel} accepted a message at {format_time(at, tz)} after failing since "
+        f"{format_time(since, tz)}. "
         + (
             f"{dead_letters} dead letters for {channel} remain; re-send them with "
             f"`audit-monitor dead-letters requeue --channel {channel}`."
@@ -224,7 +217,7 @@ def check_sources(store: Store, config: Config, now: datetime) -> int:
     for source in config.sources:
         cursor = store.get_cursor(source.name)
         recorded += _check_unreachable(store, config, source, cursor, now)
-        recorded += _check_auth(store, source, cursor, now)
+        recorded += _check_auth(store, source, cursor, now, config.tz)
     return recorded
 
 
@@ -238,7 +231,9 @@ def _check_unreachable(
         if last_success is None or last_success <= since:
             return 0  # the episode goes on; it was announced
         with store.transaction():
-            record_recovery(store, state["alert_id"], source_recovered(source.name, since, last_success), now)
+            record_recovery(
+                store, state["alert_id"], source_recovered(source.name, since, last_success, config.tz), now
+            )
             store.state_put(SOURCE_UNREACHABLE, source.name, None)
         return 1
     if last_success is None:
@@ -264,6 +259,7 @@ def _check_unreachable(
         cursor.last_error if cursor else None,
         unreachable_after(source),
         now,
+        config.tz,
     )
     with store.transaction():
         new = store.record_alert(alert, channels_for(alert, config), now)
@@ -273,7 +269,7 @@ def _check_unreachable(
     return int(new)
 
 
-def _check_auth(store: Store, source: SourceConfig, cursor: Cursor | None, now: datetime) -> int:
+def _check_auth(store: Store, source: SourceConfig, cursor: Cursor | None, now: datetime, tz: tzinfo) -> int:
     if cursor is None:
         return 0
     state = store.state_get(AUTH_FAILED, source.name)
@@ -296,7 +292,7 @@ def _check_auth(store: Store, source: SourceConfig, cursor: Cursor | None, now: 
         return 0
     with store.transaction():
         record_recovery(
-            store, state["alert_id"], auth_recovered(source.name, since, cursor.last_success_at), now
+            store, state["alert_id"], auth_recovered(source.name, since, cursor.last_success_at, tz), now
         )
         store.state_put(AUTH_FAILED, source.name, None)
     return 1

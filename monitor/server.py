@@ -21,6 +21,7 @@ from typing import Any
 from monitor.config import Config, SourceConfig
 from monitor.events import format_timestamp
 from monitor.metrics import HealthFacts, Metrics
+from monitor.timeutil import format_duration
 
 log = logging.getLogger("monitor.server")
 
@@ -84,8 +85,9 @@ def evaluate_health(config: Config, facts: HealthFacts, now: datetime) -> tuple[
                 entry["state"] = "failing"
             elif now - f.last_success_at > limit:
                 reasons.append(
-                    f"source {source.name}: last successful poll {_ago(now - f.last_success_at)} ago "
-                    f"(limit {_ago(limit)})"
+                    f"source {source.name}: last successful poll "
+                    f"{format_duration(now - f.last_success_at)} ago "
+                    f"(limit {format_duration(limit)})"
                     + (f"; last error: {f.last_error_kind}" if f.last_error_kind else "")
                 )
                 entry["state"] = "stale"
@@ -96,7 +98,7 @@ def evaluate_health(config: Config, facts: HealthFacts, now: datetime) -> tuple[
     for channel, at in sorted(facts.dead_letters.items()):
         if now - at < DEAD_LETTER_WINDOW:
             dead[channel] = format_timestamp(at)
-            reasons.append(f"channel {channel}: dead letter {_ago(now - at)} ago")
+            reasons.append(f"channel {channel}: dead letter {format_duration(now - at)} ago")
     body: dict[str, Any] = {"status": "ok", "time": format_timestamp(now), "sources": sources}
     if dead:
         body["dead_letters"] = dead
@@ -109,15 +111,6 @@ def evaluate_health(config: Config, facts: HealthFacts, now: datetime) -> tuple[
         body["reasons"] = reasons
         return 503, body
     return 200, body
-
-
-def _ago(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    if seconds < 120:
-        return f"{seconds}s"
-    if seconds < 7200:
-        return f"{seconds // 60}m"
-    return f"{seconds / 3600:.1f}h"
 
 
 class _Handler(BaseHTTPRequestHandler):

@@ -4,12 +4,14 @@ channel; recent dead letters; archive size and retention anchor. ``status_data``
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
 
 from monitor.config import Config
+from monitor.display import one_line, safe_text
 from monitor.events import format_timestamp
 from monitor.store import Store
+from monitor.timeutil import format_duration, format_time
 
 DEAD_LETTERS_SHOWN = 10
 
@@ -93,10 +95,15 @@ def _table(rows: list[tuple[str, ...]]) -> list[str]:
 
 
 def render_status(store: Store, config: Config, now: datetime) -> str:
-    return render_status_data(status_data(store, config, now))
+    return render_status_data(status_data(store, config, now), config.tz)
 
 
-def render_status_data(data: dict[str, Any]) -> str:
+def _when(iso: str | None, tz: tzinfo) -> str | None:
+    """A ``status_data`` time (ISO 8601, UTC: for scripts) as people read it: the configured zone, seconds."""
+    return format_time(datetime.fromisoformat(iso), tz) if iso else None
+
+
+def render_status_data(data: dict[str, Any], tz: tzinfo) -> str:
     lines: list[str] = []
     rows: list[tuple[str, ...]] = [("SOURCE", "CURSOR", "LAST SUCCESS", "LAG", "ARCHIVED", "LAST ERROR")]
     for s in data["sources"]:
@@ -104,13 +111,15 @@ def render_status_data(data: dict[str, Any]) -> str:
         error = "-"
         if s["last_error"]:
             kind = f"[{s['last_error_kind']}] " if s["last_error_kind"] else ""
-            error = f"{s['last_error_at'] or ''} {kind}{s['last_error'].splitlines()[0]}".strip()[:100]
+            # Upstream text: neutralised (no terminal escape or bidi control), on one line.
+            first = one_line(safe_text(s["last_error"]).splitlines()[0])
+            error = f"{_when(s['last_error_at'], tz) or ''} {kind}{first}".strip()[:100]
         rows.append(
             (
-                s["source"] + ("" if s["configured"] else " (not configured)"),
+                one_line(s["source"]) + ("" if s["configured"] else " (not configured)"),
                 "-" if s["cursor_id"] is None else str(s["cursor_id"]),
-                s["last_success_at"] or "never",
-                "-" if lag is None else _human(lag),
+                _when(s["last_success_at"], tz) or "never",
+                "-" if lag is None else format_duration(lag),
                 str(s["archived"]),
                 error,
             )
@@ -135,26 +144,17 @@ def render_status_data(data: dict[str, Any]) -> str:
         lines.append(f"recent dead letters (newest first, at most {DEAD_LETTERS_SHOWN}):")
         for dead in data["recent_dead_letters"]:
             lines.append(
-                f"  {dead['at']}  {dead['channel']}  {dead['rule_id']}  alert {dead['alert_id']}  "
-                f"after {dead['attempts']} attempts: {dead['error'] or '-'}"
+                f"  {_when(dead['at'], tz)}  {dead['channel']}  {one_line(dead['rule_id'])}  "
+                f"alert {dead['alert_id']}  after {dead['attempts']} attempts: "
+                f"{one_line(dead['error'] or '-')}"
             )
     archive = data["archive"]
     lines.append("")
     retention = f"kept {archive['retention_days']} days" if archive["retention_days"] else "kept forever"
-    oldest = f", oldest {archive['oldest_event_at']}" if archive["oldest_event_at"] else ""
-    pruned = f", last pruned {archive['pruned_at']}" if archive["pruned_at"] else ""
+    oldest = f", oldest {_when(archive['oldest_event_at'], tz)}" if archive["oldest_event_at"] else ""
+    pruned = f", last pruned {_when(archive['pruned_at'], tz)}" if archive["pruned_at"] else ""
     lines.append(
         f"archive: {archive['events']} events, {archive['bytes'] / 1e6:.1f} MB in {archive['path']} "
         f"({retention}{oldest}{pruned})"
     )
     return "\n".join(lines)
-
-
-def _human(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"

@@ -1,8 +1,10 @@
-"""Dates on the command line: ``YYYY-MM-DD`` is midnight in the configured zone, else an ISO 8601 instant."""
+"""Time for people: dates on the command line (``YYYY-MM-DD`` is midnight in the configured zone, else an
+ISO 8601 instant), and the one way every text a person reads shows a time (``format_time``) and a duration
+(``format_duration``). Machine formats (the archive, ``--json``, JSON logs) keep ISO 8601 in UTC."""
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -28,3 +30,26 @@ def parse_cli_date(text: str, tz: ZoneInfo) -> datetime:
     except ValueError:
         raise ValueError(f"{text!r} is not a date YYYY-MM-DD or an ISO 8601 instant") from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+
+
+def format_time(moment: datetime, tz: tzinfo) -> str:
+    """``2026-03-04 10:30:00 CET``: in the configured zone, to the second, with the zone's abbreviation."""
+    return f"{moment.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}"
+
+
+_UNITS = (("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+
+
+def format_duration(value: timedelta | float) -> str:
+    """``47 s``, ``3 min 47 s``, ``2 h 5 min``, ``7 d``: the two largest units, whole numbers, rounded to the
+    second (``value`` in seconds when it is a number). Never ``0:00:47.345672``."""
+    seconds = round(value.total_seconds() if isinstance(value, timedelta) else value)
+    sign = "-" if seconds < 0 else ""
+    rest = abs(seconds)
+    amounts = []
+    for unit, size in _UNITS:
+        amount, rest = divmod(rest, size)
+        amounts.append((amount, unit))
+    first = next((i for i, (amount, _) in enumerate(amounts) if amount), len(amounts) - 1)
+    shown = [f"{amount} {unit}" for amount, unit in amounts[first : first + 2] if amount]
+    return sign + (" ".join(shown) or "0 s")

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.alerts.model import Alert
 from monitor.alerts.render import AlertView, alert_view
+from monitor.display import one_line
 from monitor.logs import json_lines_active
 
 alert_log = logging.getLogger("monitor.alert")
@@ -28,11 +29,6 @@ _LOG_LEVEL = {
     "low": logging.INFO,
     "info": logging.INFO,
 }
-
-
-def _clean(value: object) -> str:
-    # Event text must not move the cursor, clear the screen or fake extra alert lines.
-    return "".join(ch if ch.isprintable() else " " for ch in str(value))
 
 
 class ConsoleChannel:
@@ -78,15 +74,15 @@ class ConsoleChannel:
     @staticmethod
     def _print(view: AlertView, out: TextIO) -> None:
         lines = [
-            f"[{view.severity_label}] {_clean(view.title)}",
+            f"[{view.severity_label}] {one_line(view.title)}",
             f"    rule {view.rule_id} · {view.time_local} ({view.time_utc})",
-            f"    source {_clean(view.source)} · user {_clean(view.user or '-')} · "
-            f"workspace {_clean(view.workspace or '-')} · branch {_clean(view.branch or '-')}",
+            f"    source {one_line(view.source)} · user {one_line(view.user or '-')} · "
+            f"workspace {one_line(view.workspace or '-')} · branch {one_line(view.branch or '-')}",
         ]
         if view.text:
-            lines.extend(f"    {_clean(line)}" for line in view.text.splitlines())
+            lines.extend(f"    {one_line(line)}" for line in view.text.splitlines())
         if view.event_message and view.event_message not in (view.title, view.text):
-            lines.append(f"    message: {_clean(view.event_message)}")
+            lines.append(f"    message: {one_line(view.event_message)}")
         if view.event_ids:
             lines.append(f"    events {view.event_ids_text}")
         if view.suppressed_count:

@@ -1,8 +1,10 @@
 """The email channel: multipart text + HTML alerts over SMTP (STARTTLS, implicit TLS, or plain).
 
 TLS always verifies (``ssl.create_default_context``, optionally trusting ``ca_file``); every connection
-has an explicit timeout. The Message-ID is derived from the alert id, so a re-send after a crash carries
-the same id and mail clients can thread or collapse it. ``classify_smtp_error`` is the table-driven
+has an explicit timeout. The Message-ID is derived from the alert id (``<alert-id@sender-domain>``), so a
+re-send after a crash carries the same id and mail clients can thread or collapse it. The envelope carries
+bare addresses and the headers RFC 2047 encoded names, so a relay without SMTPUTF8 takes a sender such as
+``Zoë <monitor@example.com>``. ``classify_smtp_error`` is the table-driven
 decision between retrying and dead-lettering.
 """
 
@@ -13,9 +15,10 @@ import logging
 import smtplib
 import socket
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from email.message import EmailMessage
-from email.utils import formatdate
+from email.utils import format_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,26 +33,62 @@ from monitor.alerts.render import (
     render,
     text_environment,
 )
+from monitor.config import parse_mailbox
 
 log = logging.getLogger("monitor.email")
 
-MESSAGE_ID_DOMAIN = "audit-monitor"
 SUBJECT_MAX = 200
 DIGEST_LIST_MAX = 200  # alerts listed in a digest email; the rest are counted
+MESSAGE_ID_FALLBACK_DOMAIN = "audit-monitor"  # only when a sender has no domain part (never, once validated)
 
 
-def message_id_for(alert_id: str) -> str:
-    return f"<{alert_id}@{MESSAGE_ID_DOMAIN}>"
+def message_id(local_part: str, sender: str) -> str:
+    """``<local_part@sender-domain>``: the form of every Message-ID the monitor sends (alerts, digests, the
+    report). The sender's own domain keeps the id globally unique and recognisable as ours."""
+    try:
+        domain = parse_mailbox(sender).domain
+    except ValueError:
+        domain = ""
+    return f"<{local_part}@{domain or MESSAGE_ID_FALLBACK_DOMAIN}>"
 
 
-def digest_message_id(alert_ids: Sequence[str]) -> str:
+def message_id_for(alert_id: str, sender: str) -> str:
+    return message_id(alert_id, sender)
+
+
+def digest_message_id(alert_ids: Sequence[str], sender: str) -> str:
     digest = hashlib.sha256(",".join(sorted(alert_ids)).encode()).hexdigest()[:32]
-    return f"<digest-{digest}@{MESSAGE_ID_DOMAIN}>"
+    return message_id(f"digest-{digest}", sender)
+
+
+def mail_date(moment: datetime) -> str:
+    """The Date header of every message the monitor sends: RFC 5322 in UTC, written ``+0000``."""
+    return format_datetime(moment.astimezone(UTC))
 
 
 def _subject(text: str) -> str:
     # One line, no control characters: a header can never be split or injected by event text.
     return cut(one_line(text), SUBJECT_MAX)
+
+
+def set_headers(
+    msg: EmailMessage,
+    *,
+    subject: str,
+    sender: str,
+    recipients: Sequence[str],
+    message_id: str,
+    date: datetime,
+) -> None:
+    """The headers every message shares. Addresses go in as parsed ``Address`` objects, so a display name
+    (``Zoë <monitor@example.com>``) is quoted and RFC 2047 encoded on the wire: a relay without SMTPUTF8
+    takes it."""
+    msg["Subject"] = _subject(subject)
+    msg["From"] = parse_mailbox(sender)
+    msg["To"] = [parse_mailbox(item) for item in recipients]
+    msg["Date"] = mail_date(date)
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies to a robot
 
 
 def _message(
@@ -60,14 +99,10 @@ def _message(
     html: str,
     message_id: str,
     headers: dict[str, str],
+    date: datetime,
 ) -> EmailMessage:
     msg = EmailMessage()
-    msg["Subject"] = _subject(subject)
-    msg["From"] = sender
-    msg["To"] = ", ".join(recipients)
-    msg["Date"] = formatdate(localtime=False)
-    msg["Message-ID"] = message_id
-    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies to a robot
+    set_headers(msg, subject=subject, sender=sender, recipients=recipients, message_id=message_id, date=date)
     for name, value in headers.items():
         msg[name] = one_line(value)
     msg.set_content(text)
@@ -75,7 +110,9 @@ def _message(
     return msg
 
 
-def build_alert_email(alert: Alert, sender: str, recipients: Sequence[str], tz: ZoneInfo) -> EmailMessage:
+def build_alert_email(
+    alert: Alert, sender: str, recipients: Sequence[str], tz: ZoneInfo, *, now: datetime
+) -> EmailMessage:
     view = alert_view(alert, tz)
     return _message(
         sender,
@@ -83,17 +120,18 @@ def build_alert_email(alert: Alert, sender: str, recipients: Sequence[str], tz: 
         render(text_environment(), "alert_email_subject.txt.j2", a=view),
         render(text_environment(), "alert_email.txt.j2", a=view),
         render(html_environment(), "alert_email.html.j2", a=view),
-        message_id_for(alert.id),
+        message_id_for(alert.id, sender),
         {
             "X-Audit-Monitor-Alert-Id": alert.id,
             "X-Audit-Monitor-Rule": alert.rule_id,
             "X-Audit-Monitor-Severity": alert.severity,
         },
+        now,
     )
 
 
 def build_digest_email(
-    alerts: Sequence[Alert], sender: str, recipients: Sequence[str], tz: ZoneInfo
+    alerts: Sequence[Alert], sender: str, recipients: Sequence[str], tz: ZoneInfo, *, now: datetime
 ) -> EmailMessage:
     view = digest_view(alerts, tz, DIGEST_LIST_MAX)
     return _message(
@@ -102,8 +140,9 @@ def build_digest_email(
         render(text_environment(), "digest_email_subject.txt.j2", d=view),
         render(text_environment(), "digest_email.txt.j2", d=view),
         render(html_environment(), "digest_email.html.j2", d=view),
-        digest_message_id([a.id for a in alerts]),
+        digest_message_id([a.id for a in alerts], sender),
         {"X-Audit-Monitor-Digest": str(len(alerts))},
+        now,
     )
 
 
@@ -178,11 +217,18 @@ class EmailChannel:
 
     name = "email"
 
-    def __init__(self, config: Any, tz: ZoneInfo) -> None:
+    def __init__(
+        self, config: Any, tz: ZoneInfo, *, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
         # ``config`` is a monitor.config.EmailConfig.
         self.tz = tz
-        self.sender: str = config.from_
+        self.clock = clock  # the Date header
+        self.sender: str = config.from_  # as configured, display name included: for the headers
         self.recipients: list[str] = list(config.to)
+        # SMTP's envelope takes the bare addresses: with a display name in it (or any non-ASCII), smtplib
+        # needs SMTPUTF8, which many relays do not offer.
+        self.envelope_from: str = config.envelope_from
+        self.envelope_to: list[str] = list(config.envelope_to)
         smtp = config.smtp
         self.host: str = smtp.host
         self.port: int = smtp.port
@@ -196,13 +242,17 @@ class EmailChannel:
         return f"EmailChannel({self.host}:{self.port}, {self.security}, to={len(self.recipients)} recipients)"
 
     def destination(self, alert: Alert) -> str:
-        return ",".join(self.recipients)
+        return ",".join(self.envelope_to)
 
     def send(self, alert: Alert) -> str | None:
-        return self.send_message(build_alert_email(alert, self.sender, self.recipients, self.tz))
+        return self.send_message(
+            build_alert_email(alert, self.sender, self.recipients, self.tz, now=self.clock())
+        )
 
     def send_digest(self, alerts: Sequence[Alert]) -> str | None:
-        return self.send_message(build_digest_email(alerts, self.sender, self.recipients, self.tz))
+        return self.send_message(
+            build_digest_email(alerts, self.sender, self.recipients, self.tz, now=self.clock())
+        )
 
     def _context(self) -> ssl.SSLContext:
         # Verifying (CERT_REQUIRED + hostname check) whatever ca_file says: ca_file adds a private CA,
@@ -234,7 +284,7 @@ class EmailChannel:
             if self.username:
                 password = self._password.get_secret_value() if self._password is not None else ""
                 client.login(self.username, password)
-            refused = client.send_message(msg, from_addr=self.sender, to_addrs=self.recipients)
+            refused = client.send_message(msg, from_addr=self.envelope_from, to_addrs=self.envelope_to)
         except (smtplib.SMTPException, OSError) as exc:
             raise classify_smtp_error(exc) from None
         finally:

@@ -5,8 +5,9 @@ sent only after the channel accepted it, so a crash between the two re-sends at 
 message (at-least-once), and never loses one.
 
 Per ``deliver_due`` call and channel:
-- more than ``digest_after`` due rows go as one digest per destination (channels that offer
-  ``send_digest``; the console prints every alert), and every row is marked sent with the digest's id;
+- more than ``digest_after`` rows due for one destination (a Slack route, a recipient list) go as one
+  digest (channels that offer ``send_digest``; the console prints every alert), and every row is marked
+  sent with the digest's id;
 - a transient failure backs the row off (5 s doubling, jitter, capped at 10 min, at least Retry-After)
   and defers the channel's other due rows to the same moment, so a channel that is down is probed once
   per backoff step instead of once per row (an SMTP timeout per row would stall the worker for hours);
@@ -29,6 +30,7 @@ from monitor.alerts.model import Alert
 from monitor.alerts.render import one_line
 from monitor.events import format_timestamp
 from monitor.store import Store
+from monitor.timeutil import format_time
 
 log = logging.getLogger("monitor.outbox")
 
@@ -52,6 +54,10 @@ class DeliveryError(Exception):
 
 
 class Channel(Protocol):
+    """A way to deliver alerts. An HTTP channel never follows a redirect: a 3xx is a failed delivery
+    (permanent), since following it would re-send credentials to another host and count an answer from there
+    as delivered (see ``monitor.alerts.slack``)."""
+
     name: str
 
     def send(self, alert: Alert) -> str | None:
@@ -108,10 +114,12 @@ class OutboxWorker:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         rng: random.Random | None = None,
         digest_after: int | None = DEFAULT_DIGEST_AFTER,
+        tz: tzinfo = UTC,
     ) -> None:
         self.store = store
         self.channels = channels
         self.clock = clock
+        self.tz = tz  # the configured zone, for the times in monitor.delivery_failing's notices
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.digest_after = digest_after
 
@@ -178,18 +186,26 @@ class OutboxWorker:
     def _batches(self, channel: Channel, due: list[_Due]) -> list[_Batch]:
         send_digest = getattr(channel, "send_digest", None)
         destination = getattr(channel, "destination", None)
-        if (
-            send_digest is None
-            or destination is None
-            or self.digest_after is None
-            or len(due) <= self.digest_after
-        ):
+        digest_after = self.digest_after
+        if send_digest is None or destination is None or digest_after is None:
             return [_Batch([item], False) for item in due]
-        # A digest per destination: routing by severity must not move a critical alert out of its channel.
+        # The threshold counts per destination (a Slack route, a recipient list): a burst for one channel must
+        # not fold the few alerts due for a severity route into a digest, nor move one out of its route.
         groups: dict[str, list[_Due]] = {}
         for item in due:
             groups.setdefault(destination(item.alert), []).append(item)
-        return [_Batch(items, len(items) > 1) for items in groups.values()]
+        # In due order (the oldest failure first probes a channel that is down); a digest takes the place
+        # of its first row.
+        batches: list[_Batch] = []
+        digested: set[str] = set()
+        for item in due:
+            key = destination(item.alert)
+            if len(groups[key]) <= digest_after:
+                batches.append(_Batch([item], False))
+            elif key not in digested:
+                digested.add(key)
+                batches.append(_Batch(groups[key], True))
+        return batches
 
     @staticmethod
     def _send(channel: Channel, batch: _Batch) -> str | None:
@@ -325,7 +341,8 @@ class OutboxWorker:
         dead = self.store.conn.execute(
             "SELECT count(*) FROM outbox WHERE channel = ? AND status = 'dead'", (name,)
         ).fetchone()[0]
-        alert = selfmon.delivery_recovered(name, datetime.fromisoformat(state["since"]), now, int(dead))
+        since = datetime.fromisoformat(state["since"])
+        alert = selfmon.delivery_recovered(name, since, now, int(dead), self.tz)
         recorded = selfmon.record_recovery(self.store, state["alert_id"], alert, now)
         self.store.state_put(selfmon.DELIVERY_FAILING, name, None)
         log.info("delivery recovered", extra={"channel": name, "dead_letters": dead})
@@ -438,7 +455,7 @@ def render_dead_letters(letters: Sequence[DeadLetter], tz: tzinfo) -> str:
             d.channel,
             d.severity,
             d.rule_id,
-            f"{d.failed_at.astimezone(tz):%Y-%m-%d %H:%M %Z}",
+            format_time(d.failed_at, tz),
             str(d.attempts),
             one_line(d.last_error)[:100],
         )

@@ -2,15 +2,15 @@
 
 ``AlertView`` is the one place that decides which facts an alert message carries (severity, title, rule id,
 event time in the configured zone and in UTC, user, workspace, branch, message, triggering event ids,
-throttled count), so Slack, email and the digests cannot drift apart. Its strings are raw and untrusted:
-each channel escapes them for its own medium (Slack mrkdwn, HTML) at render time.
+throttled count), so Slack, email and the digests cannot drift apart. Its strings have control and bidi
+characters neutralised (``monitor.display.safe_text``) but are otherwise untrusted: each channel escapes them
+for its own medium (Slack mrkdwn, HTML) at render time.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-import re
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +22,9 @@ from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
 from monitor.alerts.model import Alert, severity_rank
+from monitor.display import one_line, safe_output, safe_text
 from monitor.resources import templates_dir
+from monitor.timeutil import format_time
 
 MAX_EVENT_IDS_SHOWN = 20
 # Event fields every message shows from the alert's context: rule field path -> context key.
@@ -37,21 +39,16 @@ RECOVERY_TAG = "recovery"
 
 
 def _display(value: Any) -> str:
-    """A context value as text: events may carry nested objects (``{"email": ...}``) or nothing."""
+    """A context value as text: events may carry nested objects (``{"email": ...}``) or nothing. Control and
+    bidi characters are neutralised here, once, for every channel (``monitor.display``)."""
     if value is None:
         return ""
     if isinstance(value, dict):
         for key in ("email", "name", "label", "id"):
             if value.get(key) not in (None, ""):
-                return str(value[key])
-        return json.dumps(value, ensure_ascii=False, sort_keys=True)
-    return str(value)
-
-
-def one_line(text: str) -> str:
-    """Collapse whitespace and control characters: for subjects, list rows and headers."""
-    cleaned = "".join(ch if ch.isprintable() else " " for ch in text)
-    return re.sub(r"\s+", " ", cleaned).strip()
+                return safe_text(value[key])
+        return safe_text(json.dumps(value, ensure_ascii=False, sort_keys=True))
+    return safe_text(value)
 
 
 def cut(text: str, limit: int) -> str:
@@ -59,10 +56,6 @@ def cut(text: str, limit: int) -> str:
     if len(text) <= limit:
         return text
     return text[: max(0, limit - 1)].rstrip() + "…"
-
-
-def format_local(moment: datetime, tz: ZoneInfo) -> str:
-    return f"{moment.astimezone(tz):%Y-%m-%d %H:%M:%S %Z}"
 
 
 def format_utc(moment: datetime) -> str:
@@ -101,16 +94,18 @@ class AlertView:
 def alert_view(alert: Alert, tz: ZoneInfo) -> AlertView:
     ctx = alert.context
     message = _display(ctx.get("msg", ctx.get("message")))
-    text = alert.text.strip()
+    # Titles and texts are rule templates that quote event text: neutralised like the event fields.
+    title = safe_text(alert.title)
+    text = safe_text(alert.text).strip()
     return AlertView(
         alert_id=alert.id,
-        rule_id=alert.rule_id,
+        rule_id=safe_text(alert.rule_id),
         severity=alert.severity,
         severity_label=alert.severity.upper(),
-        title=alert.title,
-        text="" if text == alert.title.strip() else text,
-        source=alert.source,
-        time_local=format_local(alert.event_time, tz),
+        title=title,
+        text="" if text == title.strip() else text,
+        source=safe_text(alert.source),
+        time_local=format_time(alert.event_time, tz),
         time_utc=format_utc(alert.event_time),
         user=_display(ctx.get("user")),
         workspace=_display(ctx.get("workspace")),
@@ -122,7 +117,7 @@ def alert_view(alert: Alert, tz: ZoneInfo) -> AlertView:
         event_count=len(alert.event_ids),
         suppressed_count=alert.suppressed_count,
         fields=[
-            (str(k), _display(v))
+            (safe_text(k), _display(v))
             for k, v in alert.fields.items()
             # A rule's field that repeats what every message shows anyway (user, workspace...) is noise.
             if not (k in _SHOWN and _display(v) == _display(ctx.get(_SHOWN[k])))
@@ -159,10 +154,10 @@ def digest_view(alerts: Sequence[Alert], tz: ZoneInfo, limit: int) -> DigestView
         items=[alert_view(a, tz) for a in ordered[:limit]],
         more=max(0, len(ordered) - limit),
         by_severity=sorted(severities.items(), key=lambda kv: -severity_rank(kv[0])),
-        by_rule=sorted(rules.items(), key=lambda kv: (-kv[1], kv[0])),
-        first_time_local=format_local(times[0], tz) if times else "",
-        last_time_local=format_local(times[-1], tz) if times else "",
-        sources=sorted({a.source for a in alerts}),
+        by_rule=sorted(((safe_text(r), n) for r, n in rules.items()), key=lambda kv: (-kv[1], kv[0])),
+        first_time_local=format_time(times[0], tz) if times else "",
+        last_time_local=format_time(times[-1], tz) if times else "",
+        sources=sorted({safe_text(a.source) for a in alerts}),
     )
 
 
@@ -200,13 +195,13 @@ def make_environment(
 
 @functools.cache
 def text_environment() -> SandboxedEnvironment:
-    return make_environment(autoescape=False)
+    return make_environment(autoescape=False, finalize=safe_output)
 
 
 @functools.cache
 def html_environment() -> SandboxedEnvironment:
     # Every interpolated value is HTML-escaped: event text can never become markup in a mail client.
-    return make_environment(autoescape=True)
+    return make_environment(autoescape=True, finalize=safe_output)
 
 
 def render(env: SandboxedEnvironment, name: str, **context: Any) -> str:

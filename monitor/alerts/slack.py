@@ -7,6 +7,10 @@ The rendered JSON is then cut to Block Kit's limits.
 
 Failures are classified by the tables ``SLACK_API_ERRORS`` and ``webhook_status_is_permanent``: the outbox
 retries what is transient (honouring Retry-After) and dead-letters what is not.
+
+Redirects are never followed (the rule for every HTTP channel): urllib would repeat a 302'd POST as a GET to
+whatever host the answer names, bot token in ``Authorization`` included, and that host's 200 would mark the
+alert sent. A 3xx is a failed delivery, permanent: the configured URL is wrong or someone is in between.
 """
 
 from __future__ import annotations
@@ -18,19 +22,21 @@ import re
 import socket
 import ssl
 import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from jinja2.sandbox import SandboxedEnvironment
-from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 from slack_sdk.web import WebClient
-from slack_sdk.webhook import WebhookClient
+from slack_sdk.webhook import WebhookClient, WebhookResponse
 
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import DeliveryError
 from monitor.alerts.render import alert_view, digest_view, make_environment
+from monitor.display import safe_text
 
 # Block Kit limits (https://docs.slack.dev/reference/block-kit/blocks)
 MAX_BLOCKS = 50
@@ -60,9 +66,9 @@ def slack_escape(text: str) -> str:
 
 
 def _finalize(value: Any) -> str:
-    """Every ``{{ }}`` in a Slack template: Slack-escaped, then escaped for a JSON string literal."""
-    text = "" if value is None else str(value)
-    return json.dumps(slack_escape(text), ensure_ascii=False)[1:-1]
+    """Every ``{{ }}`` in a Slack template: control and bidi characters neutralised, Slack-escaped, then
+    escaped for a JSON string literal."""
+    return json.dumps(slack_escape(safe_text(value)), ensure_ascii=False)[1:-1]
 
 
 _PARTIAL_ENTITY = re.compile(r"&[a-z]{0,4}$")
@@ -271,6 +277,79 @@ _SDK_LOG.setLevel(logging.CRITICAL)
 _TRANSPORT_ERRORS = (urllib.error.URLError, OSError, http.client.HTTPException, socket.timeout, TimeoutError)
 
 
+# --- no redirects ---------------------------------------------------------------------------------------
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    """Answer every 3xx with the HTTPError it is instead of a new request (urllib's default follows it)."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def _opener(context: ssl.SSLContext | None, proxy: str | None) -> urllib.request.OpenerDirector:
+    # What slack-sdk builds for urlopen (TLS context, optional proxy), with redirects refused.
+    handlers: list[urllib.request.BaseHandler] = [
+        _RefuseRedirects(),
+        urllib.request.HTTPSHandler(context=context),
+    ]
+    if proxy:
+        handlers.insert(0, urllib.request.ProxyHandler({"http": proxy, "https": proxy}))
+    return urllib.request.build_opener(*handlers)
+
+
+def _checked_url(url: str) -> None:
+    if not url.lower().startswith(("http://", "https://")):  # never file:// or ftp://
+        raise SlackRequestError("Invalid URL: only http(s) is allowed")
+
+
+class _WebClient(WebClient):
+    """slack-sdk's WebClient with the one request function replaced by a redirect-refusing opener."""
+
+    def _perform_urllib_http_request_internal(self, url: str, req: urllib.request.Request) -> dict[str, Any]:
+        _checked_url(url)
+        with _opener(self.ssl, self.proxy).open(req, timeout=self.timeout) as resp:
+            charset = resp.headers.get_content_charset() or "utf-8"
+            return {"status": resp.status, "headers": resp.headers, "body": resp.read().decode(charset)}
+
+
+class _WebhookClient(WebhookClient):
+    """slack-sdk's WebhookClient, redirects refused the same way."""
+
+    def _perform_http_request_internal(self, url: str, req: urllib.request.Request) -> WebhookResponse:
+        _checked_url(url)
+        with _opener(self.ssl, self.proxy).open(req, timeout=self.timeout) as resp:
+            charset = resp.headers.get_content_charset() or "utf-8"
+            return WebhookResponse(
+                url=url, status_code=resp.status, body=resp.read().decode(charset), headers=resp.headers
+            )
+
+
+# The two subclasses replace one private function each. Should a slack-sdk release rename it, the override
+# would silently stop applying and redirects would be followed again: refuse to start instead.
+for _client, _method in (
+    (WebClient, "_perform_urllib_http_request_internal"),
+    (WebhookClient, "_perform_http_request_internal"),
+):
+    if not callable(getattr(_client, _method, None)):
+        raise ImportError(
+            f"slack-sdk's {_client.__name__}.{_method} is gone: this version cannot refuse redirects; "
+            "install a slack-sdk version this release supports"
+        )
+
+
+def _is_redirect(status: int) -> bool:
+    return 300 <= status < 400
+
+
 # --- the channel ----------------------------------------------------------------------------------------
 
 
@@ -291,7 +370,7 @@ class SlackChannel:
             base_url = config.base_url if config.base_url.endswith("/") else config.base_url + "/"
             # retry_handlers=[]: the outbox owns retrying, with persisted backoff; a hidden retry inside
             # the SDK would hold the worker thread and double-count attempts.
-            self._web = WebClient(
+            self._web = _WebClient(
                 token=config.token.get_secret_value(),
                 base_url=base_url,
                 timeout=timeout,
@@ -299,7 +378,7 @@ class SlackChannel:
                 logger=_SDK_LOG,
             )
         else:
-            self._webhook = WebhookClient(
+            self._webhook = _WebhookClient(
                 url=config.webhook_url.get_secret_value(), timeout=timeout, retry_handlers=[], logger=_SDK_LOG
             )
 
@@ -335,6 +414,12 @@ class SlackChannel:
                 unfurl_media=False,
             )
         except SlackApiError as exc:
+            if _is_redirect(exc.response.status_code):
+                raise DeliveryError(
+                    f"Slack API answered HTTP {exc.response.status_code}, a redirect, never followed: "
+                    "check alerts.slack.base_url (and any proxy in between)",
+                    permanent=True,
+                ) from None
             data = exc.response.data if isinstance(exc.response.data, dict) else {}
             # Slack's codes are short snake_case words; anything else (the SDK's note about an HTML error
             # page, say) is reduced to nothing rather than copied into logs and the outbox.
@@ -357,6 +442,12 @@ class SlackChannel:
             raise classify_transport_error(exc) from None
         if response.status_code == 200:
             return None
+        if _is_redirect(response.status_code):
+            raise DeliveryError(
+                f"Slack webhook answered HTTP {response.status_code}, a redirect, which is never followed: "
+                "check alerts.slack.webhook_url",
+                permanent=True,
+            )
         body = one_word(response.body)
         raise DeliveryError(
             f"Slack webhook answered HTTP {response.status_code} {body}".rstrip(),

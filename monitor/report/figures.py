@@ -21,6 +21,7 @@ from monitor.config import Config
 from monitor.engine.calendars import Calendar, build_calendar
 from monitor.events import format_timestamp
 from monitor.store import Store
+from monitor.timeutil import format_duration, format_time
 
 # --- vocabulary --------------------------------------------------------------------------------------------
 
@@ -503,10 +504,6 @@ def _rank(severity: str) -> int:
         return -1
 
 
-def _fmt(instant: datetime, tz: ZoneInfo) -> str:
-    return instant.astimezone(tz).strftime("%Y-%m-%d %H:%M %Z")
-
-
 def _coverage_figures(
     figures: Figures, store: Store, config: Config, period: Period, now: datetime, cap: int
 ) -> None:
@@ -515,7 +512,7 @@ def _coverage_figures(
     until = min(period.end, now)
     gaps: list[Gap] = []
     for gap in store.gaps(period.start, period.end):
-        where = f"source {gap['source']}, {_fmt(gap['start'], tz)} to {_fmt(gap['end'], tz)}"
+        where = f"source {gap['source']}, {format_time(gap['start'], tz)} to {format_time(gap['end'], tz)}"
         if gap["kind"] == "retention":
             statement = (
                 f"Retention gap ({where}): polling stopped for longer than Xano keeps audit events, so "
@@ -523,10 +520,13 @@ def _coverage_figures(
                 "archive may be missing events from this window."
             )
         else:
+            # The length from the gap's bounds, not its stored detail: rows written before durations were
+            # worded for people say "0:00:47.345672".
             statement = (
-                f"Polling gap ({where}): {gap['detail']}. Events from this window were archived late, when "
-                "polling resumed, and their alerts were delayed; none are missing unless a retention gap "
-                "overlaps this window."
+                f"Polling gap ({where}): no successful poll for "
+                f"{format_duration(gap['end'] - gap['start'])}. Events from this window were archived late, "
+                "when polling resumed, and their alerts were delayed; none are missing unless a retention "
+                "gap overlaps this window."
             )
         gaps.append(Gap(gap["source"], gap["kind"], gap["start"], gap["end"], statement))
 
@@ -549,12 +549,12 @@ def _coverage_figures(
         if last is None:
             polled, note = False, "never polled successfully"
         elif last < period.start:
-            polled, note = False, f"no successful poll since {_fmt(last, tz)}"
+            polled, note = False, f"no successful poll since {format_time(last, tz)}"
         elif first_poll is not None and first_poll >= period.end:
             polled = False
             note = (
-                f"first polled on {_fmt(first_poll, tz)}, after this month: its events for this month were "
-                "backfilled then from what Xano still held"
+                f"first polled on {format_time(first_poll, tz)}, after this month: its events for this month "
+                "were backfilled then from what Xano still held"
             )
         else:
             for known in gaps:
@@ -568,14 +568,14 @@ def _coverage_figures(
         if first_poll is not None and retention is not None and first_poll - retention > period.start:
             lost_before = min(first_poll - retention, until)
             notes.append(
-                f"Source {name} was first polled on {_fmt(first_poll, tz)} and its plan keeps events for "
-                f"{_duration(retention)}: events created before {_fmt(lost_before, tz)} may have expired "
-                "upstream before the first poll, so the archive may be missing some of them."
+                f"Source {name} was first polled on {format_time(first_poll, tz)} and its plan keeps events "
+                f"for {format_duration(retention)}: events created before {format_time(lost_before, tz)} may "
+                "have expired upstream before the first poll, so the archive may be missing some of them."
             )
         if cursor is not None and cursor.floor_time is not None and cursor.floor_time > period.start:
             notes.append(
-                f"Source {name} is configured to backfill from {_fmt(cursor.floor_time, tz)}: earlier events "
-                "were deliberately not archived."
+                f"Source {name} is configured to backfill from {format_time(cursor.floor_time, tz)}: earlier "
+                "events were deliberately not archived."
             )
         if last is not None and last < until and now - last > max(3 * interval, timedelta(seconds=30)):
             # An outage still going on when the report was made is not in the gaps table yet.
@@ -585,9 +585,9 @@ def _coverage_figures(
                     "ongoing",
                     last,
                     now,
-                    f"Ongoing outage (source {name}): no successful poll since {_fmt(last, tz)} at the time "
-                    "of this report. Events from then on are not archived yet; if the outage outlasts "
-                    "Xano's retention, some may be lost.",
+                    f"Ongoing outage (source {name}): no successful poll since {format_time(last, tz)} at "
+                    "the time of this report. Events from then on are not archived yet; if the outage "
+                    "outlasts Xano's retention, some may be lost.",
                 )
             )
         sources.append(SourceCoverage(name, polled, last.astimezone(tz) if last else None, note))
@@ -598,23 +598,14 @@ def _coverage_figures(
         if oldest is None or datetime.fromisoformat(oldest) > period.start:
             notes.append(
                 "The archive has been pruned (state.retention_days): events older than "
-                f"{_fmt(datetime.fromisoformat(oldest), tz) if oldest else 'the prune point'} are no longer "
-                "in it and are not counted here."
+                f"{format_time(datetime.fromisoformat(oldest), tz) if oldest else 'the prune point'} are no "
+                "longer in it and are not counted here."
             )
     gaps.sort(key=lambda g: (g.start, g.source))
     figures.gaps_total = len(gaps)
     figures.gaps = gaps[:cap]
     figures.sources = sources
     figures.coverage_notes = notes
-
-
-def _duration(delta: timedelta) -> str:
-    seconds = int(delta.total_seconds())
-    for unit, size in (("days", 86400), ("hours", 3600), ("minutes", 60)):
-        if seconds % size == 0 and seconds >= size:
-            value = seconds // size
-            return f"{value} {unit[:-1] if value == 1 else unit}"
-    return f"{seconds} seconds"
 
 
 def fullest_recent_month(store: Store, tz: ZoneInfo, now: datetime) -> Period:

@@ -13,13 +13,12 @@ import hashlib
 import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from email.message import EmailMessage
-from email.utils import format_datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from monitor.alerts.email import EmailChannel
+from monitor.alerts.email import EmailChannel, message_id, set_headers
 from monitor.config import Config, EmailConfig
 from monitor.report.render import Evidence, ReportFiles, render
 
@@ -47,8 +46,7 @@ def report_message_id(config: Config, period_key: str) -> str:
     email = config.alerts.email
     sender = email.from_ if email else ""
     digest = hashlib.sha256("\x1f".join([period_key, sender, *config.report.to]).encode()).hexdigest()[:20]
-    domain = sender.rpartition("@")[2].strip("> ") or "audit-monitor"
-    return f"<compliance-report.{period_key}.{digest}@{domain}>"
+    return message_id(f"compliance-report.{period_key}.{digest}", sender)
 
 
 @dataclass(frozen=True)
@@ -87,21 +85,28 @@ def build_report_email(
     attachment, where = choose_attachment(files.csv, limit)
     rendered = render(files.figures, Evidence(files.csv.name, files.rows, where))
     message = EmailMessage()
-    message["Subject"] = rendered.subject
-    message["From"] = email.from_
-    message["To"] = ", ".join(config.report.to)
-    message["Date"] = format_datetime(now.astimezone(UTC))
-    message["Message-ID"] = report_message_id(config, files.period.key)
-    message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no out-of-office replies to a robot
+    # The alert mail's headers, Message-ID and Date form: one place for both.
+    set_headers(
+        message,
+        subject=rendered.subject,
+        sender=email.from_,
+        recipients=config.report.to,
+        message_id=report_message_id(config, files.period.key),
+        date=now,
+    )
     message["X-Audit-Monitor-Report"] = files.period.key
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
     if attachment is not None:
+        # The CSV goes as its own bytes (base64), so its CRLF rows survive; the charset tells mail clients
+        # how to show it (without one many guess Windows-1252 and garble every non-ASCII name).
+        params = {"charset": "utf-8"} if attachment.maintype == "text" else None
         message.add_attachment(
             attachment.path.read_bytes(),
             maintype=attachment.maintype,
             subtype=attachment.subtype,
             filename=attachment.filename,
+            params=params,
         )
     return message
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,6 +20,7 @@ from zoneinfo import ZoneInfo
 import jinja2
 
 from monitor.config import Config
+from monitor.display import safe_output, safe_text
 from monitor.engine.calendars import Calendar
 from monitor.export import CSV_COLUMNS
 from monitor.report.evidence import PARALLEL_MIN_EVENTS, write_month_csv
@@ -34,6 +34,7 @@ from monitor.report.figures import (
 )
 from monitor.resources import templates_dir
 from monitor.store import Store
+from monitor.timeutil import format_time
 
 CATEGORY_COLOURS = {
     "Workspace management": "#6366f1",
@@ -98,16 +99,9 @@ def report_basename(period: Period) -> str:
 
 # --- templates ---------------------------------------------------------------------------------------------
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _clean(value: Any) -> str:
-    """Event text in the plain-text version: control characters (terminal escapes, CRs) become spaces."""
-    return _CONTROL.sub(" ", "" if value is None else str(value))
-
 
 def _cut(value: Any, width: int) -> str:
-    text = _clean(value).replace("\n", " ")
+    text = safe_text(value).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
 
 
@@ -125,10 +119,8 @@ def _pct(share: float) -> str:
     return f"{share * 100:.1f}%"
 
 
-def _when(value: datetime | None, tz: ZoneInfo, seconds: bool = True) -> str:
-    if value is None:
-        return "never"
-    return value.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z" if seconds else "%Y-%m-%d %H:%M %Z")
+def _when(value: datetime | None, tz: ZoneInfo) -> str:
+    return "never" if value is None else format_time(value, tz)
 
 
 _ENVIRONMENT: jinja2.Environment | None = None
@@ -147,8 +139,10 @@ def environment() -> jinja2.Environment:
             trim_blocks=True,
             lstrip_blocks=True,
             keep_trailing_newline=True,
+            # Every {{ }} string, HTML and text alike, neutralised: no template can forget it.
+            finalize=safe_output,
         )
-        env.filters.update(clean=_clean, cut=_cut, col=_col, num=_num, pct=_pct, when=_when)
+        env.filters.update(clean=safe_text, cut=_cut, col=_col, num=_num, pct=_pct, when=_when)
         _ENVIRONMENT = env
     return _ENVIRONMENT
 

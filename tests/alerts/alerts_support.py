@@ -138,6 +138,40 @@ class SlackStub:
         ]
 
 
+class RecordingServer:
+    """Any other host on the network: records every request (method, path, headers), answers 200 ``ok``.
+    A channel must never reach it by following a redirect."""
+
+    def __init__(self) -> None:
+        self.requests: list[tuple[str, str, dict[str, str]]] = []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                recorder.requests.append((self.command, self.path, dict(self.headers)))
+                body = b'{"ok": true, "ts": "1.0"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _record  # noqa: N815 - http.server's names
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/elsewhere"
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+
+
+def redirect(location: str, status: int = 302) -> SlackReply:
+    return SlackReply(status, "", {"Location": location})
+
+
 # --- SMTP ---------------------------------------------------------------------------------------------------
 
 
@@ -207,10 +241,12 @@ def start_smtp(
     tls_context: ssl.SSLContext | None = None,
     implicit_tls: bool = False,
     require_auth: bool = False,
+    smtputf8: bool = True,
 ) -> SmtpServer:
     recorder = SmtpRecorder()
     port = free_port()
-    kwargs: dict[str, Any] = {}
+    # aiosmtpd's Controller offers SMTPUTF8 unless told not to; many real relays do not.
+    kwargs: dict[str, Any] = {"enable_SMTPUTF8": smtputf8}
     if tls_context is not None and not implicit_tls:
         kwargs.update(tls_context=tls_context, require_starttls=True)
     if require_auth:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alerts_support import SlackStub, SmtpServer, TlsFiles, start_smtp
+from alerts_support import RecordingServer, SlackStub, SmtpServer, TlsFiles, start_smtp
 
 from monitor.store import Store
 
@@ -18,6 +18,15 @@ def slack() -> Iterator[SlackStub]:
     yield stub
     stub.server.shutdown()
     stub.server.server_close()
+
+
+@pytest.fixture
+def elsewhere() -> Iterator[RecordingServer]:
+    server = RecordingServer()
+    server.thread.start()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
 
 
 @pytest.fixture

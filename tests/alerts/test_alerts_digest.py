@@ -65,20 +65,36 @@ def test_exactly_digest_after_is_sent_one_by_one(slack: SlackStub, store: Store,
 
 
 def test_digests_keep_severity_routing(slack: SlackStub, store: Store, clock: Clock) -> None:
-    critical = burst(8, severity="critical")
-    medium = burst(8, severity="medium")
+    critical = burst(11, severity="critical")
+    medium = burst(11, severity="medium")
     lone = [make_alert(severity="high", title="the only high")]
     record(store, critical + medium + lone, ["slack"], clock())
     channel = slack_channel(slack, routes={"critical": "#oncall", "high": "#high"})
     report = OutboxWorker(store, {"slack": channel}, clock=clock, digest_after=10).deliver_due()
-    assert (report.sent, report.digests) == (17, 2)
-    by_channel = {}
+    assert (report.sent, report.digests) == (23, 2)
+    by_channel: dict[str, list[str]] = {}
     for post in slack.posts():
         by_channel.setdefault(post.body["channel"], []).append(post.body["text"])
-    assert [t[:26] for t in by_channel["#oncall"]] == ["Alert digest: 8 alerts (8 "]
-    assert [t[:26] for t in by_channel["#sec"]] == ["Alert digest: 8 alerts (8 "]
+    assert [t[:27] for t in by_channel["#oncall"]] == ["Alert digest: 11 alerts (11"]
+    assert [t[:27] for t in by_channel["#sec"]] == ["Alert digest: 11 alerts (11"]
     # A destination with a single due alert gets the ordinary message, even in a burst.
     assert [t[:19] for t in by_channel["#high"]] == ["HIGH: the only high"]
+
+
+def test_the_digest_threshold_counts_per_route(slack: SlackStub, store: Store, clock: Clock) -> None:
+    # A backfill: 3 critical alerts for the critical-only route and a burst for the default channel. The
+    # route's 3 are not more than digest_after, so each arrives as its own message.
+    critical = burst(3, title="critical", severity="critical")
+    medium = burst(12, severity="medium")
+    record(store, critical + medium, ["slack"], clock())
+    channel = slack_channel(slack, routes={"critical": "#oncall"})
+    report = OutboxWorker(store, {"slack": channel}, clock=clock, digest_after=10).deliver_due()
+    assert (report.sent, report.digests) == (15, 1)
+    by_channel: dict[str, list[str]] = {}
+    for post in slack.posts():
+        by_channel.setdefault(post.body["channel"], []).append(post.body["text"])
+    assert sorted(t[:20] for t in by_channel["#oncall"]) == [f"CRITICAL: critical {i}" for i in range(3)]
+    assert [t[:27] for t in by_channel["#sec"]] == ["Alert digest: 12 alerts (12"]
 
 
 def test_a_large_burst_is_cut_to_block_kit_limits_but_every_row_is_sent(
@@ -117,7 +133,7 @@ def test_digest_email(smtp: SmtpServer, store: Store, clock: Clock) -> None:
     assert (report.sent, report.digests) == (11, 1)
     (message,) = smtp.recorder.messages
     assert message["Subject"] == "[DIGEST] 11 alerts: 11 high (prod)"
-    assert message["Message-ID"] == digest_message_id([a.id for a in alerts])
+    assert message["Message-ID"] == digest_message_id([a.id for a in alerts], "monitor@example.com")
     html = message.get_body(("html",)).get_content()
     assert html.count("&lt;b&gt;x&lt;/b&gt; &amp; y") == 11 and "<b>x</b>" not in html
     assert {r["remote_id"] for r in outbox_rows(store)} == {message["Message-ID"]}

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from alerts_support import (
     SMTP_PASSWORD,
+    Clock,
     SmtpServer,
     TlsFiles,
     email_config,
@@ -27,6 +28,7 @@ from alerts_support import (
 
 from monitor.alerts.email import SMTP_ERROR_TABLE, EmailChannel, classify_smtp_error, message_id_for
 from monitor.alerts.outbox import DeliveryError, OutboxWorker
+from monitor.config import ConfigError, parse_config
 from monitor.store import Store
 
 NOW = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
@@ -49,7 +51,13 @@ def test_alert_email_multipart_message_id_and_facts(smtp: SmtpServer, store: Sto
     (envelope,) = smtp.recorder.envelopes
     assert envelope.mail_from == "monitor@example.com"
     assert envelope.rcpt_tos == ["security@example.com", "oncall@example.com"]
-    assert message["Message-ID"] == f"<{alert.id}@audit-monitor>" == message_id_for(alert.id)
+    # The sender's domain names the Message-ID, as in the report: <id@sender-domain>.
+    assert (
+        message["Message-ID"]
+        == f"<{alert.id}@example.com>"
+        == message_id_for(alert.id, "monitor@example.com")
+    )
+    assert str(message["Date"]).endswith(" +0000")  # UTC, written as in the report mail
     assert message["Subject"] == "[HIGH] Table users deleted (prod)"
     assert message.get_content_type() == "multipart/alternative"
     parts = [part.get_content_type() for part in message.iter_parts()]
@@ -71,7 +79,7 @@ def test_alert_email_multipart_message_id_and_facts(smtp: SmtpServer, store: Sto
         ):
             assert fact in body, fact
     (row,) = outbox_rows(store)
-    assert row["status"] == "sent" and row["remote_id"] == f"<{alert.id}@audit-monitor>"
+    assert row["status"] == "sent" and row["remote_id"] == f"<{alert.id}@example.com>"
 
 
 def test_hostile_text_is_escaped_in_html_and_cannot_inject_headers(smtp: SmtpServer, store: Store) -> None:
@@ -113,7 +121,8 @@ def test_implicit_tls(tls: TlsFiles) -> None:
     server = start_smtp(tls_context=tls.server_context, implicit_tls=True)
     try:
         alert = make_alert()
-        assert channel(server, security="ssl", ca_file=tls.ca_file).send(alert) == message_id_for(alert.id)
+        sent = channel(server, security="ssl", ca_file=tls.ca_file).send(alert)
+        assert sent == message_id_for(alert.id, "monitor@example.com")
         assert len(server.recorder.messages) == 1 and server.recorder.tls_sessions == [True]
     finally:
         server.controller.stop()
@@ -298,3 +307,96 @@ def test_every_smtp_table_row(kind: type[BaseException], permanent: bool | None)
         assert decided.permanent is expected, (exc, str(decided))
         if permanent is not None:
             assert expected is permanent
+
+
+@pytest.fixture
+def ascii_smtp() -> Iterator[SmtpServer]:
+    server = start_smtp(smtputf8=False)
+    yield server
+    server.controller.stop()
+
+
+def test_non_ascii_display_names_reach_a_server_without_smtputf8(
+    ascii_smtp: SmtpServer, store: Store, clock: Clock
+) -> None:
+    # A relay that does not offer SMTPUTF8: the envelope must carry the bare addresses and the headers must
+    # be RFC 2047 encoded, or smtplib refuses to send at all.
+    smtp = ascii_smtp
+    config = email_config(smtp)
+    config.update(
+        {"from": "Zoë Überwachung <monitor@example.com>", "to": ["Jörg Ödegaard <security@example.com>"]}
+    )
+    settings = make_config(email=config)
+    assert settings.alerts.email is not None
+    alert = make_alert()
+    record(store, [alert], ["email"], clock())
+    worker = OutboxWorker(store, {"email": EmailChannel(settings.alerts.email, settings.tz)}, clock=clock)
+    assert worker.deliver_due().sent == 1
+    (envelope,) = smtp.recorder.envelopes
+    assert envelope.mail_from == "monitor@example.com"
+    assert envelope.rcpt_tos == ["security@example.com"]
+    assert "SMTPUTF8" not in [option.upper() for option in envelope.mail_options]
+    raw = envelope.original_content or envelope.content
+    assert isinstance(raw, bytes)
+    headers = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")  # every header byte is ASCII
+    assert "=?utf-8?" in headers
+    (message,) = smtp.recorder.messages
+    [sender] = message["From"].addresses
+    [recipient] = message["To"].addresses
+    assert (sender.display_name, sender.addr_spec) == ("Zoë Überwachung", "monitor@example.com")
+    assert (recipient.display_name, recipient.addr_spec) == ("Jörg Ödegaard", "security@example.com")
+    assert message["Message-ID"] == f"<{alert.id}@example.com>"
+
+
+@pytest.mark.parametrize(
+    ("key", "line", "yaml_value"),
+    [
+        ("alerts.email.from", 5, '"monitor at example.com"'),
+        ("alerts.email.from", 5, '"Monitor <monitor@>"'),
+        ("alerts.email.from", 5, '"a@example.com, b@example.com"'),
+        ("alerts.email.to[1]", 7, '"Jörg <jörg@example.com>"'),
+        ("alerts.email.to[1]", 7, '"<script>"'),
+        ("report.to[0]", 10, '"compliance"'),
+    ],
+)
+def test_email_addresses_are_validated_in_the_config(key: str, line: int, yaml_value: str) -> None:
+    values = {
+        "alerts.email.from": '"Zoë <monitor@example.com>"',
+        "alerts.email.to[1]": "b@example.com",
+        "report.to[0]": "Compliance <compliance@example.com>",
+    }
+    values[key] = yaml_value
+    text = (
+        "alerts:\n"
+        "  email:\n"
+        "    smtp: {host: 127.0.0.1}\n"
+        "    min_severity: high\n"
+        f"    from: {values['alerts.email.from']}\n"
+        "    to:\n"
+        f"      - {values['alerts.email.to[1]']}\n"
+        "report:\n"
+        "  to:\n"
+        f"    - {values['report.to[0]']}\n"
+    )
+    text = text.replace("    to:\n", "    to:\n      - a@example.com\n", 1)
+    line += 1 if key != "alerts.email.from" else 0
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, "monitor.yaml", {})
+    message = str(caught.value)
+    assert message.startswith(f"monitor.yaml:{line}: {key}: "), message
+    assert "\n" not in message and "address" in message
+
+
+def test_valid_addresses_with_names_are_accepted() -> None:
+    text = (
+        "alerts:\n"
+        "  email:\n"
+        "    smtp: {host: 127.0.0.1}\n"
+        '    from: "Zoë Überwachung <monitor@example.com>"\n'
+        '    to: ["security@example.com", "\\"Doe, Jane\\" <jane@example.com>"]\n'
+        "report: {to: [Compliance Team <compliance@example.com>]}\n"
+    )
+    config = parse_config(text, "monitor.yaml", {})
+    assert config.alerts.email is not None
+    assert config.alerts.email.envelope_from == "monitor@example.com"
+    assert config.alerts.email.envelope_to == ["security@example.com", "jane@example.com"]

@@ -73,7 +73,7 @@ def test_source_unreachable_fires_once_per_episode_and_recovers_once(store: Stor
     assert selfmon.check_sources(store, cfg, clock()) == 0
 
     assert monitor_alerts(store) == [
-        ("monitor.source_unreachable", "high", "Source prod unreachable: no successful poll for 3 min"),
+        ("monitor.source_unreachable", "high", "Source prod unreachable: no successful poll for 3 min 1 s"),
         ("monitor.source_unreachable.recovered", "info", "Source prod recovered: polling succeeds again"),
     ]
     out = io.StringIO()

@@ -10,6 +10,7 @@ import pytest
 from alerts_support import (
     BOT_TOKEN,
     Clock,
+    RecordingServer,
     SlackStub,
     all_strings,
     api_error,
@@ -20,6 +21,7 @@ from alerts_support import (
     outbox_rows,
     ratelimited,
     record,
+    redirect,
     server_error,
     slack_config,
 )
@@ -256,3 +258,30 @@ def test_ratelimited_waits_for_retry_after(slack: SlackStub, store: Store, clock
 
 def test_token_never_in_repr(slack: SlackStub) -> None:
     assert BOT_TOKEN not in repr(channel_for(slack))
+
+
+@pytest.mark.parametrize("transport", ["web-api", "webhook"])
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_a_redirect_is_a_failed_delivery_and_never_followed(
+    slack: SlackStub, elsewhere: RecordingServer, store: Store, transport: str, status: int
+) -> None:
+    # Following a 302 would turn the POST into a GET to another host, with the bot token in Authorization,
+    # and a 200 from there would mark the alert sent although nothing was posted.
+    extra = (
+        {"token": None, "channel": None, "webhook_url": slack.webhook_url} if transport == "webhook" else {}
+    )
+    config = make_config(slack={k: v for k, v in slack_config(slack, **extra).items() if v is not None})
+    assert config.alerts.slack is not None
+    slack.push(redirect(elsewhere.url, status))
+    alert = make_alert()
+    record(store, [alert], ["slack"], NOW)
+    report = OutboxWorker(
+        store, {"slack": SlackChannel(config.alerts.slack, config.tz)}, clock=lambda: NOW
+    ).deliver_due()
+    assert elsewhere.requests == []
+    assert len(slack.posts()) == 1
+    assert report.sent == 0 and report.dead == 1
+    [row] = [r for r in outbox_rows(store) if r["alert_id"] == alert.id]
+    assert row["status"] == "dead" and row["remote_id"] is None
+    assert f"HTTP {status}" in row["last_error"] and "redirect" in row["last_error"]
+    assert BOT_TOKEN not in row["last_error"] and "SECRETwebhookPATH" not in row["last_error"]

@@ -242,7 +242,7 @@ def test_backtest_prints_what_would_have_fired(tmp_path: Path) -> None:
         "Delete Table outside business hours by a@corp.io",
     ]
     assert lines[4].startswith(
-        "8 events from 2026-03-01T00:00:00+01:00 to 2026-03-09T00:00:00+01:00: "
+        "8 events from 2026-03-01 00:00:00 CET to 2026-03-09 00:00:00 CET: "
         "4 alerts would have fired (nothing was sent)"
     )
     assert lines[5:] == [

@@ -59,7 +59,7 @@ __all__ = [
 
 SMTP_RECIPIENTS = ["security@example.com"]
 _ALERT_ID_IN_SLACK = re.compile(r"\balert ([0-9a-f]{32})\b")
-_ALERT_ID_IN_EMAIL = re.compile(r"^<([0-9a-f]{32})@audit-monitor>$")
+_ALERT_ID_IN_EMAIL = re.compile(r"^<([0-9a-f]{32})@[^@>]+>$")  # <alert-id@sender-domain>
 
 
 # --- the simulator, with faults at chosen requests ----------------------------------------------------------

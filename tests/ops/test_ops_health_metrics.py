@@ -121,7 +121,7 @@ def test_health_starting_then_ok_then_stale_then_ok(tmp_path: Path, clock: FakeC
     status, body = evaluate_health(cfg, metrics.health_facts(), clock())
     assert status == 503 and body["status"] == "unhealthy"
     assert body["reasons"] == [
-        "source dev: last successful poll 31s ago (limit 30s); last error: unavailable"
+        "source dev: last successful poll 31 s ago (limit 30 s); last error: unavailable"
     ]
     assert body["sources"]["prod"]["state"] == "ok" and body["sources"]["dev"]["state"] == "stale"
     assert body["sources"]["dev"]["last_error"] == "connection refused"
@@ -158,7 +158,7 @@ def test_last_success_from_the_store_counts_after_a_restart(tmp_path: Path, cloc
     status, body = evaluate_health(cfg, metrics.health_facts(), clock())
     assert status == 503
     assert [r.split(":")[0] for r in body["reasons"]] == ["source prod", "source dev"]
-    assert "20m ago" in body["reasons"][0]
+    assert "20 min ago" in body["reasons"][0]
 
 
 def test_dead_letter_younger_than_an_hour_fails_health(tmp_path: Path, clock: FakeClock) -> None:
@@ -177,7 +177,7 @@ def test_dead_letter_younger_than_an_hour_fails_health(tmp_path: Path, clock: Fa
     for name in ("prod", "dev"):
         metrics.observe_poll(Result(name, True))  # type: ignore[arg-type]
     status, body = evaluate_health(cfg, metrics.health_facts(), clock())
-    assert status == 503 and body["reasons"] == ["channel slack: dead letter 12m ago"]
+    assert status == 503 and body["reasons"] == ["channel slack: dead letter 12 min ago"]
     assert "slack" in body["dead_letters"]
     clock.advance(timedelta(minutes=49))
     for name in ("prod", "dev"):

@@ -10,10 +10,12 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-from report_data import IN_MONTH, Mailbox, fill_fixture, mail_config, utc
+from aiosmtpd.controller import Controller
+from report_data import IN_MONTH, Mailbox, fill_fixture, fixture_config, free_port, mail_config, utc
 
+from monitor.alerts.email import message_id_for
 from monitor.report import Period, build_report, build_report_email
-from monitor.report.mail import report_message_id
+from monitor.report.mail import report_message_id, send_report_email
 from monitor.report.schedule import ReportScheduler, get_claim
 from monitor.store import Store
 
@@ -65,7 +67,14 @@ def test_scheduled_report_arrives_with_html_text_and_the_csv(tmp_path: Path, mai
     assert "SECURITY-CRITICAL EVENTS (5)" in text and "in the attached CSV" in text
     assert "Activity per day" in html and "in the attached CSV" in html
     assert attachment.get_content_type() == "text/csv"
+    # Without the charset a mail client guesses (often Windows-1252) and garbles every non-ASCII name.
+    assert attachment.get_content_charset() == "utf-8"
     assert attachment.get_filename() == "compliance-report-2026-03.csv"
+    # The bytes are the file's own (CRLF rows and all), not re-encoded line by line.
+    assert (
+        attachment.get_payload(decode=True)
+        == (Path(config.report.out_dir) / "compliance-report-2026-03.csv").read_bytes()
+    )
     rows = list(csv.reader(io.StringIO(attachment.get_payload(decode=True).decode("utf-8"))))
     assert len(rows) == IN_MONTH + 1 and rows[0][:3] == ["source", "id", "created_at"]
     assert (Path(config.report.out_dir) / "compliance-report-2026-03.html").exists()
@@ -98,3 +107,42 @@ def test_message_id_is_stable_per_period(tmp_path: Path, mailbox: Mailbox) -> No
     assert report_message_id(config, "2026-03") == report_message_id(config, "2026-03")
     assert report_message_id(config, "2026-03") != report_message_id(config, "2026-04")
     assert report_message_id(config, "2026-03").endswith("@corp.io>")
+
+
+def test_non_ascii_names_in_report_to_reach_a_server_without_smtputf8(tmp_path: Path) -> None:
+    box = Mailbox("127.0.0.1", free_port())
+    # aiosmtpd's Controller offers SMTPUTF8 by default; many relays do not.
+    controller = Controller(box, hostname="127.0.0.1", port=box.port, enable_SMTPUTF8=False)
+    controller.start()
+    try:
+        config = fixture_config(
+            tmp_path,
+            alerts={
+                "console": False,
+                "email": {
+                    "smtp": {"host": box.host, "port": box.port, "security": "none", "timeout": "10s"},
+                    "from": "Prüfstelle Überwachung <monitor@corp.io>",
+                    "to": ["security@corp.io"],
+                },
+            },
+            report={"out_dir": str(tmp_path / "reports"), "to": ["Åsa Ångström <compliance@corp.io>"]},
+        )
+        now = utc("2026-04-02T00:00:00Z")
+        with Store.open(config.state.path) as store:
+            fill_fixture(store)
+            files = build_report(store, config, Period.parse("2026-03", config.tz), tmp_path / "out", now=now)
+        sent_id = send_report_email(files, config, now=now)
+    finally:
+        controller.stop()
+    [envelope] = box.messages
+    assert envelope.mail_from == "monitor@corp.io" and envelope.rcpt_tos == ["compliance@corp.io"]
+    raw = envelope.original_content
+    assert isinstance(raw, bytes)
+    assert "=?utf-8?" in raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    message = parse(raw)
+    assert message["To"].addresses[0].display_name == "Åsa Ångström"
+    assert message["From"].addresses[0].display_name == "Prüfstelle Überwachung"
+    # The same Message-ID and Date forms as the alert mail: <id@sender-domain>, UTC as +0000.
+    assert message["Message-ID"] == sent_id == report_message_id(config, "2026-03")
+    assert sent_id.endswith("@corp.io>") and message_id_for("x", "monitor@corp.io") == "<x@corp.io>"
+    assert message["Date"] == "Thu, 02 Apr 2026 00:00:00 +0000"

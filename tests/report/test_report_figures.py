@@ -143,14 +143,20 @@ def test_coverage_states_gaps_and_sources_plainly(store: Store, config: Config) 
         ("prod", "retention", utc("2026-03-20T00:00:00Z")),
     ]  # the February gap is left out
     retention = figures.gaps[3].statement
-    assert "may be missing events" in retention and "2026-03-20 01:00 CET" in retention
+    assert "may be missing events" in retention and "2026-03-20 01:00:00 CET" in retention
     assert "none are missing" in figures.gaps[1].statement
+    # Durations in words (the row's own detail says "3:00:00"); the plan's retention too.
+    assert (
+        "(source prod, 2026-03-10 03:00:00 CET to 2026-03-10 06:00:00 CET): no successful poll for 3 h."
+        in (figures.gaps[1].statement)
+    )
+    assert any("plan keeps events for 7 d:" in note for note in figures.coverage_notes)
     sources = {s.name: s for s in figures.sources}
     assert sources["prod"].polled_in_month and sources["staging"].polled_in_month
     assert not sources["dev"].polled_in_month and sources["dev"].note == "never polled successfully"
     assert [s.name for s in figures.sources_without_poll] == ["dev"]
     # staging was first polled on Mar 15 and its plan keeps 7 days: the week before may be missing.
-    assert any("2026-03-08 14:00 CET may have expired" in note for note in figures.coverage_notes)
+    assert any("2026-03-08 14:00:00 CET may have expired" in note for note in figures.coverage_notes)
 
 
 def test_a_source_silent_all_month_is_named(tmp_path: Path) -> None:
@@ -162,7 +168,7 @@ def test_a_source_silent_all_month_is_named(tmp_path: Path) -> None:
             store.save_cursor(Cursor("prod", last_id=1, last_success_at=utc("2026-02-20T10:00:00Z")))
         figures = compute_figures(store, config, Period.parse("2026-03", config.tz), now=NOW)
     prod = next(s for s in figures.sources if s.name == "prod")
-    assert not prod.polled_in_month and prod.note == "no successful poll since 2026-02-20 11:00 CET"
+    assert not prod.polled_in_month and prod.note == "no successful poll since 2026-02-20 11:00:00 CET"
     assert any(g.kind == "ongoing" and g.source == "prod" for g in figures.gaps)
 
 
@@ -189,3 +195,20 @@ def test_lists_are_capped_but_totals_are_not(store: Store, config: Config) -> No
     assert len(figures.critical) == 2 and figures.critical_total == 5
     assert len(figures.users) == 2 and figures.users_total == 4
     assert len(figures.alerts) == 2 and figures.alerts_total == 4
+
+
+def test_a_short_gap_reads_to_the_second_with_its_length_in_words(tmp_path: Path) -> None:
+    # A 47-second outage: "06:27 CET to 06:27 CET" said nothing, "0:00:47.345672" was Python's repr.
+    config = fixture_config(tmp_path)
+    with Store.open(config.state.path) as store:
+        with store.transaction():
+            store.record_gap(
+                "prod", "polling", utc("2026-03-10T05:27:03.100000Z"), utc("2026-03-10T05:27:50.445672Z"),
+                "no successful poll for 0:00:47.345672", NOW,
+            )  # fmt: skip
+        figures = compute_figures(store, config, Period.parse("2026-03", config.tz), now=NOW)
+    [gap] = [g for g in figures.gaps if g.kind == "polling"]
+    assert gap.statement.startswith(
+        "Polling gap (source prod, 2026-03-10 06:27:03 CET to 2026-03-10 06:27:50 CET): "
+        "no successful poll for 47 s."
+    )

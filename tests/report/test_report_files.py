@@ -75,15 +75,21 @@ def test_text_version_is_plain_and_complete(store: Store, config: Config, tmp_pa
     assert mar30.rstrip().endswith(" 3") and "#" * 40 in mar30  # the busiest day has the longest bar
 
 
-def test_control_characters_do_not_reach_the_text_version(config: Config, tmp_path: Path) -> None:
+def test_control_and_bidi_characters_do_not_reach_the_report(config: Config, tmp_path: Path) -> None:
     with Store.open(config.state.path) as store:
         item = entry(1, "2026-03-10T10:00:00Z", "Delete Table", "ana@corp.io")
-        item["msg"] = "dropped\x1b[2J\x1b[31m orders\r\nBcc: x@evil.io"
+        item["msg"] = "dropped\x1b[2J\x1b[31m orders\r\nBcc: x@evil.io \u202egnp.exe\u202c\u2028FAKE \x9b1m"
+        item["workspace"] = {"id": 1, "name": "shop\u2066\u202e"}
         archive(store, "prod", [item], NOW)
         files = build_report(store, config, Period.parse("2026-03", config.tz), tmp_path, now=NOW)
     text = files.text.read_text(encoding="utf-8")
-    assert "\x1b" not in text and "\r" not in text
-    assert "dropped [2J [31m orders  Bcc: x@evil.io" in text  # one line, escapes defused
+    html = files.html.read_text(encoding="utf-8")
+    for shown in (text, html):
+        for char in ("\x1b", "\r", "\u202e", "\u202c", "\u2028", "\x9b", "\u2066"):
+            assert char not in shown, hex(ord(char))
+    # One line in the text version, each neutralised character marked by U+FFFD.
+    assert "dropped\ufffd[2J\ufffd[31m orders Bcc: x@evil.io \ufffdgnp.exe\ufffd FAKE \ufffd1m" in text
+    assert "\ufffdgnp.exe" in html
     assert read_csv(files.csv)[0]["msg"] == item["msg"]  # the evidence keeps the text as archived
 
 
