@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import unicodedata
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -16,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -62,6 +64,23 @@ def parse_duration(value: Any) -> timedelta:
 Duration = Annotated[timedelta, BeforeValidator(parse_duration)]
 
 
+def _one_line_secret(value: SecretStr) -> SecretStr:
+    # A line break or another control character cannot be sent in an HTTP header or an SMTP command:
+    # the libraries refuse it and quote the value in their error (h11 quotes the header's repr). A token
+    # file wrapped over two lines would fail at every poll with the token in the message; refuse it here,
+    # naming the key, never the value. A *_FILE's trailing line break was already stripped (_expand).
+    if any(unicodedata.category(char) == "Cc" for char in value.get_secret_value()):
+        raise ValueError(
+            "contains a control character (a line break or a tab?); a secret must be one line "
+            "(the value is not shown)"
+        )
+    return value
+
+
+# Every credential in the config: never shown in a repr or an error, and always one line.
+Secret = Annotated[SecretStr, AfterValidator(_one_line_secret)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -69,7 +88,7 @@ class _Strict(BaseModel):
 class SourceConfig(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=64)
     base_url: str
-    token: SecretStr
+    token: Secret
     workspace_id: int | None = None
     poll_interval: Duration = timedelta(minutes=5)
     per_page: int = Field(default=500, ge=1, le=10000)
@@ -118,8 +137,8 @@ class RulesConfig(_Strict):
 
 
 class SlackConfig(_Strict):
-    token: SecretStr | None = None
-    webhook_url: SecretStr | None = None
+    token: Secret | None = None
+    webhook_url: Secret | None = None
     channel: str | None = None
     routes: dict[Severity, str] = Field(default_factory=dict)
     min_severity: Severity = "medium"
@@ -143,7 +162,7 @@ class SmtpConfig(_Strict):
     port: int = Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
     username: str | None = None
-    password: SecretStr | None = None
+    password: Secret | None = None
     timeout: Duration = timedelta(seconds=30)
     ca_file: str | None = None
 
@@ -261,6 +280,7 @@ def _expand(text: str, where: str, env: dict[str, str], seen: dict[str, str] | N
         file_path = env.get(f"{name}_FILE")
         if file_path:
             try:
+                # Surrounding whitespace is not part of a secret: `echo token > file` adds a line break.
                 value = Path(file_path).read_text(encoding="utf-8").strip()
                 if seen is not None:
                     seen[value] = name

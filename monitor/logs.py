@@ -13,6 +13,7 @@ import json
 import logging
 import re
 import sys
+import urllib.parse
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -33,12 +34,15 @@ _SECRET_TEXT = [
         r"(?i)\b(authorization|token|password|secret|api[_-]?key)([\"']?\s*[:=]\s*[\"']?)"
         r"(?:(?:bearer|basic)\s+)?[^\s\"',}&]{4,}"
     ),
-    re.compile(r"(?i)\b(bearer|basic)\s+(?!\[redacted\])[A-Za-z0-9._~+/=-]{4,}"),
+    # A credential quoted in a repr runs on through escapes ("Bearer PART1\\nPART2"): all of it goes.
+    re.compile(r"(?i)\b(bearer|basic)\s+(?!\[redacted\])(?:[A-Za-z0-9._~+/=-]|\\+[A-Za-z0-9]){4,}"),
     re.compile(r"\bxox[abposre]-[A-Za-z0-9-]{6,}"),
     re.compile(r"https://hooks\.slack\.com/services/[A-Za-z0-9/_-]+"),
 ]
 # Shorter "secrets" would redact ordinary words; no real token, password or URL is this short.
 _MIN_SECRET_LENGTH = 4
+# Control characters and whitespace: a secret holding one is quoted escaped, or shows up in pieces.
+_BREAKS = re.compile(r"[\x00-\x1f\x7f-\x9f\s]+")
 
 # Whether setup_logging chose JSON lines: the console alert channel follows it, so that stdout stays
 # one format a log shipper can parse.
@@ -70,6 +74,38 @@ def config_secrets(model: BaseModel) -> list[str]:
     return found
 
 
+def secret_forms(secret: str) -> list[str]:
+    """The shapes ``secret`` takes in text that quotes it, longest first.
+
+    As is; escaped as a repr, JSON or a bytes repr escapes it (h11's "Illegal header value b'Bearer ...'"
+    quotes the header that way); URL-encoded; and, when it holds control characters or whitespace, each
+    piece between them (a token wrapped over two lines reaches a message as two halves).
+    """
+    shapes = {
+        secret,
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+        secret.encode("unicode_escape").decode("ascii"),
+        repr(secret.encode("utf-8"))[2:-1],
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+    }
+    shapes |= set(_BREAKS.split(secret))
+    return sorted((shape for shape in shapes if len(shape) >= _MIN_SECRET_LENGTH), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Iterable[str]) -> str:
+    """``text`` with every form of each of ``secrets`` (see ``secret_forms``) replaced by ``[redacted]``."""
+    forms = sorted(
+        {form for secret in secrets if secret for form in secret_forms(secret)}, key=len, reverse=True
+    )
+    for form in forms:  # longest first: a form containing another is replaced whole
+        if form in text:
+            text = text.replace(form, REDACTED)
+    return text
+
+
 class Redactor:
     """Replaces known secret values and credential-looking text.
 
@@ -82,8 +118,9 @@ class Redactor:
 
     def add(self, secrets: Iterable[str]) -> None:
         for secret in secrets:
-            if secret and len(secret) >= _MIN_SECRET_LENGTH and secret not in self._literals:
-                self._literals.append(secret)
+            for form in secret_forms(secret) if secret else ():
+                if form not in self._literals:
+                    self._literals.append(form)
         self._literals.sort(key=len, reverse=True)  # a secret containing another is replaced whole
 
     def __call__(self, text: str) -> str:
