@@ -221,6 +221,8 @@ class ServerConfig(_Strict):
 
 class Config(_Strict):
     timezone: str = "UTC"
+    # auto: JSON lines off a terminal, readable lines on one; ecs: Elastic Common Schema (monitor.logs).
+    log_format: Literal["auto", "json", "console", "ecs"] = "auto"
     state: StateConfig = Field(default_factory=StateConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)

@@ -298,7 +298,8 @@ class XanoClient:
                         f"({self.stats.slept:.1f} s slept) after {attempt} attempts; last: {last_seen}"
                     )
                 )
-            log.warning(
+            # Debug only: an outage would log every retry of every cycle; the failed cycle logs one line.
+            log.debug(
                 "retrying Xano request",
                 extra={
                     "source": self.source_name,

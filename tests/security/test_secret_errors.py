@@ -203,7 +203,7 @@ def test_a_token_with_a_line_break_is_scrubbed_in_every_form_and_not_retried(
         )
 
     stream = io.StringIO()
-    setup_logging("debug", stream, json_lines=True, secrets=[])  # the redactor does not know this token
+    setup_logging("debug", stream, log_format="json", secrets=[])  # the redactor does not know this token
     with Store.open(config.state.path) as store:
         poller = Poller(
             store, config, None, clock=FakeClock(datetime(2026, 3, 4, 11, tzinfo=UTC)), client_factory=factory
