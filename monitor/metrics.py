@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # the poller imports the HTTP client; metrics only reads its 
 
 Clock = Callable[[], datetime]
 
+_ALERT_COUNTS = "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
 _OUTBOX_DEPTH = "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status"
 
 # Process-wide in prometheus_client (read when a registry is collected): this process exports no
@@ -179,13 +180,14 @@ class Metrics:
         """At start: the gauges from what the store holds; every counter at zero for each known label set
         (``sources``, ``channels``, the (rule id, severity) pairs of ``rules``, and those the store names)."""
         counts = dict(store.conn.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
-        for name in sorted(set(sources) | set(counts)):
-            held = int(counts.get(name, 0))
+        for name in sources:
             self.events_archived.labels(name)
             for outcome in POLL_OUTCOMES:
                 self.polls.labels(name, outcome)
             for kind in POLL_ERROR_KINDS:
                 self.poll_errors.labels(name, kind)
+        for name in sorted(set(sources) | set(counts)):
+            held = int(counts.get(name, 0))
             self.archive_events.labels(name).set(held)
             newest = store.newest_event_time(name) if held else None
             if newest is not None:
@@ -197,9 +199,7 @@ class Metrics:
             if cursor.source in sources and cursor.last_success_at is not None:
                 self._success(cursor.source, cursor.last_success_at)
         # The alerts already recorded are the baseline: only those recorded from now on are counted.
-        self._alerts_seen = self._grouped(
-            store, "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
-        )
+        self._alerts_seen = self._grouped(store, _ALERT_COUNTS)
         for key in sorted(set(self._alerts_seen) | set(rules)):
             self.alerts.labels(*key)
         outbox_channels = {channel for channel, _status in self._grouped(store, _OUTBOX_DEPTH)}
@@ -254,9 +254,7 @@ class Metrics:
 
     def observe_store(self, store: Store) -> None:
         """Alerts, outbox depth, dead letters and file size, from the store (cheap queries)."""
-        for (rule, severity), count in self._grouped(
-            store, "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
-        ).items():
+        for (rule, severity), count in self._grouped(store, _ALERT_COUNTS).items():
             self._advance(self.alerts, self._alerts_seen, (rule, severity), count)
         depth = self._grouped(store, _OUTBOX_DEPTH)
         self._outbox_keys |= set(depth)
