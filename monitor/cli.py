@@ -105,7 +105,7 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
             EXIT_USAGE,
         )
     ctx.require_secrets(config)
-    setup_logging(log_level, secrets=config_secrets(config))
+    setup_logging(log_level, log_format=config.log_format, secrets=config_secrets(config))
     monitor = _build_monitor(config)
     if once:
         try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from email.headerregistry import Address
@@ -86,7 +87,24 @@ def _defer_unset(value: Any) -> Any:
     return UnsetSecret(value.message) if isinstance(value, _Unset) else value
 
 
-Secret = Annotated[SecretStr, BeforeValidator(_defer_unset)]
+def _one_line_secret(value: SecretStr) -> SecretStr:
+    if isinstance(value, UnsetSecret):
+        return value  # no value yet: checked when the variable is set and the secret is used
+    # A line break or another control character cannot be sent in an HTTP header or an SMTP command:
+    # the libraries refuse it and quote the value in their error (h11 quotes the header's repr). A token
+    # file wrapped over two lines would fail at every poll with the token in the message; refuse it here,
+    # naming the key, never the value. A *_FILE's trailing line break was already stripped (_expand).
+    if any(unicodedata.category(char) == "Cc" for char in value.get_secret_value()):
+        raise ValueError(
+            "contains a control character (a line break or a tab?); a secret must be one line "
+            "(the value is not shown)"
+        )
+    return value
+
+
+# Every credential in the config: never shown in a repr or an error, always one line, and an unset
+# ${VAR} deferred until a command uses it.
+Secret = Annotated[SecretStr, BeforeValidator(_defer_unset), AfterValidator(_one_line_secret)]
 
 
 def secret_fields(model: BaseModel | None) -> list[SecretStr]:
@@ -422,6 +440,8 @@ class ServerConfig(_Strict):
 
 class Config(_Strict):
     timezone: str = "UTC"
+    # auto: JSON lines off a terminal, readable lines on one; ecs: Elastic Common Schema (monitor.logs).
+    log_format: Literal["auto", "json", "console", "ecs"] = "auto"
     state: StateConfig = Field(default_factory=StateConfig)
     sources: list[SourceConfig] = Field(default_factory=list)
     rules: RulesConfig = Field(default_factory=RulesConfig)
@@ -481,6 +501,7 @@ def _expand(text: str, where: str, env: dict[str, str], seen: dict[str, str] | N
         file_path = env.get(f"{name}_FILE")
         if file_path:
             try:
+                # Surrounding whitespace is not part of a secret: `echo token > file` adds a line break.
                 value = Path(file_path).read_text(encoding="utf-8").strip()
                 if seen is not None:
                     seen[value] = name

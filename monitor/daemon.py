@@ -232,7 +232,12 @@ def run_daemon(
                 raise PollCancelled
 
         monitor.poller.client_factory = functools.partial(default_client_factory, sleep=sleep_unless_stopping)
-    monitor.metrics.seed(monitor.store, [s.name for s in monitor.config.sources])
+    monitor.metrics.seed(
+        monitor.store,
+        [s.name for s in monitor.config.sources],
+        channels=monitor.outbox.channels,
+        rules=[(rule.id, rule.severity) for rule in monitor.ruleset.rules],
+    )
     server = HealthServer(monitor.config, monitor.metrics) if monitor.config.server.listen else None
     if server is not None:
         server.start()

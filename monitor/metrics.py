@@ -6,21 +6,24 @@ results the poller and the outbox already produce and from a few cheap queries o
 worker owns; the HTTP thread only reads it. That way the HTTP thread never touches the SQLite
 connection, and a wedged worker shows up as stale health instead of hanging the probe.
 
-Series that describe the archive (events archived, alerts, outbox depth) are derived from the store,
-and deliveries start from the outbox's counts, so after a restart they continue from what the archive
-holds instead of from zero. Series that describe this process (polls, poll errors, poll durations)
-start at zero.
+Counters count what this process did and start at zero in every process, as Prometheus expects:
+``increase()`` and ``rate()`` read a counter that comes back lower as a reset, and one that came back
+seeded from the archive after a prune (lower, but not zero) as a burst of new events. What the archive
+holds is a gauge (``archive_events``, ``outbox_messages``). Every label set known at start (each source,
+channel and rule, with each outcome or kind) is created at zero, so the first dead letter or the first
+alert of a rule is an increase from 0 that ``increase(...[1h]) > 0`` can see, not a series born at 1.
+No ``_created`` series are exported: nothing here reads them, and each restart would move them.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
 
 if TYPE_CHECKING:  # the poller imports the HTTP client; metrics only reads its results
@@ -29,6 +32,18 @@ if TYPE_CHECKING:  # the poller imports the HTTP client; metrics only reads its 
     from monitor.store import Store
 
 Clock = Callable[[], datetime]
+
+_ALERT_COUNTS = "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
+_OUTBOX_DEPTH = "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status"
+
+# Process-wide in prometheus_client (read when a registry is collected): this process exports no
+# ``_created`` series from any registry.
+disable_created_metrics()
+
+# The label values each counter can take, created at zero for every source / channel at start.
+POLL_OUTCOMES = ("ok", "error", "cancelled")
+POLL_ERROR_KINDS = ("auth", "unavailable", "store")
+DELIVERY_OUTCOMES = ("sent", "retried", "dead", "deferred")
 
 # A steady-state cycle takes well under a second; a backfill takes minutes.
 POLL_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
@@ -76,8 +91,7 @@ class Metrics:
         )
         self.events_archived = Counter(
             "audit_monitor_events_archived",
-            "Events appended to the archive. Starts from the archive's row count, so it survives restarts; "
-            "retention pruning does not lower it.",
+            "Events appended to the archive by this process (0 at start; pruning does not lower it).",
             ["source"],
             registry=r,
         )
@@ -120,14 +134,14 @@ class Metrics:
         )
         self.alerts = Counter(
             "audit_monitor_alerts",
-            "Alerts recorded in the archive, by rule and severity.",
+            "Alerts recorded in the archive by this process, by rule and severity.",
             ["rule", "severity"],
             registry=r,
         )
         self.deliveries = Counter(
             "audit_monitor_deliveries",
             "Outbox rows by channel and delivery outcome: sent, retried (transient error), dead (dead "
-            "letter), deferred (not tried: the channel had just failed). Continues from the outbox at start.",
+            "letter), deferred (not tried: the channel had just failed). Counted by this process.",
             ["channel", "outcome"],
             registry=r,
         )
@@ -149,18 +163,31 @@ class Metrics:
         self._sources: dict[str, SourceFacts] = {}
         self._newest: dict[str, datetime] = {}
         self._dead_letters: dict[str, datetime] = {}
-        # What the store held at the last look: counters move by the difference, so they stay monotonic.
+        # Alerts the store held at the last look (from start): the counter moves by the difference.
         self._alerts_seen: dict[tuple[str, str], int] = {}
         self._outbox_keys: set[tuple[str, str]] = set()
 
     # feeding (worker thread) --------------------------------------------------------------------------
 
-    def seed(self, store: Store, sources: list[str]) -> None:
-        """At start: continue the archive-derived series from what the store already holds."""
+    def seed(
+        self,
+        store: Store,
+        sources: list[str],
+        *,
+        channels: Iterable[str] = (),
+        rules: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        """At start: the gauges from what the store holds; every counter at zero for each known label set
+        (``sources``, ``channels``, the (rule id, severity) pairs of ``rules``, and those the store names)."""
         counts = dict(store.conn.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
+        for name in sources:
+            self.events_archived.labels(name)
+            for outcome in POLL_OUTCOMES:
+                self.polls.labels(name, outcome)
+            for kind in POLL_ERROR_KINDS:
+                self.poll_errors.labels(name, kind)
         for name in sorted(set(sources) | set(counts)):
             held = int(counts.get(name, 0))
-            self.events_archived.labels(name).inc(held)
             self.archive_events.labels(name).set(held)
             newest = store.newest_event_time(name) if held else None
             if newest is not None:
@@ -171,22 +198,15 @@ class Metrics:
         for cursor in store.cursors():
             if cursor.source in sources and cursor.last_success_at is not None:
                 self._success(cursor.source, cursor.last_success_at)
-        self._seed_deliveries(store)
+        # The alerts already recorded are the baseline: only those recorded from now on are counted.
+        self._alerts_seen = self._grouped(store, _ALERT_COUNTS)
+        for key in sorted(set(self._alerts_seen) | set(rules)):
+            self.alerts.labels(*key)
+        outbox_channels = {channel for channel, _status in self._grouped(store, _OUTBOX_DEPTH)}
+        for channel in sorted(set(channels) | outbox_channels):
+            for outcome in DELIVERY_OUTCOMES:
+                self.deliveries.labels(channel, outcome)
         self.observe_store(store)
-
-    def _seed_deliveries(self, store: Store) -> None:
-        rows = store.conn.execute(
-            "SELECT channel, status, count(*), coalesce(sum(attempts), 0) FROM outbox "
-            "GROUP BY channel, status"
-        ).fetchall()
-        for channel, status, count, attempts in rows:
-            # A finished row's last attempt was its outcome; every earlier attempt (and every attempt of a
-            # pending row) was a transient failure.
-            finished = status in ("sent", "dead")
-            if finished:
-                self.deliveries.labels(channel, status).inc(count)
-            if int(attempts) - (count if finished else 0) > 0:
-                self.deliveries.labels(channel, "retried").inc(int(attempts) - (count if finished else 0))
 
     def poll_started(self, source: str) -> None:
         with self._lock:
@@ -234,11 +254,9 @@ class Metrics:
 
     def observe_store(self, store: Store) -> None:
         """Alerts, outbox depth, dead letters and file size, from the store (cheap queries)."""
-        for (rule, severity), count in self._grouped(
-            store, "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
-        ).items():
+        for (rule, severity), count in self._grouped(store, _ALERT_COUNTS).items():
             self._advance(self.alerts, self._alerts_seen, (rule, severity), count)
-        depth = self._grouped(store, "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status")
+        depth = self._grouped(store, _OUTBOX_DEPTH)
         self._outbox_keys |= set(depth)
         for key in self._outbox_keys:
             self.outbox.labels(*key).set(depth.get(key, 0))

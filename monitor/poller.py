@@ -37,6 +37,7 @@ from monitor.events import (
     format_timestamp,
     normalize,
 )
+from monitor.logs import scrub
 from monitor.store import Cursor, SqliteStateStore, Store, StoreError
 from monitor.timeutil import format_duration, format_time
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoError
@@ -390,6 +391,9 @@ class Poller:
     def _failed(
         self, source: SourceConfig, cursor: Cursor, now: datetime, started: float, kind: str, message: str
     ) -> PollResult:
+        # The one place a cycle's error becomes cursors.last_error, status, /healthz, the log line and the
+        # exit message: whatever raised it, no form of the source's token goes further.
+        message = scrub(message, [source.token.get_secret_value()])
         log.error("poll failed", extra={"source": source.name, "error_kind": kind, "error": message})
         alerts = 0
         try:

@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from monitor.logs import scrub
+
 __all__ = [
     "ClientStats",
     "Page",
@@ -271,7 +273,7 @@ class XanoClient:
                     last_seen = f"HTTP {status}"
                     retry_after = self._retry_after(response.headers.get("Retry-After"))
                 elif not 200 <= status < 300:
-                    detail = _error_detail(response)
+                    detail = _error_detail(response, self._scrub)
                     raise XanoUnavailableError(
                         self._scrub(f"{self._where(path)}: the API answered HTTP {status}{detail}")
                     )
@@ -296,7 +298,8 @@ class XanoClient:
                         f"({self.stats.slept:.1f} s slept) after {attempt} attempts; last: {last_seen}"
                     )
                 )
-            log.warning(
+            # Debug only: an outage would log every retry of every cycle; the failed cycle logs one line.
+            log.debug(
                 "retrying Xano request",
                 extra={
                     "source": self.source_name,
@@ -364,7 +367,8 @@ class _Redacted:
         self._value = value
 
     def scrub(self, text: str) -> str:
-        return text.replace(self._value, "[redacted]") if self._value else text
+        """``text`` without the token in any form (escaped, URL-encoded, in pieces)."""
+        return scrub(text, [self._value])
 
     def __repr__(self) -> str:
         return "[redacted]"
@@ -403,15 +407,18 @@ def _envelope(response: httpx.Response, page: int) -> tuple[dict[str, Any], bool
     return envelope, bool(floats)
 
 
-def _error_detail(response: httpx.Response) -> str:
-    """``: CODE: message`` from a Xano JSON error body, when there is one (short, for messages)."""
+def _error_detail(response: httpx.Response, scrub_text: Callable[[str], str]) -> str:
+    """``: CODE: message`` from a Xano JSON error body, when there is one (short, for messages).
+
+    Scrubbed before it is cut: a cut first could leave most of an echoed token that no longer matches.
+    """
     try:
         body = json.loads(response.content)
     except (UnicodeDecodeError, json.JSONDecodeError):
         return ""
     if not isinstance(body, dict):
         return ""
-    parts = [str(body[key])[:200] for key in ("code", "message") if body.get(key)]
+    parts = [scrub_text(str(body[key]))[:200] for key in ("code", "message") if body.get(key)]
     return f": {': '.join(parts)}" if parts else ""
 
 
@@ -421,8 +428,10 @@ def _describe_transport(exc: httpx.TransportError) -> str:
 
 
 def _permanent_transport_error(exc: httpx.TransportError) -> bool:
-    """Errors no retry can fix: a bad URL scheme, a certificate that does not verify."""
-    if isinstance(exc, httpx.UnsupportedProtocol):
+    """Errors no retry can fix: a bad URL scheme, a request that cannot be sent as built (a header value
+    with a line break: h11 refuses it before anything reaches the network), a certificate that does not
+    verify."""
+    if isinstance(exc, httpx.UnsupportedProtocol | httpx.LocalProtocolError):
         return True
     cause: BaseException | None = exc
     for _ in range(10):  # exception chains are short; the bound only guards against a cycle

@@ -270,8 +270,8 @@ server: {{listen: ""}}
             preexec_fn=preexec_fn,  # noqa: PLW1509 - only to drop privileges for the read-only scenario
         )
 
-    def run_once(self, *, expect: int = 0) -> subprocess.CompletedProcess[str]:
-        done = self.cli("run", "--once")
+    def run_once(self, *, expect: int = 0, log_level: str = "info") -> subprocess.CompletedProcess[str]:
+        done = self.cli("run", "--once", "--log-level", log_level)
         assert done.returncode == expect, f"run --once exited {done.returncode}\n{done.stderr[-3000:]}"
         return done
 

@@ -38,7 +38,7 @@ def test_each_retryable_fault_mid_backfill_is_retried_on_its_page(
     for request, inject in faults.items():
         s.sim.at_request(request + (request - 2), inject)
     requests_before, started = s.sim.request_count, time.monotonic()
-    done = s.run_once()
+    done = s.run_once(log_level="debug")  # each retry is a debug line (a failed cycle logs one error)
     elapsed = time.monotonic() - started
 
     seen = [(r["page"], r["status"], r["retry_after"]) for r in retries(done.stdout)]

@@ -196,7 +196,7 @@ def samples(metrics: Metrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
     return out
 
 
-def test_metrics_continue_from_the_store_and_follow_it(tmp_path: Path, clock: FakeClock) -> None:
+def test_metrics_start_from_zero_and_follow_the_store(tmp_path: Path, clock: FakeClock) -> None:
     with Store.open(tmp_path / "a.db") as store:
         archive(store, "prod", range(100, 130), clock.now - timedelta(hours=2))
         archive(store, "dev", range(500, 505), clock.now - timedelta(hours=3))
@@ -211,38 +211,37 @@ def test_metrics_continue_from_the_store_and_follow_it(tmp_path: Path, clock: Fa
             )
             store.conn.execute("UPDATE outbox SET status='sent', attempts=3 WHERE channel='slack'")
         metrics = Metrics(clock)
-        metrics.seed(store, ["prod", "dev"])  # a restart: the counts come from the archive
+        metrics.seed(store, ["prod", "dev"], channels=["console", "slack"])  # a restart
 
+        # Gauges describe the archive; counters count what this process did, so far nothing.
         s = samples(metrics)
-        assert s[("audit_monitor_events_archived_total", (("source", "prod"),))] == 30
-        assert s[("audit_monitor_events_archived_total", (("source", "dev"),))] == 5
+        assert s[("audit_monitor_events_archived_total", (("source", "prod"),))] == 0
         assert s[("audit_monitor_archive_events", (("source", "prod"),))] == 30
-        assert s[("audit_monitor_alerts_total", (("rule", "r.delete"), ("severity", "high")))] == 2
-        assert s[("audit_monitor_alerts_total", (("rule", "r.login"), ("severity", "medium")))] == 1
-        assert s[("audit_monitor_deliveries_total", (("channel", "slack"), ("outcome", "sent")))] == 1
-        assert s[("audit_monitor_deliveries_total", (("channel", "slack"), ("outcome", "retried")))] == 2
-        assert s[("audit_monitor_deliveries_total", (("channel", "console"), ("outcome", "sent")))] == 1
+        assert s[("audit_monitor_archive_events", (("source", "dev"),))] == 5
+        assert s[("audit_monitor_alerts_total", (("rule", "r.delete"), ("severity", "high")))] == 0
+        assert s[("audit_monitor_deliveries_total", (("channel", "slack"), ("outcome", "sent")))] == 0
         assert s[("audit_monitor_outbox_messages", (("channel", "console"), ("status", "pending")))] == 2
         newest = clock.now - timedelta(hours=2) + timedelta(minutes=29)
         assert s[("audit_monitor_lag_seconds", (("source", "prod"),))] == (clock.now - newest).total_seconds()
         assert s[("audit_monitor_archive_bytes", ())] > 0
 
-        # A cycle: 3 new events, then the console sends its two pending alerts.
+        # A cycle: 3 new events and an alert, then the console sends its pending alerts.
         archive(store, "prod", range(130, 133), clock.now)
+        with store.transaction():
+            store.record_alert(alert("r.login", "medium", 130, clock.now), ["console"], clock.now)
         clock.advance(timedelta(seconds=90))
         metrics.observe_poll(Result("prod", True, new=3, duration=0.7, newest_event_at=clock.now))  # type: ignore[arg-type]
         metrics.observe_poll(Result("dev", False, error="x", error_kind="unavailable", duration=2.0))  # type: ignore[arg-type]
         with store.transaction():
             store.conn.execute("UPDATE outbox SET status='sent', attempts=1 WHERE status='pending'")
-        metrics.observe_delivery(DeliveryReport(sent=2, outcomes=Counter({("console", "sent"): 2})))
+        metrics.observe_delivery(DeliveryReport(sent=3, outcomes=Counter({("console", "sent"): 3})))
         metrics.observe_store(store)
 
         s = samples(metrics)
-        assert (
-            s[("audit_monitor_events_archived_total", (("source", "prod"),))]
-            == store.event_count("prod")
-            == 33
-        )
+        assert s[("audit_monitor_events_archived_total", (("source", "prod"),))] == 3
+        assert s[("audit_monitor_archive_events", (("source", "prod"),))] == store.event_count("prod") == 33
+        assert s[("audit_monitor_alerts_total", (("rule", "r.login"), ("severity", "medium")))] == 1
+        assert s[("audit_monitor_alerts_total", (("rule", "r.delete"), ("severity", "high")))] == 0
         assert s[("audit_monitor_polls_total", (("outcome", "ok"), ("source", "prod")))] == 1
         assert s[("audit_monitor_polls_total", (("outcome", "error"), ("source", "dev")))] == 1
         assert s[("audit_monitor_poll_errors_total", (("kind", "unavailable"), ("source", "dev")))] == 1
@@ -256,7 +255,7 @@ def test_metrics_continue_from_the_store_and_follow_it(tmp_path: Path, clock: Fa
         assert s[("audit_monitor_deliveries_total", (("channel", "console"), ("outcome", "sent")))] == 3
         assert s[("audit_monitor_outbox_messages", (("channel", "console"), ("status", "pending")))] == 0
 
-        # Retention: the "held now" gauge drops, the counter of events ever archived does not.
+        # Retention: the "held now" gauge drops, the counter of events archived by this process does not.
         deleted = store.prune_before(clock.now - timedelta(minutes=30))
         metrics.observe_prune(store, deleted)
         s = samples(metrics)
@@ -264,7 +263,57 @@ def test_metrics_continue_from_the_store_and_follow_it(tmp_path: Path, clock: Fa
         assert s[("audit_monitor_archive_events", (("source", "prod"),))] == 3
         assert s[("audit_monitor_archive_events", (("source", "dev"),))] == 0
         assert s[("audit_monitor_pruned_events_total", ())] == 35
-        assert s[("audit_monitor_events_archived_total", (("source", "prod"),))] == 33
+        assert s[("audit_monitor_events_archived_total", (("source", "prod"),))] == 3
+
+
+def test_after_a_prune_and_a_restart_no_counter_goes_down_without_a_reset(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A counter that restarts lower than it was, but above zero, is read by increase() and rate() as
+    growth from zero: 14,279 -> 12,101 looks like 12,101 new events. Each process starts at zero."""
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, "prod", range(1, 41), clock.now - timedelta(days=3))
+        first = Metrics(clock)
+        first.seed(store, ["prod"])
+        archive(store, "prod", range(41, 51), clock.now)
+        first.observe_poll(Result("prod", True, new=10, newest_event_at=clock.now))  # type: ignore[arg-type]
+        before = samples(first)[("audit_monitor_events_archived_total", (("source", "prod"),))]
+        first.observe_prune(store, store.prune_before(clock.now - timedelta(days=1)))
+        assert store.event_count("prod") == 10
+
+        second = Metrics(clock)  # the restart
+        second.seed(store, ["prod"])
+        after = samples(second)[("audit_monitor_events_archived_total", (("source", "prod"),))]
+        assert after == 0 or after >= before, (before, after)
+
+
+def test_every_known_label_set_starts_at_zero_and_no_created_series(tmp_path: Path, clock: FakeClock) -> None:
+    """So that increase(audit_monitor_deliveries_total{outcome="dead"}[1h]) > 0 sees the first dead letter:
+    a series born at 1 has no earlier sample to increase from."""
+    with Store.open(tmp_path / "a.db") as store:
+        metrics = Metrics(clock)
+        metrics.seed(
+            store,
+            ["prod"],
+            channels=["slack", "email"],
+            rules=[("r.delete", "high"), ("r.login", "medium")],
+        )
+    s = samples(metrics)
+    for channel in ("slack", "email"):
+        for outcome in ("sent", "retried", "dead", "deferred"):
+            assert s[("audit_monitor_deliveries_total", (("channel", channel), ("outcome", outcome)))] == 0
+    for outcome in ("ok", "error", "cancelled"):
+        assert s[("audit_monitor_polls_total", (("outcome", outcome), ("source", "prod")))] == 0
+    for kind in ("auth", "unavailable", "store"):
+        assert s[("audit_monitor_poll_errors_total", (("kind", kind), ("source", "prod")))] == 0
+    assert s[("audit_monitor_events_archived_total", (("source", "prod"),))] == 0
+    assert s[("audit_monitor_alerts_total", (("rule", "r.delete"), ("severity", "high")))] == 0
+    assert s[("audit_monitor_alerts_total", (("rule", "r.login"), ("severity", "medium")))] == 0
+    # Neither exposition format carries _created series (a restart would move them; nothing reads them).
+    for accept in (None, "application/openmetrics-text; version=1.0.0"):
+        body = metrics.exposition(accept)[0].decode()
+        assert "_created" not in body, accept
+        assert "audit_monitor_deliveries_total" in body
 
 
 def test_two_registries_in_one_process_do_not_clash(clock: FakeClock) -> None:

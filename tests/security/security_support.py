@@ -3,12 +3,15 @@ and the CLI in a subprocess (as an operator runs it, so stderr shows whether a t
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import ssl
 import subprocess
 import sys
 import threading
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -21,6 +24,8 @@ class PageServer:
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.pages: list[list[Any]] = []
+        # When set, every request is answered with this (status, JSON body) instead of a page.
+        self.error: tuple[int, Any] | None = None
         self.requests = 0
         server = self
 
@@ -28,6 +33,15 @@ class PageServer:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 server.requests += 1
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)))
+                if server.error is not None:
+                    status, error_body = server.error
+                    payload = json.dumps(error_body).encode()
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
                 number = int(body["page"])
                 items = server.pages[number - 1] if number <= len(server.pages) else []
                 envelope = {
@@ -75,3 +89,42 @@ def cli(
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(REPO), **(env or {})},
         check=False,
     )
+
+
+def forms(secret: str) -> list[str]:
+    """The secret and its shapes on the wire, in a URL, in a repr or JSON, or split by line breaks."""
+    shapes = {
+        secret,
+        f"Bearer {secret}",
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret),
+        base64.b64encode(secret.encode()).decode(),
+        base64.b64encode(f"\0monitor\0{secret}".encode()).decode(),  # SMTP AUTH PLAIN
+        secret.encode("unicode_escape").decode(),
+        repr(secret)[1:-1],
+        json.dumps(secret)[1:-1],
+    }
+    # A secret wrapped over lines (a token file with a line break) shows up in pieces.
+    shapes |= {piece for piece in re.split(r"[\x00-\x1f\x7f\s]+", secret) if len(piece) >= 8}
+    return sorted(shapes)
+
+
+def leaks(secrets_by_name: dict[str, str], artefacts: dict[str, bytes]) -> list[str]:
+    return [
+        f"{what} ({shape!r}) in {artefact}"
+        for what, secret in secrets_by_name.items()
+        for shape in forms(secret)
+        for artefact, data in artefacts.items()
+        if shape.encode() in data
+    ]
+
+
+def fragment_leaks(secret: str, artefacts: dict[str, bytes], length: int = 12) -> list[str]:
+    """Any ``length`` consecutive characters of ``secret`` (a token cut short is still most of a token)."""
+    windows = {secret[i : i + length] for i in range(max(1, len(secret) - length + 1))}
+    return [
+        f"{window!r} in {name}"
+        for name, data in artefacts.items()
+        for window in windows
+        if window.encode() in data
+    ]

@@ -16,7 +16,6 @@ verification of the Xano source and Slack; file modes; default bind addresses.
 
 from __future__ import annotations
 
-import base64
 import csv
 import io
 import os
@@ -54,7 +53,7 @@ from tests.alerts.alerts_support import (
     start_smtp,
 )
 from tests.conftest import FakeClock
-from tests.security.security_support import REPO, PageServer, cli
+from tests.security.security_support import REPO, PageServer, cli, forms, leaks
 
 # The SMTP server below requires AUTH without TLS on purpose (a wrong password must fail near the secret).
 pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS:UserWarning")
@@ -273,20 +272,6 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         slack.server.server_close()
 
 
-def forms(secret: str) -> list[str]:
-    """The secret and the shapes it takes on the wire or in a URL."""
-    shapes = {
-        secret,
-        f"Bearer {secret}",
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote_plus(secret),
-        base64.b64encode(secret.encode()).decode(),
-        base64.b64encode(f"\0monitor\0{secret}".encode()).decode(),  # SMTP AUTH PLAIN
-        secret.encode("unicode_escape").decode(),
-    }
-    return sorted(shapes)
-
-
 def test_the_deployment_exercised_the_failure_and_success_paths(deployment: Deployment) -> None:
     """The scan below is only worth something if the secrets were really used, and failed near errors."""
     failing, working, down = deployment.runs[:3]
@@ -307,16 +292,6 @@ def test_the_deployment_exercised_the_failure_and_success_paths(deployment: Depl
     assert "server.listen: '${SMTP_PASSWORD}' is not" in config_error, config_error
     status = deployment.artefacts["status stdout"].decode()
     assert "invalid_auth" in status or "535" in status  # the dead letters' errors are shown
-
-
-def leaks(secrets_by_name: dict[str, str], artefacts: dict[str, bytes]) -> list[str]:
-    return [
-        f"{what} ({shape!r}) in {artefact}"
-        for what, secret in secrets_by_name.items()
-        for shape in forms(secret)
-        for artefact, data in artefacts.items()
-        if shape.encode() in data
-    ]
 
 
 def test_no_secret_in_logs_errors_status_the_database_exports_or_reports(deployment: Deployment) -> None:
