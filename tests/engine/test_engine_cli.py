@@ -106,6 +106,24 @@ def test_check_applies_the_config_lists_calendars_and_disable(tmp_path: Path) ->
     assert "warning: config: rules.disable names 'not.a.rule', which no rule file defines" in result.stderr
 
 
+def test_check_names_a_window_too_long_for_a_date(tmp_path: Path) -> None:
+    rules = write(
+        tmp_path / "r.yml",
+        """\
+        id: r
+        title: T
+        severity: low
+        match: {a: {type: Login Failed}}
+        threshold: {group_by: [user.email], window: 99999999999d, count: 5}
+        """,
+    )
+    result = invoke("check", str(rules))
+    assert result.exit_code == 1
+    assert result.stdout.splitlines() == [
+        f"{rules}:5: r: threshold window: '99999999999d' is too long (at most 999999999d)"
+    ]
+
+
 def test_a_config_error_exits_2(tmp_path: Path) -> None:
     config = write(tmp_path / "c.yaml", "rules: {pathz: []}\n")
     result = invoke("check", config=config)

@@ -81,6 +81,15 @@ CASES = {
         H + "match: {a: {type: Login}}\nnew_value:\n  fields: [user.email]\n  lookback: 90\n",
         ["r.yml:7: r: new_value lookback: a duration needs a unit: 90s, 90m, 90h or 90d"],
     ),
+    "duration too long for a date": (
+        H
+        + "match: {a: {type: Login}}\nthreshold:\n  group_by: [user.email]\n  window: 99999999999d\n  count: 5\n",
+        ["r.yml:7: r: threshold window: '99999999999d' is too long (at most 999999999d)"],
+    ),
+    "throttle too long for a date": (
+        H + "match: {a: {type: Login}}\nthrottle: {key: [user.email], window: 99999999999999999999w}\n",
+        ["r.yml:5: r: throttle window: '99999999999999999999w' is too long (at most 999999999d)"],
+    ),
     "bad severity": (
         "id: r\ntitle: T\nseverity: urgent\nmatch: {a: {type: Login}}\n",
         ["r.yml:3: r: severity 'urgent' is not one of info, low, medium, high, critical"],
