@@ -16,9 +16,13 @@ class ErrorSink:
 
     def __init__(self) -> None:
         self.errors: list[str] = []
+        self.warnings: list[str] = []  # the rules load, but `rules check` shows these
 
     def add(self, file: str, line: int, rule_id: str | None, message: str) -> None:
         self.errors.append(f"{file}:{line}: {rule_id or '-'}: {message}")
+
+    def warn(self, file: str, line: int, rule_id: str | None, message: str) -> None:
+        self.warnings.append(f"{file}:{line}: {rule_id or '-'}: {message}")
 
     def for_rule(self, file: str, rule_id: str | None) -> RuleErrors:
         return RuleErrors(self, file, rule_id)
@@ -36,3 +40,6 @@ class RuleErrors:
     def add(self, line: int, message: str) -> None:
         self.count += 1
         self.sink.add(self.file, line, self.rule_id, message)
+
+    def warn(self, line: int, message: str) -> None:
+        self.sink.warn(self.file, line, self.rule_id, message)

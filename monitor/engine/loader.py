@@ -230,7 +230,7 @@ def load_ruleset(
     if sink.errors:
         raise RuleLoadError(sink.errors)
     known = {rule.id for rule in compiled}
-    warnings = [
+    warnings = sink.warnings + [
         f"{CONFIG_LABEL}: rules.disable names {rule_id!r}, which no rule file defines"
         for rule_id in disable
         if rule_id not in known

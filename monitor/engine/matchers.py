@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
+from re import _parser as _sre_parser  # type: ignore[attr-defined]  # the stdlib's own regex parser
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -50,6 +51,10 @@ OBJECTS = {
     "obj": ("type", "id"),
 }
 _DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]|$)")
+# Pattern matchers (like, glob, re) see at most this many characters of a text: a regex's cost may grow
+# faster than the text, and event text is whatever an attacker typed. Substring tests are linear (and
+# fast) and see the whole value.
+MATCH_TEXT_LIMIT = 65_536
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$")
 
 
@@ -163,25 +168,93 @@ def parse_instant(value: Any, tz: ZoneInfo) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
 
 
-def _wildcard_regex(pattern: str, many: str, one: str) -> str:
-    """``like``/``glob`` pattern to a regex; a backslash escapes the next character."""
-    out = []
-    escaped = False
-    for ch in pattern:
-        if escaped:
-            out.append(re.escape(ch))
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == many:
-            out.append(".*")
-        elif ch == one:
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    if escaped:
-        out.append(re.escape("\\"))
-    return "".join(out)
+class Wildcard:
+    """A ``like``/``glob`` pattern, matched against the whole text in one left-to-right pass.
+
+    Translated to a regex (``.*drop.*table.*``), every run would make a backtracking engine retry each
+    split of the text: quadratic for two runs (7 s on 80 KB), worse for more. Here the runs split the
+    pattern into fixed-length pieces (literals and one-character wildcards, no repetition at all): the
+    first must match at the start, the last at the end, and each one between is found, leftmost, after
+    the previous one. Leftmost is always right for a run, so no choice is ever revisited: the work is the
+    text's length times the pattern's. A backslash escapes the next character.
+    """
+
+    __slots__ = ("pieces", "lengths")
+
+    def __init__(self, pattern: str, *, many: str, one: str, cased: bool) -> None:
+        pieces: list[list[str]] = [[]]
+        lengths = [0]
+        escaped = False
+        for ch in pattern:
+            if escaped:
+                pieces[-1].append(re.escape(ch))
+                lengths[-1] += 1
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == many:
+                pieces.append([])
+                lengths.append(0)
+            else:
+                pieces[-1].append("." if ch == one else re.escape(ch))
+                lengths[-1] += 1
+        if escaped:  # a trailing backslash escapes nothing: it stands for itself
+            pieces[-1].append(re.escape("\\"))
+            lengths[-1] += 1
+        flags = re.DOTALL | (0 if cased else re.IGNORECASE)
+        self.pieces = tuple(re.compile("".join(piece), flags) for piece in pieces)
+        self.lengths = tuple(lengths)
+
+    def __call__(self, text: str) -> bool:
+        pieces, lengths = self.pieces, self.lengths
+        if len(pieces) == 1:
+            return pieces[0].fullmatch(text) is not None
+        end = len(text) - lengths[-1]  # where the last piece must start
+        if end < lengths[0] or pieces[0].match(text) is None or pieces[-1].fullmatch(text, end) is None:
+            return False
+        position = lengths[0]
+        for index in range(1, len(pieces) - 1):
+            if lengths[index] == 0:
+                continue
+            found = pieces[index].search(text, position, end)
+            if found is None:
+                return False
+            position = found.end()
+        return True
+
+
+def nested_quantifier(pattern: str, flags: int = 0) -> bool:
+    """True when a repeat contains another repeat (``(a+)+``): a backtracking engine can then take
+    exponential time on crafted text. Possessive repeats and atomic groups never backtrack."""
+
+    def walk(items: Any, inside_repeat: bool) -> bool:
+        for op, arg in items:
+            name = str(op)
+            if name in ("MAX_REPEAT", "MIN_REPEAT"):
+                low, high, body = arg
+                repeats = high > 1
+                if repeats and inside_repeat:
+                    return True
+                if walk(body, inside_repeat or repeats):
+                    return True
+            elif name == "SUBPATTERN":
+                if walk(arg[3], inside_repeat):
+                    return True
+            elif name == "BRANCH":
+                if any(walk(branch, inside_repeat) for branch in arg[1]):
+                    return True
+            elif name in ("ASSERT", "ASSERT_NOT"):
+                if walk(arg[1], inside_repeat):
+                    return True
+            elif name == "GROUPREF_EXISTS":
+                if any(walk(branch, inside_repeat) for branch in arg[1:] if branch is not None):
+                    return True
+        return False
+
+    try:
+        return walk(_sre_parser.parse(pattern, flags).data, False)
+    except Exception:  # noqa: BLE001 - re.compile has accepted the pattern; a parser quirk is no warning
+        return False
 
 
 def _domain_of(value: str) -> str:
@@ -210,6 +283,7 @@ class KeyMatcher:
     scalar_test: Callable[[Any], bool]  # does one scalar match at least one value
     each_value: tuple[Callable[[Any], bool], ...] | None  # with ``all``: one test per value
     description: str  # the values as the rule wrote them, for explain
+    warning: str | None = None  # compiles, but risky (a regex that can backtrack exponentially)
 
     def test_value(self, value: Any) -> bool:
         """Apply the key to a field value (which may be None or a list)."""
@@ -284,7 +358,15 @@ def compile_key(key: str, raw_values: Any, line: int, env: Environment) -> KeyMa
     each = tuple(tests) if use_all and len(tests) > 1 else None
     if use_all and not tests:
         each = ()
-    return KeyMatcher(key, path, line, comparison, getter, scalar_test, each, description)
+    warning = None
+    if comparison == "re":
+        risky = [str(value) for value in values if nested_quantifier(str(value))]
+        if risky:
+            warning = (
+                f"nested quantifiers: {risky[0]!r} repeats a group that itself repeats and can take "
+                "exponential time on crafted text (rewrite it so that no repeat contains another)"
+            )
+    return KeyMatcher(key, path, line, comparison, getter, scalar_test, each, description, warning)
 
 
 def _describe_values(raw: Any, in_list: bool) -> str:
@@ -343,11 +425,13 @@ def _single_test(comparison: str, value: Any, cased: bool, env: Environment) -> 
         if comparison == "startswith":
             return lambda v: (s := canon(v, cased)) is not None and s.startswith(needle)
         return lambda v: (s := canon(v, cased)) is not None and s.endswith(needle)
-    if comparison in ("like", "glob", "re"):
-        regex = _regex(comparison, [value], cased)
-        if comparison == "re":
-            return lambda v: (s := canon(v, True)) is not None and regex.search(s) is not None
-        return lambda v: (s := canon(v, True)) is not None and regex.fullmatch(s) is not None
+    if comparison == "re":
+        regex = _regex([value], cased)
+        limit = MATCH_TEXT_LIMIT  # endpos: the regex sees the first 64 KB without copying them
+        return lambda v: (s := canon(v, True)) is not None and regex.search(s, 0, limit) is not None
+    if comparison in ("like", "glob"):
+        wildcard = _wildcard(comparison, value, cased)
+        return lambda v: (s := canon(v, True)) is not None and wildcard(s[:MATCH_TEXT_LIMIT])
     if comparison == "cidr":
         network = _network(value)
         return lambda v: _in_networks(v, (network,))
@@ -385,8 +469,16 @@ def _any_test(
             return lambda v: (s := canon(v, cased)) is not None and s.startswith(needles)
         return lambda v: (s := canon(v, cased)) is not None and s.endswith(needles)
     if comparison in ("like", "glob") and len(values) > 1:
-        regex = _regex(comparison, values, cased)
-        return lambda v: (s := canon(v, True)) is not None and regex.fullmatch(s) is not None
+        wildcards = tuple(_wildcard(comparison, value, cased) for value in values)
+
+        def any_wildcard(v: Any) -> bool:
+            s = canon(v, True)
+            if s is None:
+                return False
+            s = s[:MATCH_TEXT_LIMIT]
+            return any(wildcard(s) for wildcard in wildcards)
+
+        return any_wildcard
     if comparison == "cidr":
         networks = tuple(_network(value) for value in values)
         return lambda v: _in_networks(v, networks)
@@ -424,23 +516,27 @@ def _string_value(value: Any, comparison: str, cased: bool) -> str:
     return form
 
 
-def _regex(comparison: str, values: list[Any], cased: bool) -> re.Pattern[str]:
-    sources = []
-    for value in values:
-        if not isinstance(value, str):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise MatcherError(f"{comparison} takes text, not {value!r}")
-            value = str(value)
-        if comparison == "like":
-            sources.append(_wildcard_regex(value, "%", "_"))
-        elif comparison == "glob":
-            sources.append(_wildcard_regex(value, "*", "?"))
-        else:
-            sources.append(value)
+def _pattern_text(comparison: str, value: Any) -> str:
+    if not isinstance(value, str):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise MatcherError(f"{comparison} takes text, not {value!r}")
+        value = str(value)
+    return value
+
+
+def _wildcard(comparison: str, value: Any, cased: bool) -> Wildcard:
+    text = _pattern_text(comparison, value)
+    if comparison == "like":
+        return Wildcard(text, many="%", one="_", cased=cased)
+    return Wildcard(text, many="*", one="?", cased=cased)
+
+
+def _regex(values: list[Any], cased: bool) -> re.Pattern[str]:
+    sources = [_pattern_text("re", value) for value in values]
     flags = 0 if cased else re.IGNORECASE
     pattern = sources[0] if len(sources) == 1 else "|".join(f"(?:{s})" for s in sources)
     try:
-        return re.compile(pattern, flags | re.DOTALL if comparison != "re" else flags)
+        return re.compile(pattern, flags)
     except re.error as exc:
         raise MatcherError(
             f"bad regular expression {values[0] if len(values) == 1 else pattern!r}: {exc}"

@@ -260,10 +260,14 @@ def _compile_selection(
         for key, raw in mapping.items():
             key_line = mapping.key_line(key)
             try:
-                keys.append(compile_key(key, raw, key_line, env))
+                compiled = compile_key(key, raw, key_line, env)
             except MatcherError as exc:
                 errors.add(key_line, f"selection {name!r}, key {key!r}: {exc}")
                 failed = True
+                continue
+            if compiled.warning:
+                errors.warn(key_line, f"selection {name!r}, key {key!r}: {compiled.warning}")
+            keys.append(compiled)
         alternatives.append(keys)
     return None if failed else Selection(name, line, alternatives)
 

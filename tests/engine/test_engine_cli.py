@@ -124,6 +124,22 @@ def test_check_names_a_window_too_long_for_a_date(tmp_path: Path) -> None:
     ]
 
 
+def test_check_warns_about_a_regex_with_nested_quantifiers(tmp_path: Path) -> None:
+    rules = write(
+        tmp_path / "r.yml",
+        """\
+        id: r
+        title: T
+        severity: low
+        match: {a: {msg|re: "(a+)+$"}}
+        """,
+    )
+    result = invoke("check", str(rules))
+    assert result.exit_code == 0 and result.stdout.startswith("OK: 1 rule in 1 file")
+    warning = f"warning: {rules}:4: r: selection 'a', key 'msg|re': nested quantifiers: '(a+)+$'"
+    assert warning in result.stderr
+
+
 def test_a_config_error_exits_2(tmp_path: Path) -> None:
     config = write(tmp_path / "c.yaml", "rules: {pathz: []}\n")
     result = invoke("check", config=config)
