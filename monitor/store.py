@@ -242,12 +242,62 @@ def _migration_5(db: sqlite_utils.Database) -> None:
     db.execute(_INSERT_PRUNE, record.row())
 
 
+LEGACY_STATE_DAYS = 90  # how long rule state written before migration 6 is kept unless a rule rewrites it
+
+
+def _migration_6(db: sqlite_utils.Database) -> None:
+    # Rule state per source (a threshold counts one Xano instance's events; a value seen on one instance is
+    # still new on another) and with an expiry in event time, so that the keys of expired windows, values and
+    # throttles are deleted instead of piling up (an attacker's distinct emails and IPs grew it without end).
+    # source '' is state shared by every source: rules with `scope: all_sources` and self-monitoring.
+    db.execute(
+        """CREATE TABLE rule_state_v5 (
+            rule_id TEXT NOT NULL,
+            source TEXT NOT NULL,               -- '' = shared by every source
+            key TEXT NOT NULL,
+            value TEXT NOT NULL,                -- JSON
+            expires_at INTEGER,                 -- event time (µs since the epoch) when it is of no more use;
+                                                -- NULL = kept
+            PRIMARY KEY (rule_id, source, key)
+        )"""
+    )
+    # Self-monitoring episodes (monitor.*, keyed by source or channel name) are not rule state of a source.
+    db.execute(
+        "INSERT INTO rule_state_v5 (rule_id, source, key, value) "
+        "SELECT rule_id, '', key, value FROM rule_state WHERE rule_id LIKE 'monitor.%'"
+    )
+    # The rules' state was shared by every source: each source the archive knows carries it on, so nothing
+    # learnt is forgotten (a known user is not "new" after the upgrade). Its expiry is not known here (the
+    # rule's windows are in the rule files): a window or throttle is kept LEGACY_STATE_DAYS past its last
+    # event unless its rule writes it again first; seen values and learning starts are kept as before.
+    sources = [row[0] for row in db.execute("SELECT source FROM cursors ORDER BY source").fetchall()] or [""]
+    legacy_days_us = LEGACY_STATE_DAYS * 86_400_000_000
+    for source in sources:
+        db.execute(
+            f"""INSERT INTO rule_state_v5 (rule_id, source, key, value, expires_at)
+            SELECT rule_id, ?, key, value,
+                CASE
+                    WHEN key LIKE 'g:%' THEN json_extract(value, '$[#-1][0]') + {legacy_days_us}
+                    WHEN key LIKE 't:%' AND json_extract(value, '$.suppressed') = 0
+                        THEN json_extract(value, '$.start') + {legacy_days_us}
+                END
+            FROM rule_state WHERE rule_id NOT LIKE 'monitor.%'""",  # noqa: S608 - a number, not input
+            [source],
+        )
+    db.execute("DROP TABLE rule_state")
+    db.execute("ALTER TABLE rule_state_v5 RENAME TO rule_state")
+    db.execute(
+        "CREATE INDEX rule_state_expiry ON rule_state (source, expires_at) WHERE expires_at IS NOT NULL"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
     _migration_3,
     _migration_4,
     _migration_5,
+    _migration_6,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -412,6 +462,8 @@ class Store:
         self.db = sqlite_utils.Database(conn)
         self.path = path
         self._in_transaction = False
+        self._before_commit: list[Callable[[], None]] = []
+        self.transaction_serial = 0  # counts transactions, so a cache can tell a new one from its own
 
     # opening ------------------------------------------------------------------------------------------
 
@@ -474,8 +526,11 @@ class Store:
         except sqlite3.OperationalError as exc:
             raise StoreError(f"{self.path}: cannot write to the archive: {exc}") from None
         self._in_transaction = True
+        self.transaction_serial += 1
         try:
             yield self
+            for callback in self._before_commit:
+                callback()
         except sqlite3.OperationalError as exc:
             # read-only file, full disk, I/O error: say so plainly; the whole transaction is undone.
             self._rollback()
@@ -491,6 +546,17 @@ class Store:
                 raise StoreError(f"{self.path}: cannot commit to the archive: {exc}") from None
         finally:
             self._in_transaction = False
+            self._before_commit.clear()
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._in_transaction
+
+    def before_commit(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` inside this transaction, just before its COMMIT (dropped if it rolls back)."""
+        if not self._in_transaction:
+            raise RuntimeError("before_commit outside a transaction")
+        self._before_commit.append(callback)
 
     def _rollback(self) -> None:
         # SQLite rolls the transaction back by itself after some errors (a full disk, an I/O error): a
@@ -969,21 +1035,51 @@ class Store:
 
     # rule state ---------------------------------------------------------------------------------------
 
-    def state_get(self, rule_id: str, key: str) -> Any | None:
+    def state_get(self, rule_id: str, key: str, source: str = "") -> Any | None:
+        """A rule's state for one key; ``source`` '' is state shared by every source."""
         row = self.conn.execute(
-            "SELECT value FROM rule_state WHERE rule_id = ? AND key = ?", (rule_id, key)
+            "SELECT value FROM rule_state WHERE rule_id = ? AND source = ? AND key = ?",
+            (rule_id, source, key),
         ).fetchone()
         return json.loads(row[0]) if row else None
 
-    def state_put(self, rule_id: str, key: str, value: Any | None) -> None:
-        if value is None:
-            self.conn.execute("DELETE FROM rule_state WHERE rule_id = ? AND key = ?", (rule_id, key))
-        else:
-            self.conn.execute(
-                "INSERT INTO rule_state (rule_id, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT(rule_id, key) DO UPDATE SET value = excluded.value",
-                (rule_id, key, json.dumps(value, separators=(",", ":"), default=str)),
+    def state_put(
+        self, rule_id: str, key: str, value: Any | None, source: str = "", expires_at: int | None = None
+    ) -> None:
+        """Write (``None``: delete) one key; ``expires_at`` (event time, µs) lets ``prune_state`` drop it."""
+        self.state_put_many([(rule_id, source, key, value, expires_at)])
+
+    def state_put_many(self, rows: Iterable[tuple[str, str, str, Any | None, int | None]]) -> None:
+        """``(rule_id, source, key, value, expires_at)`` rows; a value None deletes the key.
+
+        A value may be a live object of the engine with a ``to_state()`` method (a threshold window): it is
+        serialised here, once per write, instead of once per event."""
+        deletes: list[tuple[str, str, str]] = []
+        upserts: list[tuple[str, str, str, str, int | None]] = []
+        for rule_id, source, key, value, expires_at in rows:
+            if value is None:
+                deletes.append((rule_id, source, key))
+            else:
+                upserts.append((rule_id, source, key, _state_json(value), expires_at))
+        if deletes:
+            self.conn.executemany(
+                "DELETE FROM rule_state WHERE rule_id = ? AND source = ? AND key = ?", deletes
             )
+        if upserts:
+            self.conn.executemany(
+                "INSERT INTO rule_state (rule_id, source, key, value, expires_at) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT(rule_id, source, key) DO UPDATE SET value = excluded.value, "
+                "expires_at = excluded.expires_at",
+                upserts,
+            )
+
+    def prune_state(self, source: str, horizon: int) -> int:
+        """Delete the source's keys that expired at or before ``horizon`` (event time, µs)."""
+        return int(
+            self.conn.execute(
+                "DELETE FROM rule_state WHERE source = ? AND expires_at <= ?", (source, horizon)
+            ).rowcount
+        )
 
     # alerts and outbox --------------------------------------------------------------------------------
 
@@ -1090,22 +1186,90 @@ class Store:
         )
 
 
+def _state_json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_state_default)
+
+
+def _state_default(value: Any) -> Any:
+    to_state = getattr(value, "to_state", None)
+    return to_state() if callable(to_state) else str(value)
+
+
 class SqliteStateStore:
     """The engine's StateStore over the rule_state table, inside the caller's transaction.
 
-    Reads are cached for the cycle: a burst of events for one threshold group reads the row once.
+    Reads are cached and writes held back: a burst of events for one threshold group reads its row once
+    and writes it once, however long its window (writing it per event made a window of N events cost N^2).
+    The cache is flushed, and emptied, whenever it holds ``cache_limit`` keys, so a cycle of a million
+    distinct emails holds a bounded number of them; and it is flushed before the transaction commits (the
+    store calls ``flush``), so state never runs ahead of (or behind) the archive. Every flush also deletes
+    the keys that expired before the newest event time seen on their source (``advance``).
     """
 
-    def __init__(self, store: Store) -> None:
+    DEFAULT_CACHE_LIMIT = 20_000
+
+    def __init__(self, store: Store, *, cache_limit: int = DEFAULT_CACHE_LIMIT) -> None:
         self._store = store
-        self._cache: dict[tuple[str, str], Any] = {}
+        self._cache_limit = max(1, cache_limit)
+        self._cache: dict[tuple[str, str, str], Any] = {}
+        self._dirty: dict[tuple[str, str, str], int | None] = {}  # key -> expires_at
+        self._horizon: dict[str, int] = {}  # source -> newest event time (µs) evaluated
+        self._transaction = -1  # the store transaction the cache belongs to
 
-    def get(self, rule_id: str, key: str) -> Any | None:
-        cache_key = (rule_id, key)
-        if cache_key not in self._cache:
-            self._cache[cache_key] = self._store.state_get(rule_id, key)
-        return self._cache[cache_key]
+    @property
+    def cache_size(self) -> int:
+        return len(self._cache)
 
-    def put(self, rule_id: str, key: str, value: Any | None) -> None:
-        self._cache[(rule_id, key)] = value
-        self._store.state_put(rule_id, key, value)
+    def _check_transaction(self) -> None:
+        serial = self._store.transaction_serial
+        if serial != self._transaction:
+            # A new transaction (the previous one committed, having flushed, or rolled back): what the
+            # cache holds may be stale or undone, so it starts empty.
+            self._cache.clear()
+            self._dirty.clear()
+            self._transaction = serial
+            if self._store.in_transaction:
+                self._store.before_commit(self.flush)
+
+    def get(self, rule_id: str, key: str, source: str = "") -> Any | None:
+        self._check_transaction()
+        cache_key = (rule_id, source, key)
+        try:
+            return self._cache[cache_key]
+        except KeyError:
+            pass
+        if len(self._cache) >= self._cache_limit:
+            self.flush()
+        value = self._cache[cache_key] = self._store.state_get(rule_id, key, source)
+        return value
+
+    def put(
+        self, rule_id: str, key: str, value: Any | None, source: str = "", expires_at: int | None = None
+    ) -> None:
+        self._check_transaction()
+        cache_key = (rule_id, source, key)
+        if cache_key not in self._cache and len(self._cache) >= self._cache_limit:
+            self.flush()
+        self._cache[cache_key] = value
+        self._dirty[cache_key] = expires_at
+        if not self._store.in_transaction:
+            self.flush()  # no transaction to join: write through
+
+    def advance(self, source: str, now: int) -> None:
+        if now > self._horizon.get(source, now - 1):
+            self._horizon[source] = now
+
+    def flush(self) -> None:
+        """Write what changed, delete what expired, empty the cache."""
+        if self._dirty:
+            self._store.state_put_many(
+                (rule_id, source, key, self._cache[(rule_id, source, key)], expires_at)
+                for (rule_id, source, key), expires_at in self._dirty.items()
+            )
+        if self._horizon:
+            for source, horizon in self._horizon.items():
+                self._store.prune_state(source, horizon)
+            # state shared by every source lives on the clock of the source furthest ahead
+            self._store.prune_state("", max(self._horizon.values()))
+        self._dirty.clear()
+        self._cache.clear()

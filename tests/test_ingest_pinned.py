@@ -24,8 +24,9 @@ from tests.test_poller import Harness, make_config
 
 IST = timezone(timedelta(hours=5, minutes=30))
 
-# Re-pinned once, on purpose: alert ids now cover the source (the rows are otherwise unchanged).
-PINNED_DIGEST = "0e37a3cc83bced3dfe1720ebb1c9840943cd281eab62357b8631477e827320c4"
+# Re-pinned on purpose: alert ids now cover the source (the rows are otherwise unchanged); then rule state
+# rows gained their source and expiry, and expired ones are deleted (every other table is unchanged).
+PINNED_DIGEST = "3551bbfac3998820ec9ac5697742ad88f7e80b3bac909d20abf828f984948293"
 PINNED_HEAD = "1c38894d81beabe3066555ab9b2f058fb81a1535a9c0bd8e4bb31feb5ca952a9"
 
 TABLES = {

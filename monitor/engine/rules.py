@@ -50,7 +50,9 @@ RULE_KEYS = (
     "alert",
     "tests",
     "requires_lists",
+    "scope",
 )
+SCOPES = ("source", "all_sources")  # whose events a rule's state correlates: each source's apart, or all
 RULE_ID = re.compile(r"^[a-z0-9._-]+$")
 DEFAULT_LOOKBACK = timedelta(days=90)
 
@@ -158,6 +160,7 @@ class Rule:
     alert_fields: tuple[str, ...]
     requires_lists: tuple[str, ...]
     idle: bool  # a list in requires_lists is empty: the rule is loaded but never fires
+    all_sources: bool  # scope: all_sources: thresholds, new values and throttles span every source
     doc: YMap = field(repr=False)
     tests: list[Any] = field(default_factory=list, repr=False)
 
@@ -521,6 +524,10 @@ def compile_rule(doc: YMap, file: str, env: Environment, errors: RuleErrors) -> 
         if name not in env.lists:
             errors.add(doc.key_line("requires_lists"), f"requires_lists: undefined list {name!r}")
 
+    scope = doc.get("scope", "source")
+    if scope not in SCOPES:
+        errors.add(doc.key_line("scope"), f"scope {scope!r} is not one of {', '.join(SCOPES)}")
+
     selections, condition_text, node, predicate, filter_ = _compile_match(doc, env, errors)
     exceptions = _compile_exceptions(doc, errors)
     threshold = new_value = throttle = None
@@ -560,5 +567,6 @@ def compile_rule(doc: YMap, file: str, env: Environment, errors: RuleErrors) -> 
         alert_fields=alert_fields,
         requires_lists=tuple(requires),
         idle=any(not env.lists.get(name) for name in requires),
+        all_sources=scope == "all_sources",
         doc=doc,
     )

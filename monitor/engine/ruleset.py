@@ -12,6 +12,7 @@ after the first one does not complete the first one's window. Likewise a value l
 
 from __future__ import annotations
 
+import heapq
 import json
 import logging
 from collections.abc import Mapping, Sequence
@@ -24,7 +25,7 @@ from monitor.alerts.model import Alert
 from monitor.engine.calendars import Calendar
 from monitor.engine.matchers import canon
 from monitor.engine.rules import FieldSet, Rule
-from monitor.engine.state import StateStore
+from monitor.engine.state import SHARED, StateStore
 from monitor.engine.templates import TemplateProblem, render
 from monitor.events import AuditEvent, format_timestamp
 
@@ -150,6 +151,7 @@ class RuleSet:
     def evaluate(self, event: AuditEvent, state: StateStore) -> list[Alert]:
         """Run every candidate rule on one event, in rule order; return the alerts it raises."""
         alerts: list[Alert] = []
+        state.advance(event.source, micros(event.created_at))
         for rule in self.candidates(event.type):
             try:
                 if not rule.matches(event) or (rule.exceptions and rule.excepted(event)):
@@ -165,6 +167,11 @@ class RuleSet:
 
 
 # --- the stateful kinds ------------------------------------------------------------------------------------
+
+
+def state_source(rule: Rule, event: AuditEvent) -> str:
+    """Whose state the rule reads and writes for this event: the event's source, or the shared one."""
+    return SHARED if rule.all_sources else event.source
 
 
 def fire(rule: Rule, event: AuditEvent, state: StateStore, tz: ZoneInfo) -> Alert | None:
@@ -194,11 +201,77 @@ def single_firing(rule: Rule, event: AuditEvent) -> Firing:
     return Firing((event.id,), 1, [], [], {}, "")
 
 
+class ThresholdWindow:
+    """One threshold group's window between events: O(log n) per event, whatever the count.
+
+    Kept as a heap of ``[micros, id, distinct value, type]`` entries (oldest first) with a set of the
+    ``(micros, id)`` pairs it holds (a replayed event is found at once) and, with ``distinct``, the entry of
+    each value. An entry superseded by a later event of its value is marked dead and dropped when it reaches
+    the front, instead of being searched for. Stored (``to_state``) as the live entries sorted by time: the
+    shape the state always had, so windows written before carry on.
+    """
+
+    __slots__ = ("heap", "held", "by_value", "dead", "newest")
+
+    def __init__(self, entries: list[list[Any]] | None = None, *, distinct: bool = False) -> None:
+        self.heap: list[list[Any]] = [list(entry) for entry in entries or ()]
+        heapq.heapify(self.heap)
+        self.held = {(entry[0], entry[1]) for entry in self.heap}
+        self.by_value: dict[str | None, tuple[int, int]] = {}
+        if distinct:
+            for entry in sorted(self.heap):
+                self.by_value[canon(entry[2])] = (entry[0], entry[1])
+        self.dead: set[tuple[int, int]] = set()
+        self.newest = max((entry[0] for entry in self.heap), default=0)
+
+    def add(
+        self, now: int, event_id: int, value: Any, value_form: str | None, event_type: str, window: int
+    ) -> int:
+        """Count one event; the number of live entries after pruning, or -1 when it must not count."""
+        ident = (now, event_id)
+        if ident in self.held:
+            return -1  # the same event again (a replayed overlap): counted once
+        if value_form is not None:
+            previous = self.by_value.get(value_form)
+            if previous is not None:
+                if previous[0] > now:  # a later event of this value is already counted
+                    return -1
+                self.dead.add(previous)
+                self.held.discard(previous)
+            self.by_value[value_form] = ident
+        heapq.heappush(self.heap, [now, event_id, value, event_type])
+        self.held.add(ident)
+        if now > self.newest:
+            self.newest = now
+        cutoff = self.newest - window
+        heap = self.heap
+        while heap and heap[0][0] <= cutoff:
+            entry = heapq.heappop(heap)
+            gone = (entry[0], entry[1])
+            if gone in self.dead:
+                self.dead.discard(gone)
+                continue
+            self.held.discard(gone)
+            if value_form is not None and self.by_value.get(canon(entry[2])) == gone:
+                del self.by_value[canon(entry[2])]
+        return len(heap) - len(self.dead)
+
+    def entries(self) -> list[list[Any]]:
+        """The live entries, oldest first."""
+        dead = self.dead
+        return sorted(entry for entry in self.heap if (entry[0], entry[1]) not in dead)
+
+    def to_state(self) -> list[list[Any]]:
+        return self.entries()
+
+
 def threshold_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing | None:
     """Add the event to its group's window; fire (and start afresh) when the count is reached.
 
-    State per group: ``[[micros, id, distinct value, type], ...]`` pruned to the window, so it never holds
-    more than ``count`` entries. With ``distinct`` only the latest event of each value is kept.
+    State per group: a ThresholdWindow (stored as ``[[micros, id, distinct value, type], ...]`` pruned to
+    the window, so it never holds more than ``count`` entries). With ``distinct`` only the latest event of
+    each value is kept. The key expires a window after the group's newest event: any later event would
+    find every entry outside its window anyway.
     """
     spec = rule.threshold
     assert spec is not None
@@ -209,32 +282,29 @@ def threshold_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing |
     distinct_form: str | None = None
     if spec.distinct_getter is not None:
         distinct_value = spec.distinct_getter(event)
-        distinct_form = canon(distinct_value)
-        if distinct_form is None:
+        if canon(distinct_value) is None:
             return None  # missing (or not a plain value): nothing to count
         distinct_value = display(distinct_value)
+        distinct_form = canon(distinct_value)
     key = state_key("g:", values)
+    source = state_source(rule, event)
     now = micros(event.created_at)
-    entries: list[list[Any]] = list(state.get(rule.id, key) or [])
-    if any(entry[1] == event.id and entry[0] == now for entry in entries):
-        return None  # the same event again (a replayed overlap): counted once
-    if distinct_form is not None:
-        kept = []
-        for entry in entries:
-            if canon(entry[2]) == distinct_form:
-                if entry[0] > now:  # a later event of this value is already counted
-                    return None
-                continue
-            kept.append(entry)
-        entries = kept
-    entries.append([now, event.id, distinct_value, event.type])
-    newest = max(entry[0] for entry in entries)
-    cutoff = newest - spec.window // _US
-    entries = sorted((entry for entry in entries if entry[0] > cutoff), key=lambda e: (e[0], e[1]))
-    if len(entries) < spec.count:
-        state.put(rule.id, key, entries)
+    window = spec.window // _US
+    stored = state.get(rule.id, key, source)
+    if isinstance(stored, ThresholdWindow):
+        current = stored
+    else:
+        current = ThresholdWindow(stored, distinct=spec.distinct_getter is not None)
+    live = current.add(now, event.id, distinct_value, distinct_form, event.type, window)
+    if live < 0:
+        if current is not stored:
+            state.put(rule.id, key, current, source, current.newest + window)
         return None
-    state.put(rule.id, key, None)  # fired: this group's window starts afresh
+    if live < spec.count:
+        state.put(rule.id, key, current, source, current.newest + window)
+        return None
+    entries = current.entries()
+    state.put(rule.id, key, None, source)  # fired: this group's window starts afresh
     window_events = [
         {"id": entry[1], "created_at": from_micros(entry[0]), "type": entry[3], "value": entry[2]}
         for entry in entries
@@ -252,26 +322,29 @@ def threshold_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing |
 def new_value_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing | None:
     """Fire when the value tuple was not seen within the lookback; record it either way.
 
-    State: ``v:[values]`` -> last seen (micros); ``first`` -> when the rule first matched (for learning).
+    State: ``v:[values]`` -> last seen (micros), expiring a lookback later (then it is new again anyway);
+    ``first`` -> when the rule first matched (for learning), kept.
     """
     spec = rule.new_value
     assert spec is not None
     values = spec.fields.values(event)
     if any(value is None for value in values):
         return None
+    source = state_source(rule, event)
     now = micros(event.created_at)
+    lookback = spec.lookback // _US
     learning = False
     if spec.learning:
-        first = state.get(rule.id, "first")
+        first = state.get(rule.id, "first", source)
         if first is None:
             first = now
-            state.put(rule.id, "first", now)
+            state.put(rule.id, "first", now, source)
         learning = now < first + spec.learning // _US
     key = state_key("v:", values)
-    last = state.get(rule.id, key)
-    is_new = last is None or now - last >= spec.lookback // _US
+    last = state.get(rule.id, key, source)
+    is_new = last is None or now - last >= lookback
     if last is None or now > last:
-        state.put(rule.id, key, now)
+        state.put(rule.id, key, now, source, now + lookback)
     if not is_new or learning:
         return None
     return Firing(
@@ -284,29 +357,42 @@ def new_value_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing |
     )
 
 
-def seed_new_value(rule: Rule, state: StateStore, values: Sequence[Any], seen_at: datetime) -> None:
-    """Record a value tuple as seen (tests' ``state: seen``)."""
+def seed_new_value(
+    rule: Rule, state: StateStore, values: Sequence[Any], seen_at: datetime, source: str
+) -> None:
+    """Record a value tuple as seen on ``source`` (tests' ``state: seen``)."""
+    assert rule.new_value is not None
+    where = SHARED if rule.all_sources else source
     key = state_key("v:", values)
     at = micros(seen_at)
-    last = state.get(rule.id, key)
+    last = state.get(rule.id, key, where)
     if last is None or at > last:
-        state.put(rule.id, key, at)
+        state.put(rule.id, key, at, where, at + rule.new_value.lookback // _US)
+
+
+def seed_learning_start(rule: Rule, state: StateStore, started: datetime, source: str) -> None:
+    """Record when the rule's learning began on ``source`` (tests' ``state: started``)."""
+    state.put(rule.id, "first", micros(started), SHARED if rule.all_sources else source)
 
 
 def throttle_step(rule: Rule, event: AuditEvent, state: StateStore, values: Sequence[Any]) -> int | None:
     """None when suppressed; else the number suppressed since the previous alert of this key.
 
-    State: ``t:[key values]`` -> ``{"start": micros of the alert let through, "suppressed": n}``.
+    State: ``t:[key values]`` -> ``{"start": micros of the alert let through, "suppressed": n}``. It expires
+    when its window ends, unless it holds back a count the next alert must carry (those are kept: one per
+    alert at most).
     """
     spec = rule.throttle
     assert spec is not None
     key = state_key("t:", values)
+    source = state_source(rule, event)
     now = micros(event.created_at)
-    current = state.get(rule.id, key)
-    if current is not None and now < current["start"] + spec.window // _US:
-        state.put(rule.id, key, {"start": current["start"], "suppressed": current["suppressed"] + 1})
+    window = spec.window // _US
+    current = state.get(rule.id, key, source)
+    if current is not None and now < current["start"] + window:
+        state.put(rule.id, key, {"start": current["start"], "suppressed": current["suppressed"] + 1}, source)
         return None
-    state.put(rule.id, key, {"start": now, "suppressed": 0})
+    state.put(rule.id, key, {"start": now, "suppressed": 0}, source, now + window)
     return int(current["suppressed"]) if current is not None else 0
 
 

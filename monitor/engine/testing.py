@@ -294,16 +294,16 @@ def parse_tests(rule: Rule, tz: ZoneInfo, errors: RuleErrors) -> list[TestCase]:
 
 def run_case(case: TestCase, timezone: str) -> list[Any]:
     """The alerts the case's events raise, evaluated exactly as the daemon does, with an in-memory store."""
-    from monitor.engine.ruleset import RuleSet, micros, seed_new_value
+    from monitor.engine.ruleset import RuleSet, seed_learning_start, seed_new_value
 
     rule = case.rule
     assert rule is not None
     ruleset = RuleSet([rule], timezone=timezone)
     state = MemoryStateStore()
     for values, at in case.seen:
-        seed_new_value(rule, state, values, at)
+        seed_new_value(rule, state, values, at, TEST_SOURCE)
     if case.started is not None and rule.new_value is not None and rule.new_value.learning:
-        state.put(rule.id, "first", micros(case.started))
+        seed_learning_start(rule, state, case.started, TEST_SOURCE)
     alerts = []
     for event in case.events:
         alerts.extend(ruleset.evaluate(event, state))

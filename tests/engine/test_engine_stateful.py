@@ -174,7 +174,8 @@ def test_threshold_state_stays_small(load_rules, event) -> None:
     ruleset = load_rules(BURST.replace("count: 5", "count: 1000"))
     state = MemoryStateStore()
     run(ruleset, [failed(event, at=T0 + timedelta(seconds=30 * i)) for i in range(500)], state)
-    [(key, value)] = [(k, v) for (rule_id, k), v in state._data.items() if rule_id == "burst"]
+    [window] = [v for (rule_id, _source, _key), v in state._data.items() if rule_id == "burst"]
+    value = window.to_state()  # as it is stored
     assert len(value) == 20  # only the last 10 minutes of events (one every 30 s)
     assert len(canonical_json(value)) < 2000
 

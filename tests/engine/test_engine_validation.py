@@ -21,7 +21,7 @@ CASES = {
         H + "match: {sel: {type: Login}}\nseverty: high\n",
         [
             "r.yml:5: r: unknown key 'severty' (expected id, title, description, severity, tags, enabled, match, "
-            "threshold, new_value, throttle, exceptions, alert, tests, requires_lists)"
+            "threshold, new_value, throttle, exceptions, alert, tests, requires_lists, scope)"
         ],
     ),
     "unknown modifier": (
@@ -368,7 +368,7 @@ def test_errors_in_several_files_name_each_file(tmp_path: Path) -> None:
         load_ruleset([tmp_path])
     assert caught.value.errors == [
         f"{tmp_path / 'a.yml'}:5: r: unknown key 'bogus' (expected id, title, description, severity, tags, enabled, "
-        "match, threshold, new_value, throttle, exceptions, alert, tests, requires_lists)",
+        "match, threshold, new_value, throttle, exceptions, alert, tests, requires_lists, scope)",
         f"{tmp_path / 'sub' / 'b.yaml'}:6: r: duplicate id (first defined at {tmp_path / 'a.yml'}:1)",
     ]
 
