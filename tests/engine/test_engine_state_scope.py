@@ -239,6 +239,15 @@ def test_state_rows_stay_bounded_by_the_window(tmp_path: Path, cache_limit: int 
             assert _engine_rows(store) <= 2 * 600
 
 
+def test_a_backtest_holds_only_the_keys_alive_in_the_window() -> None:
+    """`rules backtest` runs over a whole archive with the in-memory store: it drops expired keys too."""
+    ruleset = load_ruleset([bundled_rules_dir()])
+    state = MemoryStateStore(prune_above=2_000)
+    for event in _spray(20_000):
+        ruleset.evaluate(event, state)
+        assert len(state) <= 2_000
+
+
 def test_a_backlog_through_a_small_cache_gives_the_same_alerts(tmp_path: Path, load_rules) -> None:
     ruleset = load_rules(BURST % "")
     make = Events()
