@@ -1060,6 +1060,8 @@ class Store:
             if value is None:
                 deletes.append((rule_id, source, key))
             else:
+                if expires_at is not None and expires_at > _SQLITE_INT_MAX:
+                    expires_at = None  # a window of centuries (999999999d is valid): the key is simply kept
                 upserts.append((rule_id, source, key, _state_json(value), expires_at))
         if deletes:
             self.conn.executemany(
@@ -1184,6 +1186,9 @@ class Store:
             for suffix in ("", "-wal")
             if Path(self.path + suffix).exists()
         )
+
+
+_SQLITE_INT_MAX = 2**63 - 1
 
 
 def _state_json(value: Any) -> str:

@@ -139,6 +139,23 @@ def test_per_source_state_survives_a_restart_in_the_archive(tmp_path: Path, load
     assert alert.source == "eu" and alert.event_ids == (1, 2, 3, 4, 5)
 
 
+def test_the_longest_window_a_rule_may_name_is_stored(tmp_path: Path, load_rules) -> None:
+    """999999999d passes `rules check`; its expiry is past what SQLite's integers hold: the key is kept."""
+    ruleset = load_rules(
+        BURST.replace("10m", "999999999d") % "" + "\n---\n" + FIRST.replace("30d", "999999999d") % ""
+    )
+    make = Events()
+    with Store.open(tmp_path / "a.db") as store:
+        with store.transaction():
+            run(
+                ruleset,
+                [make("prod", kind, T0) for kind in ("Login Failed", "Create Token")],
+                SqliteStateStore(store),
+            )
+        assert store.state_get("burst", 'g:["a@corp.io"]', "prod") == [[_micros(T0), 1, None, "Login Failed"]]
+        assert store.state_get("first", 'v:["a@corp.io"]', "prod") == _micros(T0)
+
+
 # --- 11.20: the upgrade keeps the state written before it ------------------------------------------------
 
 
