@@ -204,11 +204,12 @@ def single_firing(rule: Rule, event: AuditEvent) -> Firing:
 class ThresholdWindow:
     """One threshold group's window between events: O(log n) per event, whatever the count.
 
-    Kept as a heap of ``[micros, id, distinct value, type]`` entries (oldest first) with a set of the
-    ``(micros, id)`` pairs it holds (a replayed event is found at once) and, with ``distinct``, the entry of
-    each value. An entry superseded by a later event of its value is marked dead and dropped when it reaches
-    the front, instead of being searched for. Stored (``to_state``) as the live entries sorted by time: the
-    shape the state always had, so windows written before carry on.
+    Kept as a heap of ``[micros, id, distinct value, type]`` entries (oldest first; with ``scope:
+    all_sources`` a fifth item names the source, since ids are only unique within one) with a set of the
+    ``(micros, id, source)`` it counts (a replayed event is found at once) and, with ``distinct``, the
+    entry of each value. An entry superseded by a later event of its value is marked dead and dropped when
+    it reaches the front, instead of being searched for. Stored (``to_state``) as the live entries sorted
+    by time: the shape the state always had, so windows written before carry on.
     """
 
     __slots__ = ("heap", "held", "by_value", "dead", "newest")
@@ -216,19 +217,18 @@ class ThresholdWindow:
     def __init__(self, entries: list[list[Any]] | None = None, *, distinct: bool = False) -> None:
         self.heap: list[list[Any]] = [list(entry) for entry in entries or ()]
         heapq.heapify(self.heap)
-        self.held = {(entry[0], entry[1]) for entry in self.heap}
-        self.by_value: dict[str | None, tuple[int, int]] = {}
+        self.held = {_ident(entry) for entry in self.heap}
+        self.by_value: dict[str | None, list[Any]] = {}
         if distinct:
             for entry in sorted(self.heap):
-                self.by_value[canon(entry[2])] = (entry[0], entry[1])
-        self.dead: set[tuple[int, int]] = set()
+                self.by_value[canon(entry[2])] = entry
+        self.dead: set[int] = set()  # id() of superseded entries still in the heap
         self.newest = max((entry[0] for entry in self.heap), default=0)
 
-    def add(
-        self, now: int, event_id: int, value: Any, value_form: str | None, event_type: str, window: int
-    ) -> int:
-        """Count one event; the number of live entries after pruning, or -1 when it must not count."""
-        ident = (now, event_id)
+    def add(self, entry: list[Any], value_form: str | None, window: int) -> int:
+        """Count one event's entry; the number of live entries after pruning, or -1 when it must not count."""
+        now = entry[0]
+        ident = _ident(entry)
         if ident in self.held:
             return -1  # the same event again (a replayed overlap): counted once
         if value_form is not None:
@@ -236,33 +236,36 @@ class ThresholdWindow:
             if previous is not None:
                 if previous[0] > now:  # a later event of this value is already counted
                     return -1
-                self.dead.add(previous)
-                self.held.discard(previous)
-            self.by_value[value_form] = ident
-        heapq.heappush(self.heap, [now, event_id, value, event_type])
+                self.dead.add(id(previous))
+                self.held.discard(_ident(previous))
+            self.by_value[value_form] = entry
+        heapq.heappush(self.heap, entry)
         self.held.add(ident)
         if now > self.newest:
             self.newest = now
         cutoff = self.newest - window
         heap = self.heap
         while heap and heap[0][0] <= cutoff:
-            entry = heapq.heappop(heap)
-            gone = (entry[0], entry[1])
-            if gone in self.dead:
-                self.dead.discard(gone)
+            gone = heapq.heappop(heap)
+            if id(gone) in self.dead:
+                self.dead.discard(id(gone))
                 continue
-            self.held.discard(gone)
-            if value_form is not None and self.by_value.get(canon(entry[2])) == gone:
-                del self.by_value[canon(entry[2])]
+            self.held.discard(_ident(gone))
+            if value_form is not None and self.by_value.get(canon(gone[2])) is gone:
+                del self.by_value[canon(gone[2])]
         return len(heap) - len(self.dead)
 
     def entries(self) -> list[list[Any]]:
         """The live entries, oldest first."""
         dead = self.dead
-        return sorted(entry for entry in self.heap if (entry[0], entry[1]) not in dead)
+        return sorted(entry for entry in self.heap if id(entry) not in dead)
 
     def to_state(self) -> list[list[Any]]:
         return self.entries()
+
+
+def _ident(entry: list[Any]) -> tuple[int, int, str | None]:
+    return entry[0], entry[1], entry[4] if len(entry) > 4 else None
 
 
 def threshold_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing | None:
@@ -295,7 +298,10 @@ def threshold_step(rule: Rule, event: AuditEvent, state: StateStore) -> Firing |
         current = stored
     else:
         current = ThresholdWindow(stored, distinct=spec.distinct_getter is not None)
-    live = current.add(now, event.id, distinct_value, distinct_form, event.type, window)
+    entry = [now, event.id, distinct_value, event.type]
+    if rule.all_sources:
+        entry.append(event.source)
+    live = current.add(entry, distinct_form, window)
     if live < 0:
         if current is not stored:
             state.put(rule.id, key, current, source, current.newest + window)

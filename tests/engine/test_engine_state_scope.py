@@ -97,6 +97,17 @@ def test_a_threshold_with_scope_all_sources_correlates_across_them(load_rules) -
     assert alert.source == "us"  # the source of the event that completed the window
 
 
+def test_all_sources_tells_events_of_two_sources_with_the_same_id_and_time_apart(load_rules) -> None:
+    """Ids are only unique within one instance: eu's #1 and us's #1 at the same instant are two events."""
+    ruleset = load_rules(BURST % "scope: all_sources")
+    make = Events()
+    events = [
+        make(source, "Login Failed", T0 + timedelta(seconds=i)) for i in range(3) for source in ("eu", "us")
+    ]
+    [alert] = run(ruleset, events, MemoryStateStore())
+    assert alert.event_ids == (1, 1, 2, 2, 3)
+
+
 def test_a_value_first_seen_on_one_source_is_new_on_another(load_rules) -> None:
     make = Events()
     events = [make("eu", "Create Token", T0), make("us", "Create Token", T0 + timedelta(hours=1))]
