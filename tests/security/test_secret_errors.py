@@ -211,7 +211,7 @@ def test_a_token_with_a_line_break_is_scrubbed_in_every_form_and_not_retried(
         )
         result = poller.poll(config.sources[0])
         cursor = store.get_cursor("prod")
-    assert not result.ok and result.error_kind == "unavailable" and result.error
+    assert not result.ok and result.error_kind == "config" and result.error
     assert cursor is not None and cursor.last_error == result.error
     assert slept == [] and server.requests == 0  # refused locally, once
     assert "token" in result.error, result.error
