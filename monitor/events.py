@@ -6,8 +6,8 @@ A value without a zone is UTC. An epoch value below 10^11 is read as seconds: as
 milliseconds it would be a moment of 1970-1973, before any Xano audit log, while as seconds
 it covers every date up to the year 5138. Unknown keys of the entry are kept in ``raw``.
 
-Ids are taken strictly: a JSON integer or a string of ASCII digits, nothing Python's ``int()``
-would also read (``"9_0"``, full-width digits, ``" 90"``, ``90.0``).
+Ids are taken strictly: a JSON integer or a string of ASCII digits without leading zeros, nothing
+Python's ``int()`` would also read (``"9_0"``, full-width digits, ``" 90"``, ``"090"``, ``90.0``).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class UnreadableEntry:
 # and the stdlib's recursive encoder and decoder fail near Python's recursion limit, so a deeper entry could
 # not be written, hashed or verified the same way every time.
 MAX_ENTRY_DEPTH = 254
-_ID_DIGITS = re.compile(r"[0-9]{1,19}")
+_ID_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")  # canonical: "007" would shadow 7
 # Epoch values below this are seconds (see the module's docstring): 10^11 ms is 1973-03-03.
 EPOCH_SECONDS_BELOW = 10**11
 

@@ -65,6 +65,7 @@ def test_epoch_seconds_are_read_as_seconds_not_as_1970() -> None:
 def test_ids_are_json_integers_or_ascii_digits() -> None:
     assert normalize("prod", {"id": "90", "created_at": 1772664005000}).id == 90
     assert normalize("prod", {"id": 90, "created_at": 1772664005000}).id == 90
+    assert normalize("prod", {"id": "0", "created_at": 1772664005000}).id == 0
 
 
 @pytest.mark.parametrize("depth", [255, 300, 5000])
@@ -114,6 +115,7 @@ def test_sample_page_normalises_and_keeps_unknown_keys() -> None:
         ({"id": "\uff18\uff19", "created_at": 1}, "not an integer"),  # full-width digits: int() reads 89
         ({"id": " 90", "created_at": 1}, "not an integer"),
         ({"id": "+90", "created_at": 1}, "not an integer"),
+        ({"id": "090", "created_at": 1}, "not an integer"),
         ({"id": 2**63, "created_at": 1}, "int64"),
         ({"id": 1}, "timestamp is None"),
     ],
