@@ -431,8 +431,8 @@ class XanoClient:
                 chunks.append(chunk)
                 if time.monotonic() > deadline:
                     raise _TooSlow(
-                        f"the answer was still arriving after the request deadline ({self.timeout:g} s "
-                        "for the whole request)"
+                        f"the answer was still arriving at the request deadline ({self.timeout:g} s for "
+                        "the whole request, or the cycle's deadline if sooner)"
                     )
             self._resolved()
             return response.status_code, b"".join(chunks), response.headers
