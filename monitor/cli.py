@@ -383,11 +383,20 @@ def dead_letters_requeue(
 @click.option(
     "--live-per-minute", default=6.0, show_default=True, type=float, help="Extra live events per minute."
 )
-def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float) -> None:
+@click.option(
+    "--envelope",
+    type=click.Choice(["xano", "guide"]),
+    default="xano",
+    show_default=True,
+    help='Page shape: Xano\'s full envelope, or the guide\'s {"items", "itemsTotal"} without nextPage.',
+)
+def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float, envelope: str) -> None:
     """Run the simulator alone: a Xano-compatible audit-log API, realistic traffic, planted incidents."""
     from monitor.simulator import serve_forever
 
-    serve_forever(host, port, seed=seed, token=token, live_events_per_minute=live_per_minute)
+    serve_forever(
+        host, port, seed=seed, token=token, live_events_per_minute=live_per_minute, envelope=envelope
+    )
 
 
 @cli.command()

@@ -2,7 +2,12 @@
 
 Xano's docs do not pin down the wire format of ``created_at``; we accept epoch
 milliseconds (int or numeric string), ISO 8601, and PostgreSQL's text form.
-A value without a zone is UTC. Unknown keys of the entry are kept in ``raw``.
+A value without a zone is UTC. An epoch value below 10^11 is read as seconds: as
+milliseconds it would be a moment of 1970-1973, before any Xano audit log, while as seconds
+it covers every date up to the year 5138. Unknown keys of the entry are kept in ``raw``.
+
+Ids are taken strictly: a JSON integer or a string of ASCII digits without leading zeros, nothing
+Python's ``int()`` would also read (``"9_0"``, full-width digits, ``" 90"``, ``"090"``, ``90.0``).
 """
 
 from __future__ import annotations
@@ -18,6 +23,32 @@ import orjson
 
 class NormalizationError(ValueError):
     """An entry that cannot be archived as an event (no id, unreadable time)."""
+
+
+class UnreadableEntry:
+    """An entry of a page that could not be decoded (the client decoded the page's others): ``text`` is the
+    entry as served, ``reason`` why it could not be read. ``normalize`` rejects it with that reason."""
+
+    __slots__ = ("reason", "text")
+
+    def __init__(self, text: str, reason: str) -> None:
+        self.text = text
+        self.reason = reason
+
+    def __str__(self) -> str:  # what the rejected table keeps (canonical_json spells unknown values as str)
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"UnreadableEntry({self.reason!r}, {len(self.text)} characters)"
+
+
+# An entry nesting deeper than this is rejected: orjson (the archive's fast path) encodes at most 254 levels,
+# and the stdlib's recursive encoder and decoder fail near Python's recursion limit, so a deeper entry could
+# not be written, hashed or verified the same way every time.
+MAX_ENTRY_DEPTH = 254
+_ID_DIGITS = re.compile(r"0|[1-9][0-9]{0,18}")  # canonical: "007" would shadow 7
+# Epoch values below this are seconds (see the module's docstring): 10^11 ms is 1973-03-03.
+EPOCH_SECONDS_BELOW = 10**11
 
 
 _PG_TIMESTAMP = re.compile(
@@ -83,6 +114,8 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _from_epoch_ms(ms: float) -> datetime:
+    if -EPOCH_SECONDS_BELOW < ms < EPOCH_SECONDS_BELOW:
+        ms = ms * 1000  # epoch seconds
     try:
         return _EPOCH + timedelta(milliseconds=ms)
     except (OverflowError, ValueError) as exc:  # ValueError: NaN
@@ -128,11 +161,19 @@ def archive_json(entry: Any, *, may_hold_floats: bool = True) -> str:
     JSON may spell a lone surrogate (``"\\ud800"``); Python parses it, but it is not valid Unicode, so
     it cannot be encoded as UTF-8 for SQLite or the hash chain.
     """
-    if not (may_hold_floats and _holds_float(entry)):
+    if not may_hold_floats:
         try:
             return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
         except orjson.JSONEncodeError:
-            pass  # the stdlib decides: a big integer is fine, a lone surrogate is rejected below
+            pass  # the stdlib decides: a big integer is fine; a lone surrogate, deep nesting are not
+    depth, holds_float = _shape(entry)
+    if depth > MAX_ENTRY_DEPTH:
+        raise NormalizationError(f"entry nests {depth} levels deep, more than {MAX_ENTRY_DEPTH}")
+    if not holds_float:
+        try:
+            return orjson.dumps(entry, option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONEncodeError:
+            pass
     text = canonical_json(entry)
     if not text.isascii():  # the common case costs one scan; only non-ASCII entries are encoded
         try:
@@ -144,20 +185,27 @@ def archive_json(entry: Any, *, may_hold_floats: bool = True) -> str:
     return text
 
 
-def _holds_float(value: Any) -> bool:
-    """True when ``value`` holds a float or anything but JSON's plain types (loops, not any(): hot path)."""
-    kind = type(value)
-    if kind is dict:
-        for item in value.values():
-            if _holds_float(item):
-                return True
-        return False
-    if kind is list:
-        for item in value:
-            if _holds_float(item):
-                return True
-        return False
-    return not (kind is str or kind is int or kind is bool or value is None)
+def _shape(value: Any) -> tuple[int, bool]:
+    """How deep ``value`` nests, and whether it holds a float or anything but JSON's plain types.
+
+    Iterative rather than recursive, so that an entry nesting thousands of levels is measured, not a
+    RecursionError.
+    """
+    deepest = 0
+    holds_float = False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        kind = type(node)
+        if kind is dict:
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in node.values())
+        elif kind is list:
+            deepest = max(deepest, depth)
+            stack.extend((item, depth + 1) for item in node)
+        elif not (kind is str or kind is int or kind is bool or node is None):
+            holds_float = True
+    return deepest, holds_float
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,17 +310,21 @@ def nested_str(raw: dict[str, Any], outer: str, inner: str) -> str | None:
 
 def normalize(source: str, entry: Any) -> AuditEvent:
     """Turn one API entry into an AuditEvent, or raise NormalizationError saying why."""
+    if isinstance(entry, UnreadableEntry):
+        raise NormalizationError(entry.reason)
     if not isinstance(entry, dict):
         raise NormalizationError(f"entry is a {type(entry).__name__}, not an object")
     raw_id = entry.get("id")
     if isinstance(raw_id, bool) or raw_id is None:
         raise NormalizationError("entry has no id")
-    try:
+    if isinstance(raw_id, int):
+        event_id = raw_id
+    elif isinstance(raw_id, str) and _ID_DIGITS.fullmatch(raw_id):
         event_id = int(raw_id)
-    except (TypeError, ValueError, OverflowError) as exc:  # OverflowError: an infinite float
-        raise NormalizationError(f"id {_short(raw_id)} is not an integer") from exc
-    if isinstance(raw_id, float) and raw_id != event_id:
-        raise NormalizationError(f"id {_short(raw_id)} is not an integer")
+    else:
+        # int() would also read "9_0", full-width digits, padded text and 90.0: each of those could shadow
+        # the real event with that id, so only a JSON integer or plain ASCII digits are an id.
+        raise NormalizationError(f"id {_short(raw_id)} is not an integer (a JSON integer or ASCII digits)")
     if not -(2**63) <= event_id < 2**63:
         raise NormalizationError(f"id {_short(raw_id)} is outside int64")
     created_at = parse_timestamp(entry.get("created_at"))

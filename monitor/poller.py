@@ -6,13 +6,24 @@ SQLite (with the columns normalisation derived, so the commit parses nothing aga
 millions never sits in memory; after page 1 the next page is read on a worker thread while this one is
 staged. Only when the walk is complete does one transaction archive the new events in id order, run
 the rules, record alerts and outbox rows, and advance the cursor. Any failure before the COMMIT leaves
-the cursor where it was; the next cycle repeats the work and the (source, id) dedupe plus stable alert
-ids make the repeat harmless.
+the cursor where it was and the (source, id) dedupe plus stable alert ids make a repeat harmless.
+
+A walk is resumable: each staged page records, in the same transaction, how far the walk got. A cycle that
+fails (retries spent, a restart, ``kill -9``) keeps its staged pages, and the next cycle re-reads the last
+staged page (events arriving upstream meanwhile push entries down, onto later pages, never up: one page of
+overlap and the id dedupe cover it) and continues from there. So a long backfill against a rate-limited or
+flaky server progresses with every cycle instead of starting again from page 1.
+
+An entry that cannot be archived (not normalisable, or failing while its rules run) is recorded in
+``rejected`` with its reason, and the rest are archived; a cycle that fails for any reason is recorded on
+the cursor (``status`` shows it).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import logging
 import sqlite3
 import sys
@@ -40,7 +51,7 @@ from monitor.events import (
 from monitor.logs import scrub
 from monitor.store import Cursor, SqliteStateStore, Store, StoreError
 from monitor.timeutil import format_duration, format_time
-from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoError
+from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoConfigError, XanoError
 
 log = logging.getLogger("monitor.poller")
 
@@ -54,16 +65,19 @@ class Evaluator(Protocol):
 
 
 class PageSource(Protocol):
-    def iter_pages(self, *, newest_first: bool = True, include_data: bool = True) -> Iterator[Page]: ...
+    def iter_pages(
+        self, *, newest_first: bool = True, include_data: bool = True, start_page: int = 1
+    ) -> Iterator[Page]: ...
 
 
 ClientFactory = Callable[[SourceConfig], AbstractContextManager[PageSource]]
 
 
 def default_client_factory(
-    source: SourceConfig, *, sleep: Callable[[float], None] = time.sleep
+    source: SourceConfig, *, sleep: Callable[[float], None] = time.sleep, deadline: float | None = None
 ) -> XanoClient:
-    """``sleep`` waits between retries; the daemon passes one that shutdown interrupts."""
+    """``sleep`` waits between retries; the daemon passes one that shutdown interrupts. ``deadline`` (a
+    ``time.monotonic()`` value) bounds the cycle's reading: no request or retry runs past it."""
     return XanoClient(
         source.base_url,
         source.token.get_secret_value(),
@@ -74,6 +88,7 @@ def default_client_factory(
         retry=RetryPolicy(budget=min(600.0, source.poll_interval.total_seconds())),
         verify=source.ca_file or True,
         sleep=sleep,
+        deadline=deadline,
     )
 
 
@@ -88,7 +103,7 @@ class PollResult:
     alerts: int = 0
     duration: float = 0.0
     error: str | None = None
-    error_kind: str | None = None  # auth | unavailable | store | cancelled
+    error_kind: str | None = None  # auth | config | unavailable | store | internal | cancelled
     lag_seconds: float | None = None
     newest_event_at: datetime | None = None  # the source's newest archived event (for the lag metric)
 
@@ -104,7 +119,59 @@ class _Walk:
     rejected: int = 0
     max_id: int | None = None
     max_created_at: datetime | None = None
-    newest_on_page_one: int | None = None
+    resumed_at: int | None = None  # the page a resumed walk started from
+
+
+@dataclass(frozen=True)
+class WalkProgress:
+    """How far a walk got, saved with each staged page (``Store.stage``) so another cycle can resume it.
+
+    ``basis`` names what the walk's pages depend on (the endpoint, the page size and the cursor it started
+    from); a walk whose basis no longer matches starts again from page 1. ``unsorted`` is sticky: once any
+    page showed ids out of descending order the walk never stops early. ``ordered_pairs`` counts id pairs
+    seen in descending order: a walk stops early only with evidence that the server sorts (a one-entry page
+    proves nothing).
+    """
+
+    basis: str
+    last_page: int = 0
+    unsorted: bool = False
+    ordered_pairs: int = 0
+
+    def to_text(self) -> str:
+        return json.dumps(
+            {
+                "basis": self.basis,
+                "last_page": self.last_page,
+                "unsorted": self.unsorted,
+                "ordered_pairs": self.ordered_pairs,
+            }
+        )
+
+    @classmethod
+    def from_text(cls, text: str | None) -> WalkProgress | None:
+        """The saved progress, or None when there is none or it is not readable (then the walk restarts)."""
+        if not text:
+            return None
+        try:
+            data = json.loads(text)
+            return cls(
+                basis=str(data["basis"]),
+                last_page=int(data["last_page"]),
+                unsorted=bool(data["unsorted"]),
+                ordered_pairs=int(data["ordered_pairs"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+class _EntryFailed(Exception):
+    """One staged entry failed while its rules ran: the commit is rolled back and redone without it."""
+
+    def __init__(self, event_id: int, reason: str) -> None:
+        super().__init__(reason)
+        self.event_id = event_id
+        self.reason = reason
 
 
 READ_AHEAD_SWITCH_INTERVAL = 0.0005  # seconds
@@ -162,9 +229,11 @@ class Poller:
         cursor = self.store.get_cursor(source.name) or Cursor(source=source.name)
         try:
             walk = self._walk(source, cursor)
-            new, alerts = self._commit(source, cursor, walk, now)
+            new, alerts = self._commit_rejecting_failed_entries(source, cursor, walk, now)
         except XanoAuthError as exc:
             return self._failed(source, cursor, now, started, "auth", str(exc))
+        except XanoConfigError as exc:
+            return self._failed(source, cursor, now, started, "config", str(exc))
         except XanoError as exc:
             return self._failed(source, cursor, now, started, "unavailable", str(exc))
         except (StoreError, sqlite3.Error) as exc:
@@ -174,6 +243,9 @@ class Poller:
             log.info("poll cancelled by shutdown; nothing committed", extra={"source": source.name})
             elapsed = time.monotonic() - started
             return PollResult(source.name, False, duration=elapsed, error="cancelled", error_kind="cancelled")
+        except Exception as exc:  # noqa: BLE001 - out of file descriptors, a bug: recorded, never a silent crash
+            message = f"{type(exc).__name__}: {exc}"
+            return self._failed(source, cursor, now, started, "internal", message, exc_info=exc)
         newest = self.store.newest_event_time(source.name)
         result = PollResult(
             source=source.name,
@@ -194,6 +266,7 @@ class Poller:
                 "events": walk.fetched,
                 "new": new,
                 "pages": walk.pages,
+                "resumed_at_page": walk.resumed_at,
                 "rejected": walk.rejected,
                 "alerts": alerts,
                 "duration_s": round(result.duration, 3),
@@ -204,20 +277,38 @@ class Poller:
 
     # the walk -----------------------------------------------------------------------------------------
 
+    @staticmethod
+    def _basis(source: SourceConfig, cursor: Cursor) -> str:
+        return json.dumps(
+            [source.base_url, source.workspace_id, source.per_page, source.backfill, cursor.last_id]
+        )
+
     def _walk(self, source: SourceConfig, cursor: Cursor) -> _Walk:
         first_run = cursor.last_id is None
         backfill_none = first_run and source.backfill == "none"
         cutoff = self._cutoff(source, cursor)
         walk = _Walk()
-        self.store.clear_staging(source.name)
+        basis = self._basis(source, cursor)
+        progress = WalkProgress.from_text(self.store.walk_progress(source.name))
+        if backfill_none or progress is None or progress.basis != basis or progress.last_page < 1:
+            self.store.clear_staging(source.name)
+            progress = WalkProgress(basis)
+            start = 1
+        else:
+            # Re-read the last staged page: entries only move down as new events arrive, so that page and
+            # the next hold everything not staged yet; what is read twice is deduped by id.
+            start = walk.resumed_at = progress.last_page
+            log.info("resuming walk", extra={"source": source.name, "page": start})
+        previous_ids: list[int] | None = None  # the page before, when this cycle read it
         with (
             self.client_factory(source) as client,
-            contextlib.closing(_read_ahead(client.iter_pages(newest_first=True))) as pages,
+            contextlib.closing(_read_ahead(client.iter_pages(newest_first=True, start_page=start))) as pages,
         ):
             for page in pages:
                 self._check_cancel()
                 walk.pages += 1
                 staged, page_ids, page_times = [], [], []
+                entries: dict[int, str] = {}  # this page's ids and their JSON
                 for entry in page.items:
                     walk.fetched += 1
                     try:
@@ -227,6 +318,12 @@ class Poller:
                         walk.rejected += 1
                         self._reject(source.name, entry, str(exc))
                         continue
+                    if event.id in entries:
+                        if entries[event.id] != raw_json:
+                            walk.rejected += 1
+                            self._conflict(source.name, event.id, entry, raw_json)
+                        continue
+                    entries[event.id] = raw_json
                     page_ids.append(event.id)
                     page_times.append(event.created_at)
                     if walk.max_id is None or event.id > walk.max_id:
@@ -235,8 +332,12 @@ class Poller:
                 if backfill_none:
                     # First run without backfill: only learn where the log ends now.
                     break
-                self.store.stage(staged)
-                if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id, cursor.last_id):
+                progress = self._judge_order(progress, page_ids, previous_ids, page.number)
+                for event_id in self.store.stage(staged, (source.name, progress.to_text())):
+                    walk.rejected += 1
+                    self._conflict(source.name, event_id, None, entries[event_id])
+                previous_ids = page_ids
+                if self._walk_done(page_ids, page_times, cutoff, cursor.floor_id, cursor.last_id, progress):
                     break
         if backfill_none:
             self.store.clear_staging(source.name)
@@ -248,7 +349,12 @@ class Poller:
 
     def _cutoff(self, source: SourceConfig, cursor: Cursor) -> datetime | None:
         if cursor.last_created_at is not None:
-            return cursor.last_created_at - source.overlap
+            # An event dated in the future (a clock gone wrong upstream, or a forged entry) must not carry
+            # the cutoff with it: every event after the last successful poll is still to be read.
+            newest = cursor.last_created_at
+            if cursor.last_success_at is not None:
+                newest = min(newest, cursor.last_success_at)
+            return newest - source.overlap
         floor = cursor.floor_time or self._backfill_floor(source)
         return floor
 
@@ -258,24 +364,43 @@ class Poller:
         return datetime.combine(date.fromisoformat(source.backfill), datetime.min.time(), self.config.tz)
 
     @staticmethod
+    def _judge_order(
+        progress: WalkProgress, ids: list[int], previous: list[int] | None, number: int
+    ) -> WalkProgress:
+        """The walk's progress after this page: its number, and what the page says about the server's order.
+
+        Ids must fall strictly within a page, and the ids a page adds must lie below the page before it.
+        Entries the page before already held may come again: new events push entries down a page.
+        """
+        unsorted = progress.unsorted or any(a <= b for a, b in zip(ids, ids[1:], strict=False))
+        pairs = progress.ordered_pairs + max(0, len(ids) - 1)
+        if previous and ids:
+            seen = set(previous)
+            added = [i for i in ids if i not in seen]
+            if added and added[0] >= min(previous):
+                unsorted = True
+            elif added:
+                pairs += 1
+        return replace(progress, last_page=number, unsorted=unsorted, ordered_pairs=pairs)
+
+    @staticmethod
     def _walk_done(
         ids: list[int],
         times: list[datetime],
         cutoff: datetime | None,
         floor_id: int | None,
         last_id: int | None,
+        progress: WalkProgress,
     ) -> bool:
         """True once this page reaches past the cutoff, provided the server really sorts newest-first.
 
-        A page that is not in descending id order means the server ignored the sort: then we
-        never stop early and read the whole log, which is slower but loses nothing. Nor do we stop
-        on a page whose ids are all above the cursor's: those events are new whatever their times say
+        A walk that saw ids out of descending order (on a page or from one page to the next) means the
+        server ignored the sort: then we never stop early and read the whole log, which is slower but loses
+        nothing; nor before the walk has seen two ids in order (a one-entry page is no evidence). Nor do we
+        stop on a page whose ids are all above the cursor's: those events are new whatever their times say
         (a newest event dated in the far future would otherwise end every later walk at page 1).
         """
-        if not ids:
-            return False
-        descending = all(a > b for a, b in zip(ids, ids[1:], strict=False))
-        if not descending:
+        if not ids or progress.unsorted or progress.ordered_pairs < 1:
             return False
         if floor_id is not None and ids[-1] <= floor_id:
             return True
@@ -288,12 +413,48 @@ class Poller:
         with self.store.transaction():
             self.store.reject(source, entry, reason, self.clock())
 
+    def _conflict(self, source: str, event_id: int, entry: object | None, raw_json: str) -> None:
+        """The id came again with other content: keep the first version, record this one and alert."""
+        reason = f"id {event_id} was served before with other content; the first version is kept"
+        log.warning("entry conflicts", extra={"source": source, "event_id": event_id})
+        now = self.clock()
+        digest = hashlib.sha256(raw_json.encode("utf-8", "backslashreplace")).hexdigest()
+        with self.store.transaction():
+            self.store.reject(source, entry if entry is not None else json.loads(raw_json), reason, now)
+            self._record(selfmon.event_conflict(source, event_id, digest, now), now)
+
     # the commit ---------------------------------------------------------------------------------------
+
+    def _commit_rejecting_failed_entries(
+        self, source: SourceConfig, cursor: Cursor, walk: _Walk, now: datetime
+    ) -> tuple[int, int]:
+        """The commit; an entry that fails while its rules run is rejected and the commit redone without it.
+
+        Failures of single entries are rare (a date at the end of the calendar, a rule tripping over odd
+        data), so rolling back and redoing the commit costs less than guarding every event with a savepoint.
+        """
+        while True:
+            try:
+                return self._commit(source, cursor, walk, now)
+            except _EntryFailed as failed:
+                log.warning(
+                    "entry rejected at commit",
+                    extra={"source": source.name, "event_id": failed.event_id, "reason": failed.reason},
+                )
+                with self.store.transaction():
+                    raw = self.store.staged_raw(source.name, failed.event_id)
+                    entry = json.loads(raw) if raw is not None else {"id": failed.event_id}
+                    self.store.reject(source.name, entry, failed.reason, now)
+                    self.store.unstage_event(source.name, failed.event_id)
+                walk.rejected += 1
 
     def _commit(self, source: SourceConfig, cursor: Cursor, walk: _Walk, now: datetime) -> tuple[int, int]:
         first_run = cursor.last_id is None
         new = alerts = 0
         with self.store.transaction():
+            newest = self.store.newest_staged(source.name)
+            if newest is not None:
+                walk.max_id, walk.max_created_at = newest
             if first_run and source.backfill == "none":
                 floor_id = walk.max_id if walk.max_id is not None else 0
                 next_cursor = replace(
@@ -326,6 +487,8 @@ class Poller:
     def _archive_staged(
         self, source: SourceConfig, floor_id: int | None, floor_time: datetime | None, now: datetime
     ) -> tuple[int, int]:
+        for event_id, raw in self.store.staged_conflicting_with_archive(source.name):
+            self._conflict_in_commit(source.name, event_id, raw, now)
         self.store.drop_archived_from_staging(source.name)
         prev_hash = self.store.head_hash()
         state = SqliteStateStore(self.store)
@@ -348,10 +511,25 @@ class Poller:
                 event = StagedEvent(
                     source.name, event_id, datetime.fromisoformat(created_at), event_type, msg, raw
                 )
-                for alert in self.evaluator.evaluate(event, state):
-                    alerts += self._record(alert, now)
+                try:
+                    for alert in self.evaluator.evaluate(event, state):
+                        alerts += self._record(alert, now)
+                except (PollCancelled, StoreError, sqlite3.Error):
+                    raise  # the cycle's failures, not the entry's
+                except Exception as exc:  # noqa: BLE001 - e.g. OverflowError for a date at the calendar's end
+                    raise _EntryFailed(
+                        event_id, f"rules could not be evaluated: {type(exc).__name__}: {exc}"[:500]
+                    ) from exc
         self.store.insert_archived(pending)
         return new, alerts
+
+    def _conflict_in_commit(self, source: str, event_id: int, raw: str, now: datetime) -> None:
+        """Inside the commit: a staged entry differs from the archived one with its id."""
+        log.warning("entry conflicts with the archive", extra={"source": source, "event_id": event_id})
+        reason = f"id {event_id} is archived with other content; the archived version is kept"
+        self.store.reject(source, json.loads(raw), reason, now)
+        digest = hashlib.sha256(raw.encode("utf-8", "backslashreplace")).hexdigest()
+        self._record(selfmon.event_conflict(source, event_id, digest, now), now)
 
     def _record(self, alert: Alert, now: datetime) -> int:
         return int(self.store.record_alert(alert, channels_for(alert, self.config), now))
@@ -389,12 +567,24 @@ class Poller:
     # failures -----------------------------------------------------------------------------------------
 
     def _failed(
-        self, source: SourceConfig, cursor: Cursor, now: datetime, started: float, kind: str, message: str
+        self,
+        source: SourceConfig,
+        cursor: Cursor,
+        now: datetime,
+        started: float,
+        kind: str,
+        message: str,
+        exc_info: BaseException | None = None,
     ) -> PollResult:
+        """``exc_info``: an unexpected exception, whose traceback the one ``poll failed`` line carries."""
         # The one place a cycle's error becomes cursors.last_error, status, /healthz, the log line and the
         # exit message: whatever raised it, no form of the source's token goes further.
         message = scrub(message, [source.token.get_secret_value()])
-        log.error("poll failed", extra={"source": source.name, "error_kind": kind, "error": message})
+        log.error(
+            "poll failed",
+            extra={"source": source.name, "error_kind": kind, "error": message},
+            exc_info=exc_info,
+        )
         alerts = 0
         try:
             self.store.record_poll_failure(source.name, at=now, kind=kind, message=message)

@@ -28,6 +28,7 @@ SOURCE_UNREACHABLE = "monitor.source_unreachable"
 AUTH_FAILED = "monitor.auth_failed"
 RETENTION_GAP = "monitor.retention_gap"
 DELIVERY_FAILING = "monitor.delivery_failing"
+EVENT_CONFLICT = "monitor.event_conflict"
 RECOVERY_TAG = "recovery"
 UNREACHABLE_POLLS = 3  # missed poll intervals before a source counts as unreachable
 UNREACHABLE_MIN = timedelta(seconds=30)  # the same floor /healthz uses
@@ -71,6 +72,27 @@ def retention_gap(
         event_ids=(),
         group_key=f"{source}|{format_timestamp(start)}",
         fields={"gap_start": format_time(start, tz), "gap_end": format_time(end, tz)},
+        context={"source": source},
+    )
+
+
+def event_conflict(source: str, event_id: int, content_sha256: str, at: datetime) -> Alert:
+    """The API served an id it had served before with other content: the archive keeps the first, the
+    other is in ``rejected``. Keyed by the other content, so each different version alerts once."""
+    return Alert(
+        rule_id=EVENT_CONFLICT,
+        severity="high",
+        title=f"Source {source} served audit event {event_id} twice with different content",
+        text=(
+            f"Event id {event_id} arrived again with content that differs from the version already read. "
+            "The first version is kept; the other is recorded in the rejected entries for review. An audit "
+            "log entry does not change, so this points at a broken or tampering upstream."
+        ),
+        source=source,
+        event_time=at,
+        event_ids=(event_id,),
+        group_key=f"{source}|{event_id}|{content_sha256}",
+        fields={"event_id": str(event_id)},
         context={"source": source},
     )
 

@@ -17,7 +17,8 @@ Endpoints (all under ``/api:meta``, header ``Authorization: Bearer <token>``)::
 - ``page`` is 1-based; ``per_page`` (default 50) is capped at ``max_per_page`` and the envelope's ``perPage``
   says the value really used. Without ``include_data`` every entry's ``data`` is null.
 - The envelope is Xano's: ``items, itemsReceived, curPage, nextPage (null at the end), prevPage, offset,
-  perPage, itemsTotal, pageTotal``.
+  perPage, itemsTotal, pageTotal``; with ``envelope="guide"`` (``simulate --envelope guide``) it is the
+  shape Xano's guide shows, ``{"items": [...], "itemsTotal": N}``, without any paging keys.
 - A missing or wrong token answers 401 ``{"code": "ERROR_CODE_UNAUTHORIZED", "message": "Invalid token."}``;
   an unknown workspace id answers 404; bad parameters answer 400.
 
@@ -382,6 +383,10 @@ class _Keys:
 # --- the simulator ----------------------------------------------------------------------------------------
 
 
+# The envelope shapes the simulator can serve: Xano's full one, and the one its guide shows.
+ENVELOPES = ("xano", "guide")
+
+
 class Simulator:
     """A Xano instance's audit log over HTTP. Thread-safe; time comes from ``clock``."""
 
@@ -402,6 +407,7 @@ class Simulator:
         total_events: int | None = None,
         live_background: bool = True,
         ids_after: int = _FIRST_ID,
+        envelope: str = "xano",
     ) -> None:
         """``live_background=False`` stops the daily pattern after construction (only added events and
         ``live_events_per_minute`` arrive then): for tests that count exactly what they add.
@@ -417,6 +423,9 @@ class Simulator:
             raise ValueError("max_per_page must be at least 1")
         if ids_after < 0:
             raise ValueError("ids_after must not be negative")
+        if envelope not in ENVELOPES:
+            raise ValueError(f"envelope must be one of {', '.join(ENVELOPES)}")
+        self.envelope = envelope
         self.seed = seed
         self.token = token
         self.workspace_id = workspace_id
@@ -1352,6 +1361,8 @@ class Simulator:
             total, refs = self._select(workspace_id, key, descending, offset, per_page)
             items = [self._entry(ref, include_data) for ref in refs]
         page_total = -(-total // per_page)
+        if self.envelope == "guide":
+            return {"items": items, "itemsTotal": total}
         return {
             "items": items,
             "itemsReceived": len(items),

@@ -179,8 +179,8 @@ def _migration_2(db: sqlite_utils.Database) -> None:
 
 def _migration_3(db: sqlite_utils.Database) -> None:
     # Staging keeps the columns normalisation derived during the walk, so the commit need not parse each
-    # entry's JSON and timestamp a second time. Staged rows never outlive a cycle (every walk starts by
-    # clearing its source's rows), so the table is recreated rather than converted.
+    # entry's JSON and timestamp a second time. When this migration was written staged rows never outlived a
+    # cycle, so the table is recreated rather than converted (an unfinished walk restarts from page 1).
     db.execute("DROP TABLE staging")
     db.execute(
         """CREATE TABLE staging (
@@ -408,6 +408,12 @@ def _iso(value: datetime | None) -> str | None:
 def _json_string(text: str) -> str:
     # A source name, encoded once per cycle instead of once per archived event.
     return json.dumps(text, ensure_ascii=False)
+
+
+def _walk_key(source: str) -> str:
+    # A walk's progress is a small record kept beside its staged rows; meta holds it, so that no table (and
+    # no migration) is needed for it.
+    return f"walk_progress:{source}"
 
 
 def chain_hash(prev_hash: str, source: str, event_id: int, raw_json: str) -> str:
@@ -644,22 +650,87 @@ class Store:
     # staging ------------------------------------------------------------------------------------------
 
     def clear_staging(self, source: str) -> None:
+        """Forget the source's staged rows and its walk's progress: the next walk starts from page 1."""
         with self.transaction():
             self.conn.execute("DELETE FROM staging WHERE source = ?", (source,))
+            self.conn.execute("DELETE FROM meta WHERE key = ?", (_walk_key(source),))
 
     @staticmethod
     def staging_row(event: AuditEvent, raw_json: str) -> tuple[Any, ...]:
         """What ``stage`` takes for one event: source and id, the columns the archive derives, its JSON."""
         return (event.source, event.id, *derived_columns(event), raw_json)
 
-    def stage(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Stage rows made by ``staging_row``; an event staged twice keeps its first row."""
+    def stage(self, rows: Iterable[tuple[Any, ...]], progress: tuple[str, str] | None = None) -> list[int]:
+        """Stage rows made by ``staging_row``; an event staged twice keeps its first row. Returns the ids of
+        rows whose event was staged before with other content (each id once, in page order).
+
+        ``progress`` is (source, text) from the walk: saved in the same transaction as the rows, so the page
+        a restarted walk resumes from (``walk_progress``) never names a page whose rows were lost.
+        """
+        rows = rows if isinstance(rows, list) else list(rows)
+        conflicts: list[int] = []
         with self.transaction():
+            before = self.conn.total_changes
             self.conn.executemany(
                 "INSERT OR IGNORE INTO staging (source, event_id, created_at, created_ms, type, msg, "
                 "user_email, workspace_name, branch_label, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 rows,
             )
+            if self.conn.total_changes - before < len(rows):
+                # Some were staged already (an overlap page, or pages shifted by new events): the usual case
+                # is the same entry again; another entry under a known id is worth knowing about.
+                conflicts = self._staged_differently(rows)
+            if progress is not None:
+                self.set_meta(_walk_key(progress[0]), progress[1])
+        return conflicts
+
+    def _staged_differently(self, rows: list[tuple[Any, ...]]) -> list[int]:
+        different: list[int] = []
+        for start in range(0, len(rows), 500):
+            chunk = rows[start : start + 500]
+            source = chunk[0][0]
+            marks = ",".join("?" * len(chunk))
+            staged = dict(
+                self.conn.execute(
+                    f"SELECT event_id, raw FROM staging WHERE source = ? AND event_id IN ({marks})",  # noqa: S608
+                    [source, *(row[1] for row in chunk)],
+                ).fetchall()
+            )
+            different.extend(row[1] for row in chunk if row[1] in staged and staged[row[1]] != row[-1])
+        return list(dict.fromkeys(different))
+
+    def walk_progress(self, source: str) -> str | None:
+        """What the last ``stage`` of the source's unfinished walk recorded (None: no walk in progress)."""
+        return self.get_meta(_walk_key(source))
+
+    def newest_staged(self, source: str) -> tuple[int, datetime] | None:
+        """The highest staged id of the source and its created_at."""
+        row = self.conn.execute(
+            "SELECT event_id, created_at FROM staging WHERE source = ? ORDER BY event_id DESC LIMIT 1",
+            (source,),
+        ).fetchone()
+        return (int(row[0]), datetime.fromisoformat(row[1])) if row else None
+
+    def staged_conflicting_with_archive(self, source: str) -> list[tuple[int, str]]:
+        """Inside the cycle's transaction: staged (id, raw JSON) that the archive holds with other content."""
+        return [
+            (int(row[0]), str(row[1]))
+            for row in self.conn.execute(
+                "SELECT s.event_id, s.raw FROM staging s JOIN events e "
+                "ON e.source = s.source AND e.event_id = s.event_id WHERE s.source = ? AND e.raw != s.raw",
+                (source,),
+            )
+        ]
+
+    def staged_raw(self, source: str, event_id: int) -> str | None:
+        row = self.conn.execute(
+            "SELECT raw FROM staging WHERE source = ? AND event_id = ?", (source, event_id)
+        ).fetchone()
+        return str(row[0]) if row else None
+
+    def unstage_event(self, source: str, event_id: int) -> None:
+        """Inside a transaction: drop one staged event (it was rejected at the commit)."""
+        self.conn.execute("DELETE FROM staging WHERE source = ? AND event_id = ?", (source, event_id))
 
     def drop_archived_from_staging(self, source: str) -> None:
         """Inside the cycle's transaction: forget staged events the archive already holds."""
@@ -716,6 +787,7 @@ class Store:
             self.conn.execute("DELETE FROM staging WHERE source = ?", (source,))
         else:
             self.conn.execute("DELETE FROM staging")
+        self.conn.execute("DELETE FROM meta WHERE key = ?", (_walk_key(source),))
 
     # archive ------------------------------------------------------------------------------------------
 

@@ -52,6 +52,35 @@ def test_epoch_milliseconds_int_float_and_string() -> None:
     assert parse_timestamp(1772664005000.0) == expected
 
 
+def test_epoch_seconds_are_read_as_seconds_not_as_1970() -> None:
+    """Below 10^11 an epoch value is seconds: as milliseconds it would fall in 1970-1973."""
+    expected = datetime(2026, 3, 4, 22, 40, 5, tzinfo=UTC)
+    assert parse_timestamp(1772664005) == expected
+    assert parse_timestamp("1772664005") == expected
+    assert parse_timestamp(1772664005.25) == expected.replace(microsecond=250000)
+    assert parse_timestamp(99_999_999_999) == datetime(5138, 11, 16, 9, 46, 39, tzinfo=UTC)
+    assert parse_timestamp(100_000_000_000) == datetime(1973, 3, 3, 9, 46, 40, tzinfo=UTC)  # milliseconds
+
+
+def test_ids_are_json_integers_or_ascii_digits() -> None:
+    assert normalize("prod", {"id": "90", "created_at": 1772664005000}).id == 90
+    assert normalize("prod", {"id": 90, "created_at": 1772664005000}).id == 90
+    assert normalize("prod", {"id": "0", "created_at": 1772664005000}).id == 0
+
+
+@pytest.mark.parametrize("depth", [255, 300, 5000])
+def test_an_entry_nesting_too_deep_is_rejected_not_a_recursion_error(depth: int) -> None:
+    data: object = {}
+    for _ in range(depth - 2):
+        data = {"a": data}
+    entry = {"id": 1, "created_at": 1772664005000, "data": data}  # the entry itself is one more level
+    for may_hold_floats in (True, False):
+        with pytest.raises(NormalizationError, match="levels deep"):
+            archive_json(entry, may_hold_floats=may_hold_floats)
+    shallow = {"id": 1, "created_at": 1772664005000, "data": {"a": {"b": 1.5}}}
+    assert archive_json(shallow) == canonical_json(shallow)
+
+
 @pytest.mark.parametrize(
     "value", [None, True, "", "yesterday", "2026-13-45 10:00:00", [], {"a": 1}, "2026-03-04 10:00+25"]
 )
@@ -81,6 +110,12 @@ def test_sample_page_normalises_and_keeps_unknown_keys() -> None:
         ({"created_at": 1}, "no id"),
         ({"id": "abc", "created_at": 1}, "not an integer"),
         ({"id": 1.5, "created_at": 1}, "not an integer"),
+        ({"id": 90.0, "created_at": 1}, "not an integer"),  # a JSON number, but not a JSON integer
+        ({"id": "9_0", "created_at": 1}, "not an integer"),  # int() reads 90
+        ({"id": "\uff18\uff19", "created_at": 1}, "not an integer"),  # full-width digits: int() reads 89
+        ({"id": " 90", "created_at": 1}, "not an integer"),
+        ({"id": "+90", "created_at": 1}, "not an integer"),
+        ({"id": "090", "created_at": 1}, "not an integer"),
         ({"id": 2**63, "created_at": 1}, "int64"),
         ({"id": 1}, "timestamp is None"),
     ],

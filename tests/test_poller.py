@@ -304,8 +304,10 @@ def test_server_ignoring_the_sort_is_noticed_and_the_whole_log_read(
         def __exit__(self, *exc: object) -> None:
             self.client.close()
 
-        def iter_pages(self, *, newest_first: bool = True, include_data: bool = True):  # type: ignore[no-untyped-def]
-            return self.client.iter_pages(newest_first=False, include_data=include_data)
+        def iter_pages(self, *, newest_first: bool = True, include_data: bool = True, start_page: int = 1):  # type: ignore[no-untyped-def]
+            return self.client.iter_pages(
+                newest_first=False, include_data=include_data, start_page=start_page
+            )
 
     harness.poller.client_factory = lambda source: IgnoresSort(harness.client(source))  # type: ignore[assignment,return-value]
     clock.advance(timedelta(minutes=20))
@@ -358,8 +360,10 @@ def test_an_error_reading_a_later_page_fails_the_cycle_and_moves_nothing(
         def __exit__(self, *exc: object) -> None:
             self.client.close()
 
-        def iter_pages(self, *, newest_first: bool = True, include_data: bool = True):  # type: ignore[no-untyped-def]
-            for page in self.client.iter_pages(newest_first=newest_first, include_data=include_data):
+        def iter_pages(self, *, newest_first: bool = True, include_data: bool = True, start_page: int = 1):  # type: ignore[no-untyped-def]
+            for page in self.client.iter_pages(
+                newest_first=newest_first, include_data=include_data, start_page=start_page
+            ):
                 if page.number == 3:
                     raise XanoUnavailableError("page 3: connection reset")
                 yield page
@@ -373,3 +377,118 @@ def test_an_error_reading_a_later_page_fails_the_cycle_and_moves_nothing(
     after = harness.store.get_cursor("prod")
     assert after is not None and cursor is not None and after.last_id == cursor.last_id
     assert harness.store.event_count() == count
+
+
+# --- a walk that fails resumes where it stopped ------------------------------------------------------------
+
+
+class FailsOnPage:
+    """The real client, except that reading page ``number`` fails (as when the retry budget runs out)."""
+
+    def __init__(self, client: XanoClient, number: int) -> None:
+        self.client, self.number = client, number
+
+    def __enter__(self) -> FailsOnPage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.client.close()
+
+    def iter_pages(self, *, newest_first: bool = True, include_data: bool = True, start_page: int = 1):  # type: ignore[no-untyped-def]
+        pages = self.client.iter_pages(
+            newest_first=newest_first, include_data=include_data, start_page=start_page
+        )
+        for page in pages:
+            if page.number == self.number:
+                raise XanoUnavailableError(f"page {self.number}: retry budget spent")
+            yield page
+
+
+def test_a_failed_backfill_keeps_its_pages_and_the_next_cycle_continues_after_them(harness: Harness) -> None:
+    total_pages = -(-len(visible_ids(harness.sim)) // 50)
+    assert total_pages > 12
+    harness.poller.client_factory = lambda source: FailsOnPage(harness.client(source), 7)  # type: ignore[assignment,return-value]
+    failed = harness.poll()
+    assert not failed.ok and harness.store.event_count() == 0  # nothing is committed before the walk ends
+
+    harness.poller.client_factory = harness.client
+    before = harness.sim.request_count
+    result = harness.poll()
+    assert result.ok, result.error
+    # Page 6 was the last staged: it is read again (the overlap), then 7 to the end. Not from page 1.
+    assert harness.sim.request_count - before == result.pages == total_pages - 5
+    assert harness.archived_ids() == visible_ids(harness.sim)
+    assert harness.store.verify().ok
+    assert harness.store.walk_progress("prod") is None  # the committed walk left nothing behind
+
+
+def test_a_resumed_walk_after_a_restart_loses_nothing_when_new_events_shift_the_pages(
+    sim: Simulator, tmp_path: Path, clock: FakeClock
+) -> None:
+    config = make_config(sim, tmp_path)
+    first = Harness(sim, config, clock)
+    first.poller.client_factory = lambda source: FailsOnPage(first.client(source), 9)  # type: ignore[assignment,return-value]
+    assert not first.poll().ok
+    old = visible_ids(sim)
+    first.store.close()  # the process ends; its staged pages stay in the file
+
+    # 130 events arrive meanwhile: every old entry moves 2.6 pages down the newest-first log.
+    arrived = [
+        sim.add_event("Update Record", user=None, created_at=clock.now + timedelta(seconds=n))
+        for n in range(130)
+    ]
+    clock.advance(timedelta(minutes=5))
+    again = Harness(sim, config, clock)
+    try:
+        resumed = again.poll()
+        assert resumed.ok, resumed.error
+        archived = again.archived_ids()
+        assert archived == old  # every old event, once; the new ones are above the resumed walk's pages
+        assert again.poll().ok
+        assert again.archived_ids() == visible_ids(sim) == sorted(old + arrived)
+        assert again.store.verify().ok
+    finally:
+        again.store.close()
+
+
+def test_a_walk_whose_basis_changed_starts_again_from_page_one(
+    sim: Simulator, tmp_path: Path, clock: FakeClock
+) -> None:
+    first = Harness(sim, make_config(sim, tmp_path), clock)
+    first.poller.client_factory = lambda source: FailsOnPage(first.client(source), 5)  # type: ignore[assignment,return-value]
+    assert not first.poll().ok
+    first.store.close()
+    # Another page size puts other entries on every page: the staged progress no longer says where to go on.
+    again = Harness(sim, make_config(sim, tmp_path, per_page=40), clock)
+    try:
+        before = sim.request_count
+        result = again.poll()
+        assert result.ok and sim.request_count - before == -(-len(visible_ids(sim)) // 40)
+        assert again.archived_ids() == visible_ids(sim)
+    finally:
+        again.store.close()
+
+
+def test_cycles_against_pages_in_the_guides_shape(tmp_path: Path, clock: FakeClock) -> None:
+    """Pages without nextPage or curPage ({"items", "itemsTotal"}): a backfill and an incremental cycle."""
+    with Simulator(
+        seed=3,
+        clock=clock,
+        history_start=clock.now - timedelta(days=1),
+        events_per_day=300,
+        live_background=False,
+        envelope="guide",
+    ) as guide:
+        h = Harness(guide, make_config(guide, tmp_path), clock)
+        try:
+            first = h.poll()
+            assert first.ok, first.error
+            assert h.archived_ids() == visible_ids(guide)
+            clock.advance(timedelta(minutes=1))
+            added = guide.add_event(
+                "Delete Table", user={"id": 2, "email": "bo@corp.io"}, created_at=clock.now
+            )
+            second = h.poll()
+            assert second.ok and second.new == 1 and added in h.archived_ids()
+        finally:
+            h.store.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -10,6 +11,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -509,6 +511,46 @@ def test_serve_forever_runs_until_sigterm(tmp_path: Any) -> None:
         assert match, first + (process.stderr.read() if process.stderr else "")
         response = httpx.get(f"{match.group(0)}/api:meta/audit_log", headers={"Authorization": "Bearer t0k"})
         assert response.status_code == 200 and response.json()["itemsTotal"] > 10_000
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_simulate_envelope_guide_serves_pages_as_xanos_guide_shows_them(tmp_path: Any) -> None:
+    """`audit-monitor simulate --envelope guide`: {"items": [...], "itemsTotal": N} and no paging keys."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "monitor.cli",
+            "simulate",
+            "--port",
+            "0",
+            "--envelope",
+            "guide",
+            "--token",
+            "t0k",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:\d+", first)
+        assert match, first + (process.stderr.read() if process.stderr else "")
+        headers = {"Authorization": "Bearer t0k"}
+        url = f"{match.group(0)}/api:meta/workspace/1/audit_log/search"
+        body = httpx.post(url, headers=headers, json={"page": 2, "per_page": 10}).json()
+        assert (
+            set(body) == {"items", "itemsTotal"} and len(body["items"]) == 10 and body["itemsTotal"] > 10_000
+        )
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=10) == 0
     finally:

@@ -9,6 +9,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
@@ -26,6 +27,7 @@ from monitor.xano import (
     RetryPolicy,
     XanoAuthError,
     XanoClient,
+    XanoConfigError,
     XanoError,
     XanoProtocolError,
     XanoUnavailableError,
@@ -496,7 +498,7 @@ def test_an_empty_page_announcing_more_is_a_protocol_error(
     [
         b"[]",
         b'{"items": {"id": 1}, "nextPage": null}',
-        b'{"items": [], "curPage": 1}',
+        b'{"items": [], "curPage": 1, "nextPage": true}',
         b'{"items": [], "curPage": 2, "nextPage": null}',
         b'{"items": [], "curPage": 1, "nextPage": "2"}',
     ],
@@ -527,3 +529,176 @@ def test_a_page_says_whether_its_json_held_a_float(harness: Harness, scripted: S
     for page in pages:
         for item in page.items:
             assert archive_json(item, may_hold_floats=page.holds_floats) == canonical_json(item)
+
+
+# --- pages in the guide's shape, without nextPage -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("newest_first", [True, False])
+def test_the_guide_envelope_is_walked_to_its_items_total(clock: FakeClock, newest_first: bool) -> None:
+    """The simulator serving ``{"items": [...], "itemsTotal": N}`` only (``simulate --envelope guide``)."""
+    with Simulator(
+        seed=5,
+        clock=clock,
+        history_start=clock.now - timedelta(days=2),
+        events_per_day=250,
+        live_background=False,
+        envelope="guide",
+    ) as sim:
+        expected = visible_ids(sim)
+        client = XanoClient(sim.base_url, sim.token, source_name="prod", workspace_id=1, per_page=37)
+        with client:
+            pages = list(client.iter_pages(newest_first=newest_first))
+        assert sim.request_count == len(pages) == -(-len(expected) // 37)
+    ids = [entry["id"] for page in pages for entry in page.items]
+    assert ids == (expected[::-1] if newest_first else expected)
+    assert [page.next_page for page in pages] == [*range(2, len(pages) + 1), None]
+
+
+def test_without_any_total_a_short_page_ends_the_walk(harness: Harness, scripted: ScriptedServer) -> None:
+    def only_items(request: Request) -> tuple[int, dict[str, str], bytes]:
+        page = request["body"]["page"]
+        count = 10 if page < 3 else 4  # pages 1 and 2 full, page 3 short
+        return 200, {}, json.dumps({"items": [{"id": page * 100 + n} for n in range(count)]}).encode()
+
+    scripted.respond = only_items
+    with harness.client(base_url=scripted.url, per_page=10) as client:
+        pages = list(client.iter_pages())
+    assert [len(page.items) for page in pages] == [10, 10, 4] and len(scripted.requests) == 3
+    assert harness.sleeps == []
+
+
+def test_a_page_total_ends_the_walk_without_next_page(harness: Harness, scripted: ScriptedServer) -> None:
+    def by_total(request: Request) -> tuple[int, dict[str, str], bytes]:
+        page = request["body"]["page"]
+        return 200, {}, json.dumps({"items": [{"id": page}] * 1, "pageTotal": 2}).encode()
+
+    scripted.respond = by_total
+    with harness.client(base_url=scripted.url, per_page=10) as client:
+        assert [page.number for page in client.iter_pages()] == [1, 2]
+
+
+# --- names that do not resolve ------------------------------------------------------------------------------
+
+
+def test_a_host_name_that_never_resolved_is_a_configuration_error_at_once(harness: Harness) -> None:
+    client = harness.client(base_url="https://no-such-instance.invalid")
+    with pytest.raises(XanoConfigError) as raised, client:
+        list(client.iter_pages())
+    assert "'no-such-instance.invalid' does not resolve" in str(raised.value)
+    assert "base_url" in str(raised.value)
+    assert client.stats.requests == 1 and harness.sleeps == []
+
+
+# --- a request that takes too long, pages that repeat, answers too large ------------------------------------
+
+
+class Trickle:
+    """A server that answers 200 at once and then sends its body one byte every ``gap`` seconds."""
+
+    def __init__(self, body: bytes, gap: float) -> None:
+        self.body, self.gap = body, gap
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.closed = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.closed.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection: socket.socket) -> None:
+        with connection:
+            connection.recv(65536)
+            head = (
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(self.body)}\r\n\r\n"
+            )
+            try:
+                connection.sendall(head.encode())
+                for byte in self.body:
+                    if self.closed.wait(self.gap):
+                        return
+                    connection.sendall(bytes([byte]))
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.closed.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def trickle() -> Iterator[Trickle]:
+    server = Trickle(envelope(1, None, items=[{"id": n} for n in range(5)]), gap=0.2)
+    yield server
+    server.close()
+
+
+def test_a_body_trickling_in_is_cut_off_at_the_request_deadline(harness: Harness, trickle: Trickle) -> None:
+    """Every read gets a byte well within the 1 s timeout, but the whole body would take ~15 s."""
+    client = harness.client(base_url=trickle.url, timeout=1.0, retry=RetryPolicy(max_attempts=2))
+    with pytest.raises(XanoUnavailableError) as raised, client:
+        list(client.iter_pages())
+    assert "request deadline" in str(raised.value) and client.stats.requests == 2
+    assert len(harness.sleeps) == 1  # retried once, like a read timeout
+
+
+def test_the_client_deadline_bounds_everything_it_does(harness: Harness, trickle: Trickle) -> None:
+    client = harness.client(base_url=trickle.url, timeout=30.0, deadline=time.monotonic() + 0.5)
+    with pytest.raises(XanoUnavailableError) as raised, client:
+        list(client.iter_pages())
+    assert "deadline" in str(raised.value)
+    spent = harness.client(deadline=time.monotonic() - 1)
+    with pytest.raises(XanoUnavailableError, match="deadline passed"), spent:
+        list(spent.iter_pages())
+    assert spent.stats.requests == 0
+
+
+def test_a_server_repeating_a_page_is_stopped(harness: Harness, scripted: ScriptedServer) -> None:
+    items = [{"id": 300 - n} for n in range(3)]
+    scripted.respond = lambda request: (
+        200,
+        {},
+        envelope(request["body"]["page"], request["body"]["page"] + 1, items),
+    )
+    walked = 0
+    with (
+        pytest.raises(XanoProtocolError, match="page 2 repeats page 1"),
+        harness.client(base_url=scripted.url, per_page=3) as client,
+    ):
+        for _ in client.iter_pages():
+            walked += 1
+            if walked > 20:
+                pytest.fail("walked 20 pages of the same entries")
+    assert len(scripted.requests) == 2
+
+
+def test_an_answer_larger_than_the_limit_is_refused_naming_per_page(
+    harness: Harness, scripted: ScriptedServer
+) -> None:
+    big = [{"id": n, "msg": "x" * 1000} for n in range(100)]
+    scripted.respond = lambda request: (200, {}, envelope(1, None, big))
+    client = harness.client(base_url=scripted.url, max_response_bytes=50_000)
+    with pytest.raises(XanoProtocolError) as raised, client:
+        list(client.iter_pages())
+    assert "too large" in str(raised.value) and "per_page" in str(raised.value)
+    assert len(scripted.requests) == 1 and harness.sleeps == []  # the same page would be as large again
+    assert XanoClient("http://127.0.0.1:1", "t", source_name="x").max_response_bytes == 32 * 1024 * 1024
+
+
+def test_a_page_holding_more_entries_than_asked_is_refused(
+    harness: Harness, scripted: ScriptedServer
+) -> None:
+    scripted.respond = lambda request: (200, {}, envelope(1, None, [{"id": n} for n in range(50)]))
+    with (
+        pytest.raises(XanoProtocolError, match="50 entries for per_page 10"),
+        harness.client(base_url=scripted.url, per_page=10) as client,
+    ):
+        list(client.iter_pages())

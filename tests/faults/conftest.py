@@ -77,6 +77,13 @@ class ScriptedSimulator(Simulator):
         super().__init__(**options)
         self.before_request: dict[int, list[Callable[[Simulator], object]]] = {}
         self.served: list[int] = []  # the id of every item served, in order (repeats show page shifts)
+        self.pages_served: list[int] = []  # the page number of every page built, in order
+        self.fault_rate = 0.0
+        self._fault_rng: random.Random | None = None
+
+    def fail_randomly(self, rate: float, rng: random.Random) -> None:
+        """From now on a ``rate`` share of requests fails: 429 with Retry-After, 502, or a truncated page."""
+        self.fault_rate, self._fault_rng = rate, rng
 
     def at_request(self, number: int, action: Callable[[Simulator], object]) -> None:
         """Run ``action(self)`` when request ``number`` (counted from now, 1 = the next one) arrives."""
@@ -85,6 +92,7 @@ class ScriptedSimulator(Simulator):
     def _page(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
         envelope = super()._page(*args, **kwargs)
         self.served.extend(int(item["id"]) for item in envelope["items"])
+        self.pages_served.append(int(envelope["curPage"]))
         return envelope
 
     def _count_request(self) -> None:
@@ -92,6 +100,14 @@ class ScriptedSimulator(Simulator):
             super()._count_request()
             for action in self.before_request.pop(self.request_count, []):
                 action(self)
+            if self._fault_rng is not None and self._fault_rng.random() < self.fault_rate:
+                fault = self._fault_rng.choice(["429", "502", "truncated"])
+                if fault == "429":
+                    self.inject_status(429, retry_after="1")
+                elif fault == "502":
+                    self.inject_status(502)
+                else:
+                    self.inject_truncated()
 
 
 def archived_ids(db: Path) -> list[int]:

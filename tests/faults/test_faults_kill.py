@@ -10,6 +10,7 @@ delivery was under way (see docs/operations.md, "Delivery guarantees and the one
 
 from __future__ import annotations
 
+import json
 import random
 import time
 from collections.abc import Callable
@@ -35,6 +36,14 @@ def pending_rows(s: Scenario) -> int:
     )
 
 
+def resume_page(s: Scenario) -> int:
+    """The page a restarted walk starts from: the last one staged, or 1."""
+    if not s.db.exists():
+        return 1
+    rows = query(s.db, "SELECT value FROM meta WHERE key = 'walk_progress:sim'")
+    return max(1, int(json.loads(rows[0][0])["last_page"])) if rows else 1
+
+
 def test_kill9_at_random_moments_of_a_backfill(
     scenario_factory: Callable[..., Scenario], seeded_rng: random.Random
 ) -> None:
@@ -44,12 +53,14 @@ def test_kill9_at_random_moments_of_a_backfill(
     kills_during_delivery = 0
     for kill in range(KILLS):
         archived_before = archived_ids(s.db) if s.db.exists() else []
+        # A killed walk keeps its staged pages: the restart re-reads the last one and goes on from there.
+        remaining = pages - resume_page(s) + 1
         if kill < KILLS_IN_WALK:
             # In the middle of the backfill's walk: after page n (n random), before its last pages.
-            after_page, pause = seeded_rng.randint(1, pages - 5), seeded_rng.uniform(0, 0.05)
+            after_page, pause = seeded_rng.randint(1, max(1, remaining - 3)), seeded_rng.uniform(0, 0.05)
         elif not archived_before:
             # After the walk's last page: in the commit of the whole backfill or the delivery of its alerts.
-            after_page, pause = pages, seeded_rng.uniform(0, 0.8)
+            after_page, pause = remaining, seeded_rng.uniform(0, 0.8)
         else:
             # The backfill is in: kill the next, short cycle (or its delivery), with a new event that alerts.
             s.sim.add_event("Delete Table", user={"id": 15, "email": "sofia.klein@northwind-labs.de"})

@@ -8,10 +8,23 @@ items arrive twice across pages). In-process tests of the client cover each answ
 from __future__ import annotations
 
 import json
+import random
+import sqlite3
 import time
 from collections.abc import Callable
 
-from tests.faults.conftest import Invariants, Scenario, archived_ids, reference_alert_ids, visible_ids
+import pytest
+
+from tests.faults.conftest import (
+    Invariants,
+    Scenario,
+    archived_ids,
+    kill9,
+    query,
+    reference_alert_ids,
+    visible_ids,
+    wait_until,
+)
 
 
 def retries(stdout: str) -> list[dict[str, object]]:
@@ -111,3 +124,61 @@ def test_new_events_during_a_newest_first_walk_repeat_items_across_pages_without
 
     s.run_once()  # the next cycle picks them up
     Invariants(s).check()
+
+
+def staged(s: Scenario) -> int:
+    try:
+        return int(query(s.db, "SELECT count(*) FROM staging")[0][0])
+    except sqlite3.OperationalError:  # the daemon has not created the file or its schema yet
+        return 0
+
+
+@pytest.mark.timeout(400)  # two daemons and a backfill at 45 % failures; slower on a busy machine
+def test_a_backfill_completes_at_45_percent_failures_through_kill9_with_requests_linear_in_pages(
+    scenario_factory: Callable[..., Scenario], seeded_rng: random.Random
+) -> None:
+    """poll_interval 1s gives each cycle a retry budget of 1 s, which ~45 % failures spend within a few pages:
+    most cycles fail. Each keeps what it staged and the next goes on from there, so the backfill completes,
+    also across a kill -9 in the middle, in O(pages) requests (starting over would take O(pages^2))."""
+    s = scenario_factory(days=10, total_events=2650)
+    s.write_config(per_page=100, poll_interval="1s")
+    pages = -(-s.sim.event_count() // 100)
+    assert pages == 27
+    expected_alerts = reference_alert_ids(s.sim, s.tmp)
+    s.sim.fail_randomly(0.45, seeded_rng)
+    first = s.start_daemon("run")
+    wait_until(lambda: staged(s) >= 800, timeout=180, what="a third of the backfill staged")
+    kill9(first)
+    assert staged(s) >= 800 and archived_ids(s.db) == []  # staged pages survive; nothing committed yet
+    served_before_restart = len(s.sim.pages_served)
+
+    s.start_daemon("run")
+    wait_until(
+        lambda: len(archived_ids(s.db)) == s.sim.event_count(), timeout=240, what="the backfill committed"
+    )
+    requests = s.sim.request_count
+    assert s.sim.pages_served[served_before_restart] >= 8  # the restart went on from a staged page
+    failed_cycles = sum(1 for daemon in s.daemons for _ in daemon.events("poll failed"))
+    assert failed_cycles >= 3  # the budget did run out, repeatedly: the scenario is the one reported
+    print(f"{requests} requests for {pages} pages, {failed_cycles} failed cycles")
+    assert requests <= 5 * pages, f"{requests} requests for {pages} pages"
+    s.sim.fail_randomly(0.0, seeded_rng)
+    wait_until(lambda: not query(s.db, "SELECT 1 FROM outbox WHERE status != 'sent'"), 60, "alerts delivered")
+    s.stop_daemons()
+    Invariants(s).check(expected_alerts=expected_alerts)
+
+
+def test_a_host_name_that_does_not_resolve_fails_run_once_at_the_first_attempt(
+    scenario_factory: Callable[..., Scenario],
+) -> None:
+    s = scenario_factory(days=0.1)
+    s.config.write_text(
+        s.config.read_text(encoding="utf-8").replace(s.sim.base_url, "https://xano-instance.invalid"),
+        encoding="utf-8",
+    )
+    failed = s.run_once(expect=1, log_level="debug")  # each retry would be a debug line
+    assert retries(failed.stdout) == []  # no minutes of backoff for a name that never resolved
+    assert "'xano-instance.invalid' does not resolve" in failed.stderr and "Traceback" not in failed.stderr
+    status = s.cli("status")
+    assert "[config]" in status.stdout, status.stdout
+    assert s.run_once(expect=1).stderr.count("does not resolve") >= 1  # tried again by the next cycle

@@ -26,6 +26,7 @@ class PageServer:
         self.pages: list[list[Any]] = []
         # When set, every request is answered with this (status, JSON body) instead of a page.
         self.error: tuple[int, Any] | None = None
+        self.bodies: dict[int, bytes] = {}  # page number -> the body to send instead (JSON no encoder writes)
         self.requests = 0
         server = self
 
@@ -52,7 +53,7 @@ class PageServer:
                     "pageTotal": len(server.pages),
                 }
                 # ensure_ascii: lone surrogates travel as \\ud800 escapes, as a JSON API may send them.
-                data = json.dumps(envelope, ensure_ascii=True).encode()
+                data = server.bodies.get(number) or json.dumps(envelope, ensure_ascii=True).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
