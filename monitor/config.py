@@ -7,6 +7,8 @@ as ``SecretStr`` so that no repr, log line or error message can show them.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import ipaddress
 import os
 import re
@@ -30,6 +32,7 @@ from pydantic import (
     PrivateAttr,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -390,12 +393,119 @@ class EmailConfig(_Strict):
         return [parse_mailbox(item).addr_spec for item in self.to]
 
 
+def _whsec_key(secret: str) -> bytes:
+    """A Standard Webhooks secret (``whsec_`` + base64) as the HMAC key; ValueError names what is wrong."""
+    encoded = secret.removeprefix("whsec_")
+    try:
+        key = base64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) < 16:  # the value itself is never repeated: it is the secret
+        raise ValueError("is not a Standard Webhooks secret (whsec_ followed by base64 of 16 to 64 bytes)")
+    return key
+
+
+WEBHOOK_NAME = r"^[A-Za-z0-9_.-]+$"
+
+
+class WebhookConfig(_Strict):
+    name: str = Field(pattern=WEBHOOK_NAME, max_length=64)
+    url: Secret  # a URL may carry a token in its path or query (Zapier, Make): held as a secret
+    # Before the secrets: their validator reads it to know what a valid secret looks like.
+    signature: Literal["standard", "github", "none"] = "standard"
+    secret: Secret | None = None
+    previous_secret: Secret | None = None  # also signs while receivers move to the new secret
+    headers: dict[str, Secret] = Field(default_factory=dict)
+    min_severity: Severity = "medium"
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        if not isinstance(value, UnsetSecret):
+            require_secure_url(value.get_secret_value())
+        return value
+
+    @field_validator("secret", "previous_secret")
+    @classmethod
+    def _secret_shape(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None or isinstance(value, UnsetSecret):
+            return value  # an unset ${VAR}: checked when a command uses it
+        if not value.get_secret_value():
+            raise ValueError("is empty (is its environment variable set to an empty value?)")
+        if info.data.get("signature") == "standard":  # absent: an invalid mode, reported already
+            _whsec_key(value.get_secret_value())
+        return value
+
+    @field_validator("headers")
+    @classmethod
+    def _header_names(cls, value: dict[str, SecretStr]) -> dict[str, SecretStr]:
+        for name in value:
+            if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
+                raise ValueError(f"{name!r} is not an HTTP header name")
+        return value
+
+    @model_validator(mode="after")
+    def _signing(self) -> WebhookConfig:
+        if self.signature == "none":
+            if self.secret is not None or self.previous_secret is not None:
+                raise ValueError("secret is set but signature is none (choose standard or github)")
+            return self
+        if self.secret is None:
+            raise ValueError(f"signature {self.signature} needs secret")
+        if self.previous_secret is not None and self.signature != "standard":
+            raise ValueError("previous_secret needs signature standard (github mode carries one signature)")
+        return self
+
+    @property
+    def channel(self) -> str:
+        """The outbox channel name: each webhook is a channel of its own (retries, dead letters, metrics)."""
+        return f"webhook:{self.name}"
+
+
+class TeamsConfig(_Strict):
+    webhook_url: Secret  # a Workflows URL carries its own signature (sig=...): a secret
+    min_severity: Severity = "high"
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _url(cls, value: SecretStr) -> SecretStr:
+        if not isinstance(value, UnsetSecret):
+            require_secure_url(value.get_secret_value())
+        return value
+
+
+class PagerDutyConfig(_Strict):
+    routing_key: Secret
+    min_severity: Severity = "critical"
+    base_url: str = "https://events.pagerduty.com"
+    timeout: Duration = timedelta(seconds=10)
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        return require_secure_url(value).rstrip("/")
+
+
 class AlertsConfig(_Strict):
     min_severity: Severity = "low"
     digest_after: int = Field(default=10, ge=1)
     console: bool | None = None  # None: on when no other channel is configured
     slack: SlackConfig | None = None
     email: EmailConfig | None = None
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    teams: TeamsConfig | None = None
+    pagerduty: PagerDutyConfig | None = None
+
+    @model_validator(mode="after")
+    def _unique_webhooks(self) -> AlertsConfig:
+        seen: set[str] = set()
+        for hook in self.webhooks:
+            if hook.name in seen:
+                raise ValueError(f"webhook name {hook.name!r} is used twice")
+            seen.add(hook.name)
+        return self
 
 
 class ReportConfig(_Strict):
@@ -731,14 +841,27 @@ def effective_console(config: Config) -> bool:
     """The console sink is the default when no other channel is configured."""
     if config.alerts.console is not None:
         return config.alerts.console
-    return config.alerts.slack is None and config.alerts.email is None
+    alerts = config.alerts
+    return (
+        alerts.slack is None
+        and alerts.email is None
+        and not alerts.webhooks
+        and alerts.teams is None
+        and alerts.pagerduty is None
+    )
 
 
 def configured_channels(config: Config) -> list[str]:
     """The names of the delivery channels this config sets up (as the outbox names them)."""
+    alerts = config.alerts
     names = ["console"] if effective_console(config) else []
-    if config.alerts.slack is not None:
+    if alerts.slack is not None:
         names.append("slack")
-    if config.alerts.email is not None:
+    if alerts.email is not None:
         names.append("email")
+    names.extend(hook.channel for hook in alerts.webhooks)
+    if alerts.teams is not None:
+        names.append("teams")
+    if alerts.pagerduty is not None:
+        names.append("pagerduty")
     return names

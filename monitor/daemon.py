@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import Any, TextIO
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
@@ -29,7 +29,9 @@ from monitor import selfmon
 from monitor.alerts.console import ConsoleChannel
 from monitor.alerts.email import EmailChannel
 from monitor.alerts.outbox import Channel, DeliveryReport, OutboxWorker
+from monitor.alerts.pagerduty import PagerDutyChannel
 from monitor.alerts.slack import SlackChannel
+from monitor.alerts.webhook import EventLoader, RuleTitles, WebhookChannel
 from monitor.config import Config, SourceConfig, effective_console, load_config
 from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
 from monitor.metrics import Metrics
@@ -46,14 +48,31 @@ RulesLoader = Callable[[], RuleSet]
 RETENTION_EVERY = timedelta(days=1)
 
 
-def build_channels(config: Config, stdout: TextIO | None = None) -> dict[str, Channel]:
+def build_channels(
+    config: Config,
+    stdout: TextIO | None = None,
+    *,
+    events: EventLoader | None = None,
+    rule_titles: RuleTitles | None = None,
+) -> dict[str, Channel]:
+    """Every configured channel by its outbox name. ``events`` and ``rule_titles`` fill webhook payloads."""
     channels: dict[str, Channel] = {}
+    alerts = config.alerts
     if effective_console(config):
         channels["console"] = ConsoleChannel(config.tz, stdout)
-    if config.alerts.slack is not None:
-        channels["slack"] = SlackChannel(config.alerts.slack, config.tz)
-    if config.alerts.email is not None:
-        channels["email"] = EmailChannel(config.alerts.email, config.tz)
+    if alerts.slack is not None:
+        channels["slack"] = SlackChannel(alerts.slack, config.tz)
+    if alerts.email is not None:
+        channels["email"] = EmailChannel(alerts.email, config.tz)
+    for hook in alerts.webhooks:
+        extra: dict[str, Any] = {}
+        if events is not None:
+            extra["events"] = events
+        if rule_titles is not None:
+            extra["rule_titles"] = rule_titles
+        channels[hook.channel] = WebhookChannel(hook, config.tz, **extra)
+    if alerts.pagerduty is not None:
+        channels["pagerduty"] = PagerDutyChannel(alerts.pagerduty, config.tz)
     return channels
 
 
@@ -87,18 +106,24 @@ class Monitor:
         self.store = store or Store.open(config.state.path)
         self.ruleset = ruleset if ruleset is not None else ruleset_from_config(config)
         self.poller = Poller(self.store, config, self.ruleset, clock=clock, client_factory=client_factory)
+        channels = build_channels(
+            config, stdout, events=self.store.events_by_id, rule_titles=self._rule_title
+        )
         self.outbox = OutboxWorker(
-            self.store,
-            build_channels(config, stdout),
-            clock=clock,
-            digest_after=config.alerts.digest_after,
-            tz=config.tz,
+            self.store, channels, clock=clock, digest_after=config.alerts.digest_after, tz=config.tz
         )
         self.metrics = Metrics(clock)
         # Off-hours in the report follow the rule set's business_hours calendar (also after a SIGHUP reload).
         self.reports = ReportScheduler(
             self.store, config, clock=clock, calendars=lambda: self.ruleset.calendars
         )
+
+    def _rule_title(self, rule_id: str) -> str | None:
+        """The loaded rule's title (after a SIGHUP reload too); None for monitor.* and removed rules."""
+        try:
+            return self.ruleset.rule(rule_id).title
+        except KeyError:
+            return None
 
     def poll(self, source: SourceConfig) -> PollResult:
         self.metrics.poll_started(source.name)

@@ -925,6 +925,22 @@ class Store:
                 when = datetime.fromisoformat(created_at)
                 yield AuditEvent(name, event_id, when, event_type, msg, json.loads(raw))
 
+    def events_by_id(self, source: str, event_ids: Iterable[int]) -> list[AuditEvent]:
+        """The archived events of ``source`` with these ids, in id order (an alert's triggering events)."""
+        ids = sorted(set(event_ids))
+        if not ids:
+            return []
+        marks = ",".join("?" for _ in ids)
+        rows = self.conn.execute(
+            f"SELECT source, event_id, created_at, type, msg, raw FROM events "  # noqa: S608 - only ? marks
+            f"WHERE source = ? AND event_id IN ({marks}) ORDER BY event_id",
+            [source, *ids],
+        ).fetchall()
+        return [
+            AuditEvent(name, event_id, datetime.fromisoformat(created_at), event_type, msg, json.loads(raw))
+            for name, event_id, created_at, event_type, msg, raw in rows
+        ]
+
     @staticmethod
     def _range(since: datetime | None, until: datetime | None, source: str | None) -> tuple[str, list[Any]]:
         conditions, params = [], []

@@ -18,4 +18,9 @@ def channels_for(alert: Alert, config: Config) -> list[str]:
         channels.append("slack")
     if alerts.email is not None and rank >= severity_rank(alerts.email.min_severity):
         channels.append("email")
+    channels.extend(hook.channel for hook in alerts.webhooks if rank >= severity_rank(hook.min_severity))
+    if alerts.teams is not None and rank >= severity_rank(alerts.teams.min_severity):
+        channels.append("teams")
+    if alerts.pagerduty is not None and rank >= severity_rank(alerts.pagerduty.min_severity):
+        channels.append("pagerduty")
     return channels

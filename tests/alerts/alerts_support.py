@@ -280,8 +280,10 @@ def make_config(
     sources: list[dict[str, Any]] | None = None,
     timezone: str = "Europe/Berlin",
     state_path: str = "./data/x.db",
+    **channels: Any,
 ) -> Config:
-    alerts: dict[str, Any] = {"min_severity": min_severity, "digest_after": digest_after}
+    """A config from these sections; ``channels`` are further ``alerts`` keys (webhooks, teams, pagerduty)."""
+    alerts: dict[str, Any] = {"min_severity": min_severity, "digest_after": digest_after, **channels}
     if slack is not None:
         alerts["slack"] = slack
     if email is not None:
@@ -388,3 +390,72 @@ class Clock(Protocol):
     def __call__(self) -> datetime: ...
 
     def advance(self, delta: timedelta) -> None: ...
+
+
+# --- a recording HTTP receiver (webhooks, Teams, PagerDuty) -------------------------------------------------
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]  # names lower-cased
+    raw: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.raw)
+
+
+@dataclass
+class Reply:
+    status: int = 200
+    body: str = ""
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POST and answers from a script, then ``default``."""
+
+    def __init__(self, default: Reply | None = None) -> None:
+        self.requests: list[Received] = []
+        self.script: deque[Reply] = deque()
+        self.default = default or Reply(200, "ok")
+        self._lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with receiver._lock:
+                    receiver.requests.append(
+                        Received(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
+                    )
+                    reply = receiver.script.popleft() if receiver.script else receiver.default
+                data = reply.body.encode()
+                self.send_response(reply.status)
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def push(self, *replies: Reply) -> None:
+        self.script.extend(replies)
+
+    def start(self) -> Receiver:
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from alerts_support import RecordingServer, SlackStub, SmtpServer, TlsFiles, start_smtp
+from alerts_support import Receiver, RecordingServer, SlackStub, SmtpServer, TlsFiles, start_smtp
 
 from monitor.store import Store
 
@@ -50,3 +50,11 @@ def db_path(tmp_path: Path) -> Path:
 def store(db_path: Path) -> Iterator[Store]:
     with Store.open(db_path) as opened:
         yield opened
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A webhook / Teams / PagerDuty receiver on 127.0.0.1 that records requests."""
+    server = Receiver().start()
+    yield server
+    server.stop()
