@@ -250,6 +250,9 @@ def run_daemon(
     # Shutdown abandons a long walk at the next page (nothing committed) instead of finishing it,
     # and cuts short a retry's backoff sleep (a Retry-After may ask for minutes).
     monitor.poller.cancel = stop
+    for channel in monitor.outbox.channels.values():
+        if isinstance(channel, SlackChannel):
+            channel.stop = stop  # a rate-limit wait ends at SIGTERM
     if monitor.poller.client_factory is default_client_factory:
 
         def sleep_unless_stopping(seconds: float) -> None:

@@ -51,6 +51,7 @@ class DeliveryError(Exception):
         super().__init__(message)
         self.permanent = permanent
         self.retry_after = retry_after
+        self.rate_limited = False  # a 429: the receiver asks to slow down, not to wait for a repair
 
 
 class Channel(Protocol):

@@ -21,6 +21,7 @@ import logging
 import re
 import socket
 import ssl
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -47,7 +48,11 @@ SECTION_FIELDS_MAX = 10
 CONTEXT_ELEMENTS_MAX = 10
 CONTEXT_TEXT_MAX = 2000
 FALLBACK_TEXT_MAX = 3000  # the notification text; Slack's hard limit is far higher, readers' is not
-DIGEST_LIST_MAX = 40  # alerts listed by name in a digest; the rest are counted
+DIGEST_LIST_MAX = 40
+# A 429 asking for at most this long is waited out inside the delivery pass (a few times per message);
+# longer ones go back to the outbox's persisted backoff.
+RATE_LIMIT_WAIT_MAX = 30.0
+RATE_LIMIT_RETRIES = 5  # alerts listed by name in a digest; the rest are counted
 
 SEVERITY_EMOJI = {
     "critical": ":rotating_light:",
@@ -231,11 +236,13 @@ def classify_api_error(error: str, status: int, headers: Any = None) -> Delivery
     retry_after = _retry_after(headers)
     if status == 429 or error in ("ratelimited", "rate_limited"):
         wait = f"retry after {retry_after:g} s" if retry_after is not None else "no Retry-After given"
-        return DeliveryError(
+        error_ = DeliveryError(
             f"Slack API error {error or 'ratelimited'} (HTTP {status}): rate limited, {wait}",
             permanent=False,
             retry_after=retry_after,
         )
+        error_.rate_limited = True
+        return error_
     # A 5xx is Slack's side whatever the body says; otherwise the table decides, unknown codes are permanent.
     permanent = False if status >= 500 else SLACK_API_ERRORS.get(error, True)
     hint = _HINTS.get(error, "")
@@ -361,6 +368,7 @@ class SlackChannel:
     def __init__(self, config: Any, tz: ZoneInfo) -> None:
         # ``config`` is a monitor.config.SlackConfig; typed loosely to keep this module free of the loader.
         self.tz = tz
+        self.stop = threading.Event()  # the daemon's stop event: set, it ends a rate-limit wait
         self.channel: str | None = config.channel
         self.routes: dict[str, str] = dict(config.routes)
         timeout = max(1, int(config.timeout.total_seconds()))
@@ -399,9 +407,23 @@ class SlackChannel:
         return self._post(self.destination(alerts[0]), build_digest_message(alerts, self.tz))
 
     def _post(self, channel: str, message: SlackMessage) -> str | None:
-        if self._web is not None:
-            return self._post_api(channel, message)
-        return self._post_webhook(message)
+        """Post, waiting out short rate limits here: Slack answers 429 with ``Retry-After: 1`` as soon as
+        a burst exceeds about one message per second, and the outbox's backoff (5 s or more, the channel's
+        other alerts deferred with it) would turn every burst into a failed delivery."""
+        waits = 0
+        while True:
+            try:
+                if self._web is not None:
+                    return self._post_api(channel, message)
+                return self._post_webhook(message)
+            except DeliveryError as exc:
+                wait = exc.retry_after if exc.rate_limited else None
+                if wait is None or wait > RATE_LIMIT_WAIT_MAX or waits >= RATE_LIMIT_RETRIES:
+                    raise
+                waits += 1
+                # An event, not sleep: SIGTERM ends the wait at once and the outbox keeps the alert.
+                if self.stop.wait(max(wait, 0.05)):
+                    raise
 
     def _post_api(self, channel: str, message: SlackMessage) -> str | None:
         assert self._web is not None
@@ -449,11 +471,13 @@ class SlackChannel:
                 permanent=True,
             )
         body = one_word(response.body)
-        raise DeliveryError(
+        error = DeliveryError(
             f"Slack webhook answered HTTP {response.status_code} {body}".rstrip(),
             permanent=webhook_status_is_permanent(response.status_code),
             retry_after=_retry_after(response.headers),
         )
+        error.rate_limited = response.status_code == 429
+        raise error
 
 
 def one_word(body: str | None) -> str:

@@ -187,7 +187,7 @@ def test_every_slack_error_code_is_classified(slack: SlackStub, code: str, perma
 @pytest.mark.parametrize(
     ("reply", "permanent", "retry_after"),
     [
-        (ratelimited(30), False, 30.0),
+        (ratelimited(31), False, 31.0),  # longer than RATE_LIMIT_WAIT_MAX: back to the outbox
         (api_error("ratelimited", status=429), False, None),  # 429 without Retry-After
         (server_error(500), False, None),
         (server_error(502), False, None),
@@ -238,11 +238,13 @@ def test_webhook_statuses_over_http(slack: SlackStub, status: int, permanent: bo
     assert webhook_status_is_permanent(status) is permanent
     config = make_config(slack={"webhook_url": slack.webhook_url})
     assert config.alerts.slack is not None
-    slack.push(api_error("invalid_payload", status=status, **({"Retry-After": "7"} if status == 429 else {})))
+    # 70 s: longer than the channel waits out itself, so the classification reaches the outbox.
+    headers = {"Retry-After": "70"} if status == 429 else {}
+    slack.push(api_error("invalid_payload", status=status, **headers))
     with pytest.raises(DeliveryError) as caught:
         SlackChannel(config.alerts.slack, config.tz).send(make_alert())
     assert caught.value.permanent is permanent
-    assert caught.value.retry_after == (7.0 if status == 429 else None)
+    assert caught.value.retry_after == (70.0 if status == 429 else None)
 
 
 def test_ratelimited_waits_for_retry_after(slack: SlackStub, store: Store, clock: Clock) -> None:
