@@ -31,6 +31,7 @@ from monitor.alerts.email import EmailChannel
 from monitor.alerts.outbox import Channel, DeliveryReport, OutboxWorker
 from monitor.alerts.pagerduty import PagerDutyChannel
 from monitor.alerts.slack import SlackChannel
+from monitor.alerts.teams import TeamsChannel
 from monitor.alerts.webhook import EventLoader, RuleTitles, WebhookChannel
 from monitor.config import Config, SourceConfig, effective_console, load_config
 from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
@@ -71,6 +72,8 @@ def build_channels(
         if rule_titles is not None:
             extra["rule_titles"] = rule_titles
         channels[hook.channel] = WebhookChannel(hook, config.tz, **extra)
+    if alerts.teams is not None:
+        channels["teams"] = TeamsChannel(alerts.teams, config.tz)
     if alerts.pagerduty is not None:
         channels["pagerduty"] = PagerDutyChannel(alerts.pagerduty, config.tz)
     return channels
