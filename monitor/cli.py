@@ -425,6 +425,10 @@ from monitor.cli_rules import rules as _rules  # noqa: E402 - the `rules` group 
 
 cli.add_command(_rules)
 
+from monitor.cli_channels import channels as _channels  # noqa: E402 - the `channels` group, its own module
+
+cli.add_command(_channels)
+
 
 def main() -> None:
     cli(prog_name="audit-monitor")
