@@ -10,6 +10,7 @@ import json
 import socket
 import ssl
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -419,17 +420,22 @@ class Receiver:
         self.requests: list[Received] = []
         self.script: deque[Reply] = deque()
         self.default = default or Reply(200, "ok")
+        self.delay = 0.0
         self._lock = threading.Lock()
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                # A slow receiver takes the request halfway through ``delay`` and answers at its end: a client
+                # killed in the second half never hears that its alert arrived (the re-send window).
+                time.sleep(receiver.delay / 2)
                 with receiver._lock:
                     receiver.requests.append(
                         Received(self.path, {k.lower(): v for k, v in self.headers.items()}, raw)
                     )
                     reply = receiver.script.popleft() if receiver.script else receiver.default
+                time.sleep(receiver.delay / 2)
                 data = reply.body.encode()
                 self.send_response(reply.status)
                 for name, value in reply.headers.items():
@@ -443,6 +449,8 @@ class Receiver:
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
+        # A killed client leaves a broken pipe behind; that is a fault scenario, not an error worth printing.
+        self.server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
 

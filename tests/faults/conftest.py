@@ -234,10 +234,16 @@ class Scenario:
         self.write_config()
 
     def write_config(
-        self, *, poll_interval: str = "1s", per_page: int = 100, digest_after: int = 100_000
+        self,
+        *,
+        poll_interval: str = "1s",
+        per_page: int = 100,
+        digest_after: int = 100_000,
+        extra_alerts: str = "",
     ) -> None:
         """Slack gets every alert (min_severity info), email the high and critical ones: both channels carry
-        traffic. A high digest_after keeps one message per alert, so each message names its alert."""
+        traffic. A high digest_after keeps one message per alert, so each message names its alert.
+        ``extra_alerts``: more ``alerts`` keys as YAML lines indented by two (webhooks, teams, pagerduty)."""
         self.config.write_text(
             f"""\
 timezone: Europe/Berlin
@@ -259,7 +265,7 @@ alerts:
     from: monitor@example.com
     to: {SMTP_RECIPIENTS}
     min_severity: high
-server: {{listen: ""}}
+{extra_alerts}server: {{listen: ""}}
 """,
             encoding="utf-8",
         )
