@@ -8,6 +8,10 @@ subprocess, three times against the simulator over HTTP, a Slack Web API stub an
 2. everything works (and a hostile event is delivered through a Slack incoming webhook and email);
 3. the webhook's host is down (the webhook URL, itself a secret, is next to a connection error).
 
+Each run also delivers through a signed webhook (its URL, secret, previous secret and an API-key header
+are secrets), Teams (the Workflows URL) and PagerDuty (the routing key): refused (401/500/400) in run 1,
+accepted in run 2, unreachable in run 3.
+
 Then ``status`` (table and ``--json``), ``export`` (csv, jsonl), ``report`` and ``verify`` run, and every byte
 they and the daemon produced is scanned for the secrets, with the SQLite files. Other tests: hostile event
 text arrives inert in Slack and in the email HTML; template sandbox escapes fail ``rules check``; TLS
@@ -16,6 +20,7 @@ verification of the Xano source and Slack; file modes; default bind addresses.
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import os
@@ -44,6 +49,8 @@ from monitor.simulator import Simulator
 from monitor.store import Store
 from tests.alerts.alerts_support import (
     SMTP_PASSWORD,
+    Receiver,
+    Reply,
     SlackRequest,
     SlackStub,
     all_strings,
@@ -63,6 +70,12 @@ XANO_EXPIRED = f"xmt-SECRET+expired/{SUFFIX}"  # + and / change under URL encodi
 XANO_TOKEN = f"xmt-SECRET+good/{SUFFIX}"
 SLACK_TOKEN = f"xoxb-SECRET-slack-{SUFFIX}"
 SMTP_WRONG = f"smtp-SECRET wrong+pw/{SUFFIX}"
+HOOK_SECRET = "whsec_" + base64.b64encode(f"SECRET-hook-{SUFFIX}-0123456789".encode()).decode()
+HOOK_PREVIOUS = "whsec_" + base64.b64encode(f"SECRET-old-hook-{SUFFIX}-01234567".encode()).decode()
+HOOK_API_KEY = f"mk-SECRET-apikey-{SUFFIX}"
+HOOK_PATH = f"/hooks/catch/SECRETzap{SUFFIX}/"
+TEAMS_SIG = f"SECRETteamsSig{SUFFIX}"
+PD_KEY = f"R0UTE-SECRET-pd-{SUFFIX}"
 # The test SMTP server accepts user "monitor" with alerts_support's password.
 SMTP_GOOD = SMTP_PASSWORD
 
@@ -91,6 +104,7 @@ class Deployment:
     webhook_url: str
     artefacts: dict[str, bytes] = field(default_factory=dict)  # name -> every byte to scan
     runs: list[subprocess.CompletedProcess[str]] = field(default_factory=list)
+    receivers: dict[str, Receiver] = field(default_factory=dict)  # webhook, teams, pagerduty (run 2)
     slack_posts: list[SlackRequest] = field(default_factory=list)
     emails: list[EmailMessage] = field(default_factory=list)
 
@@ -104,6 +118,12 @@ class Deployment:
             "smtp password": SMTP_GOOD,
             "slack webhook url": self.webhook_url,
             "slack webhook path": urllib.parse.urlsplit(self.webhook_url).path,
+            "webhook secret": HOOK_SECRET,
+            "webhook previous secret": HOOK_PREVIOUS,
+            "webhook header value": HOOK_API_KEY,
+            "webhook url path": HOOK_PATH,
+            "teams workflows sig": TEAMS_SIG,
+            "pagerduty routing key": PD_KEY,
         }
 
 
@@ -135,6 +155,11 @@ alerts:
     from: monitor@example.com
     to: [security@example.com]
     min_severity: low
+  webhooks:
+    - {{name: zap, url: "${{HOOK_URL}}", secret: "${{HOOK_SECRET}}", previous_secret: "${{HOOK_PREVIOUS}}",
+       headers: {{x-make-apikey: "${{HOOK_API_KEY}}"}}, min_severity: low, timeout: 2s}}
+  teams: {{webhook_url: "${{TEAMS_URL}}", min_severity: low, timeout: 2s}}
+  pagerduty: {{routing_key: "${{PD_KEY}}", base_url: "${{PD_BASE}}", min_severity: low, timeout: 2s}}
 report: {{out_dir: {out_dir}}}
 server: {{listen: ""}}
 """
@@ -167,6 +192,23 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     )
     sim.start()
     deployment = Deployment(tmp, db, webhook_url)
+    hook, teams, pagerduty = Receiver().start(), Receiver().start(), Receiver(Reply(202, "{}")).start()
+    deployment.receivers = {"webhook": hook, "teams": teams, "pagerduty": pagerduty}
+
+    def channel_env(up: bool) -> dict[str, str]:
+        """The new channels' secrets; ``up`` False points them at a port where nothing listens."""
+        port = free_port()
+        hook_port, teams_port, pd_port = (hook.port, teams.port, pagerduty.port) if up else (port, port, port)
+        return {
+            "HOOK_URL": f"http://127.0.0.1:{hook_port}{HOOK_PATH}",
+            "HOOK_SECRET": HOOK_SECRET,
+            "HOOK_PREVIOUS": HOOK_PREVIOUS,
+            "HOOK_API_KEY": HOOK_API_KEY,
+            "TEAMS_URL": f"http://127.0.0.1:{teams_port}/workflows/abc/triggers/manual/run?sig={TEAMS_SIG}",
+            "PD_KEY": PD_KEY,
+            "PD_BASE": f"http://127.0.0.1:{pd_port}",
+        }
+
     try:
         sim.add_event(
             "Sec Probe",
@@ -188,8 +230,12 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             deployment.artefacts[f"{name} stdout"] = result.stdout.encode()
             deployment.artefacts[f"{name} stderr"] = result.stderr.encode()
 
-        # 1. Every failure path at once: 401 from Xano, Slack invalid_auth, SMTP 535.
+        # 1. Every failure path at once: 401 from Xano, Slack invalid_auth, SMTP 535, and the receivers of
+        # the webhook, Teams and PagerDuty refusing (401, 500, 400).
         slack.push(*[api_error("invalid_auth") for _ in range(5)])
+        hook.push(*[Reply(401, "bad api key")] * 5)
+        teams.push(*[Reply(500, "flow failed")] * 5)
+        pagerduty.push(*[Reply(400, '{"status":"invalid event"}')] * 5)
         run_once(
             "failing",
             f'{{token: "${{SLACK_BOT_TOKEN}}", channel: "#sec", base_url: "{slack.base_url}", timeout: 5s}}',
@@ -197,8 +243,11 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 "XANO_TOKEN": XANO_EXPIRED,
                 "SLACK_BOT_TOKEN": SLACK_TOKEN,
                 "SMTP_PASSWORD_FILE": secret_file(tmp / "smtp-wrong", SMTP_WRONG),
+                **channel_env(up=True),
             },
         )
+        for receiver in (hook, teams, pagerduty):
+            receiver.script.clear()  # run 1 may not have used every scripted refusal
         # 2. Everything works: the archive fills, the hostile event alerts through the webhook and email.
         run_once(
             "working",
@@ -207,6 +256,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
                 "XANO_TOKEN_FILE": secret_file(tmp / "xano-token", XANO_TOKEN),
                 "SLACK_WEBHOOK_URL": webhook_url,
                 "SMTP_PASSWORD": SMTP_GOOD,
+                **channel_env(up=True),
             },
         )
         # 3. The webhook's host is down: the URL is a secret sitting next to a connection error.
@@ -215,11 +265,21 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         run_once(
             "webhook-down",
             '{webhook_url: "${SLACK_WEBHOOK_URL}", timeout: 2s}',
-            {"XANO_TOKEN": XANO_TOKEN, "SLACK_WEBHOOK_URL": down, "SMTP_PASSWORD": SMTP_GOOD},
+            {
+                "XANO_TOKEN": XANO_TOKEN,
+                "SLACK_WEBHOOK_URL": down,
+                "SMTP_PASSWORD": SMTP_GOOD,
+                **channel_env(up=False),
+            },
         )
 
         config = tmp / "working.yaml"
-        env = {"XANO_TOKEN": XANO_TOKEN, "SLACK_WEBHOOK_URL": webhook_url, "SMTP_PASSWORD": SMTP_GOOD}
+        env = {
+            "XANO_TOKEN": XANO_TOKEN,
+            "SLACK_WEBHOOK_URL": webhook_url,
+            "SMTP_PASSWORD": SMTP_GOOD,
+            **channel_env(up=True),
+        }
         month = now.strftime("%Y-%m")
         since, until = (
             (now - timedelta(days=2)).date().isoformat(),
@@ -228,6 +288,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         commands = {
             "status": ["status"],
             "status --json": ["status", "--json"],
+            "dead-letters list": ["dead-letters", "list"],
+            "channels list": ["channels", "list"],
             "export csv": ["export", "--since", since, "--until", until, "--out", str(tmp / "export.csv")],
             "export jsonl": [
                 "export", "--since", since, "--until", until, "--format", "jsonl",
@@ -267,6 +329,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         yield deployment
     finally:
         sim.stop()
+        for receiver in (hook, teams, pagerduty):
+            receiver.stop()
         smtp.controller.stop()
         slack.server.shutdown()
         slack.server.server_close()
@@ -292,6 +356,18 @@ def test_the_deployment_exercised_the_failure_and_success_paths(deployment: Depl
     assert "server.listen: '${SMTP_PASSWORD}' is not" in config_error, config_error
     status = deployment.artefacts["status stdout"].decode()
     assert "invalid_auth" in status or "535" in status  # the dead letters' errors are shown
+    # The new channels refused, accepted and could not be reached: each secret was used near an error.
+    letters = deployment.artefacts["dead-letters list stdout"].decode()
+    for refusal in (
+        "webhook zap answered HTTP 401",
+        "Teams answered HTTP 500",
+        "PagerDuty answered HTTP 400",
+    ):
+        assert refusal in failing.stdout or refusal in letters, refusal
+    assert "webhook zap unreachable" in down.stdout and "PagerDuty unreachable" in down.stdout
+    hook = deployment.receivers["webhook"]
+    assert any(r.headers.get("x-make-apikey") == HOOK_API_KEY for r in hook.requests)  # really sent
+    assert any(r.json().get("routing_key") == PD_KEY for r in deployment.receivers["pagerduty"].requests)
 
 
 def test_no_secret_in_logs_errors_status_the_database_exports_or_reports(deployment: Deployment) -> None:
