@@ -55,7 +55,8 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     """Compliance monitor for Xano workspaces.
 
     Archives the Xano audit log in a tamper-evident SQLite file, evaluates YAML rules over
-    new events, alerts on Slack, email or the console, and emails a monthly compliance report.
+    new events, alerts on Slack, email, webhooks, Teams, PagerDuty or the console, and emails a monthly
+    compliance report.
     """
     ctx.obj = CliContext(config_path)
 
@@ -334,7 +335,7 @@ def dead_letters() -> None:
 
 
 @dead_letters.command("list")
-@click.option("--channel", help="Only this channel (console, slack or email).")
+@click.option("--channel", help="Only this channel (console, slack, email, webhook:NAME, teams, pagerduty).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (for scripts).")
 @click.pass_obj
 def dead_letters_list(ctx: CliContext, channel: str | None, as_json: bool) -> None:
@@ -410,7 +411,7 @@ def simulate(port: int, host: str, seed: int, token: str, live_per_minute: float
 def demo(ctx: CliContext, out: str, seconds: int) -> None:
     """The whole monitor against the embedded simulator: no credentials, no network.
 
-    With --config, the demo also delivers through that file's `alerts` section (Slack, email),
+    With --config, the demo also delivers through that file's `alerts` section (Slack, email, webhooks...),
     so a new setup's channels can be tried on simulated incidents; everything else is the demo's own.
     """
     from monitor.demo import run_demo
