@@ -10,11 +10,11 @@ from datetime import UTC, datetime
 import click
 
 from monitor.alerts.probe import channel_infos, channel_test_alert, probe
-from monitor.cli_context import EXIT_FAILED, EXIT_USAGE, CliContext, fail
+from monitor.cli_context import EXIT_FAILED, EXIT_USAGE, CliContext, ConfigGroup, fail
 from monitor.daemon import build_channels
 
 
-@click.group("channels")
+@click.group("channels", cls=ConfigGroup)
 def channels() -> None:
     """The alert channels of the config: console, slack, email, webhook:NAME, teams, pagerduty."""
 
@@ -39,7 +39,9 @@ def channels_test(ctx: CliContext, name: str | None) -> None:
     Prints per channel `delivered` or the error and whether it is transient. Exit 1 if any failed.
     NAME is a channel as `channels list` shows it; a webhook may be named without `webhook:`.
     """
-    built = build_channels(ctx.config())
+    config = ctx.config()
+    ctx.require_secrets(config.alerts)  # an unset ${VAR} of a channel: exit 2 naming it, before any send
+    built = build_channels(config)
     if name is not None:
         wanted = name if name in built else f"webhook:{name}"
         if wanted not in built:

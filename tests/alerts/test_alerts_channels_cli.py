@@ -101,3 +101,23 @@ def test_channels_list_shows_effective_floors_and_routes(
     assert rows["teams"][0] == "high" and rows["pagerduty"][0] == "critical"
     assert "console" not in rows
     assert "SECRET" not in result.output
+
+
+def test_an_unset_channel_secret_is_named_before_anything_is_sent(tmp_path: Path, receiver: Receiver) -> None:
+    path = tmp_path / "audit-monitor.yaml"
+    path.write_text(
+        "alerts:\n  webhooks:\n"
+        f"    - {{name: n8n, url: '{receiver.url()}', signature: github,\n"
+        "       secret: '${UNSET_HOOK_SECRET}'}\n",
+        encoding="utf-8",
+    )
+    listed = CliRunner().invoke(
+        cli, ["channels", "list", "--config", str(path)], env={"UNSET_HOOK_SECRET": ""}
+    )
+    assert listed.exit_code == 0 and "webhook:n8n" in listed.output  # listing needs no secret
+    result = CliRunner().invoke(
+        cli, ["channels", "test", "--config", str(path)], env={"UNSET_HOOK_SECRET": ""}
+    )
+    assert result.exit_code == 2, result.output
+    assert "UNSET_HOOK_SECRET" in result.output and "alerts.webhooks[0].secret" in result.output
+    assert not receiver.requests
