@@ -22,6 +22,7 @@ ROWS = [
     "Peak RSS, 5,500 events archived: `verify`",
     "Peak RSS, 5,500 events archived: `export` of the month to a file",
     "Alert delay: poll that sees the event -> Slack stub (median / max of 2)",
+    "Slack burst: 3 alerts, Slack limiting to 1 message/s",
 ]
 
 
