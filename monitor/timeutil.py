@@ -4,7 +4,9 @@ ISO 8601 instant), and the one way every text a person reads shows a time (``for
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta, tzinfo
+import email.utils
+import math
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -53,3 +55,27 @@ def format_duration(value: timedelta | float) -> str:
     first = next((i for i, (amount, _) in enumerate(amounts) if amount), len(amounts) - 1)
     shown = [f"{amount} {unit}" for amount, unit in amounts[first : first + 2] if amount]
     return sign + (" ".join(shown) or "0 s")
+
+
+def retry_after_seconds(value: str | None, now: datetime) -> float | None:
+    """An HTTP ``Retry-After`` (delta-seconds or an HTTP-date, RFC 9110) as seconds from ``now``, at least 0.
+
+    None when absent or unusable (garbage, NaN, infinite): the caller falls back to its own backoff and
+    applies its own cap (the Xano client's, the outbox's).
+    """
+    if value is None:
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = (moment - now).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(seconds, 0.0)

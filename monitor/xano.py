@@ -18,7 +18,6 @@ log record.
 
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import importlib.metadata
 import json
@@ -38,6 +37,7 @@ import httpx
 
 from monitor.events import UnreadableEntry
 from monitor.logs import scrub
+from monitor.timeutil import retry_after_seconds
 
 __all__ = [
     "ClientStats",
@@ -476,23 +476,8 @@ class XanoClient:
 
     def _retry_after(self, value: str | None) -> float | None:
         """Seconds to wait per a Retry-After header (delta-seconds or HTTP-date), capped; None if unusable."""
-        if value is None:
-            return None
-        text = value.strip()
-        seconds: float | None = None
-        try:
-            seconds = float(text)
-        except ValueError:
-            try:
-                moment = email.utils.parsedate_to_datetime(text)
-            except (TypeError, ValueError, IndexError):
-                return None
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            seconds = (moment - self._now()).total_seconds()
-        if seconds != seconds or seconds in (float("inf"), float("-inf")):  # NaN or infinite
-            return None
-        return min(max(seconds, 0.0), self.retry.retry_after_cap)
+        seconds = retry_after_seconds(value, self._now())
+        return None if seconds is None else min(seconds, self.retry.retry_after_cap)
 
     # --- messages -----------------------------------------------------------------------------------------
 

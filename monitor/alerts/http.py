@@ -9,7 +9,6 @@
 
 from __future__ import annotations
 
-import email.utils
 import ssl
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -17,29 +16,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 
 from monitor.alerts.outbox import DeliveryError
+from monitor.timeutil import retry_after_seconds
 
 # Status -> transient? Every status not listed: 2xx delivered, 3xx and other 4xx permanent, 5xx transient.
 TRANSIENT_STATUSES = frozenset({408, 425, 429})
 RETRY_AFTER_MAX = 3600.0  # the outbox caps its backoff anyway; a silly header must not read as "forever"
-
-
-def retry_after_seconds(value: str | None, now: datetime | None = None) -> float | None:
-    """``Retry-After`` as seconds: a number, or an HTTP date (RFC 9110); None when absent or unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        return min(RETRY_AFTER_MAX, max(0.0, float(text)))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    delta = when - (now or datetime.now(UTC))
-    return min(RETRY_AFTER_MAX, max(0.0, delta / timedelta(seconds=1)))
 
 
 def status_is_transient(status: int) -> bool:
@@ -60,8 +41,13 @@ def status_error(label: str, response: httpx.Response) -> DeliveryError | None:
     return DeliveryError(
         f"{label} answered HTTP {status}{_reason(response)}",
         permanent=not transient,
-        retry_after=retry_after_seconds(response.headers.get("Retry-After")) if transient else None,
+        retry_after=_retry_after(response) if transient else None,
     )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    seconds = retry_after_seconds(response.headers.get("Retry-After"), datetime.now(UTC))
+    return None if seconds is None else min(seconds, RETRY_AFTER_MAX)
 
 
 def _reason(response: httpx.Response) -> str:

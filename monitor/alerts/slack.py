@@ -26,6 +26,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -38,6 +39,7 @@ from monitor.alerts.model import Alert
 from monitor.alerts.outbox import DeliveryError
 from monitor.alerts.render import alert_view, digest_view, make_environment
 from monitor.display import safe_text
+from monitor.timeutil import retry_after_seconds
 
 # Block Kit limits (https://docs.slack.dev/reference/block-kit/blocks)
 MAX_BLOCKS = 50
@@ -224,10 +226,7 @@ def _retry_after(headers: Any) -> float | None:
             value = value[0] if value else None
         if value is None:
             continue
-        try:
-            return max(0.0, float(value))
-        except (TypeError, ValueError):
-            return None
+        return retry_after_seconds(str(value), datetime.now(UTC))  # seconds or an HTTP-date
     return None
 
 

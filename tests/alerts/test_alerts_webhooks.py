@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import hmac
 import json
@@ -178,6 +179,16 @@ def test_429_honours_retry_after(receiver: Receiver, store: Store) -> None:
     deliver(store, channel)
     (row,) = outbox_rows(store)
     assert datetime.fromisoformat(row["next_attempt_at"]) >= NOW + timedelta(seconds=120)
+
+
+def test_503_honours_a_retry_after_http_date(receiver: Receiver, store: Store) -> None:
+    when = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=300), usegmt=True)
+    receiver.push(Reply(503, "maintenance", {"Retry-After": when}))
+    channel = channel_for(receiver)
+    record(store, [make_alert()], [channel.name], NOW)
+    deliver(store, channel)
+    (row,) = outbox_rows(store)
+    assert datetime.fromisoformat(row["next_attempt_at"]) >= NOW + timedelta(seconds=280)
 
 
 @pytest.mark.parametrize("status", [301, 302, 307, 308])
