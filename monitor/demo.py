@@ -35,7 +35,9 @@ def demo_config(base_url: str, token: str, out: Path, alerts: AlertsConfig | Non
                     "workspace_id": 1,
                     "poll_interval": f"{POLL_SECONDS}s",
                     "per_page": 500,
-                    "plan_retention": "7d",
+                    # The simulator never expires an event of its 35-day history: a plan that keeps
+                    # them longer is what it serves, so the report warns of no upstream loss.
+                    "plan_retention": "60d",
                 }
             ],
             # The simulated team's own domains: a user created at any other domain is flagged.

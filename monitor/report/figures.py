@@ -238,9 +238,10 @@ class Gap:
 @dataclass(frozen=True)
 class SourceCoverage:
     name: str
-    polled_in_month: bool
+    polled_in_month: bool  # the archive covers the month for this source (polled, or backfilled in time)
     last_success: datetime | None
     note: str
+    how: str = "polled"  # polled | backfilled (first poll after the month, within retention) | no
 
 
 @dataclass(frozen=True)
@@ -260,7 +261,8 @@ class Figures:
     critical: list[CriticalEvent] = field(default_factory=list)  # capped
     critical_total: int = 0
     users: list[UserActivity] = field(default_factory=list)  # capped
-    users_total: int = 0
+    users_total: int = 0  # rows of the users table, "(no user)" included
+    active_users: int = 0  # people: users with an email (events without a user are nobody's activity)
     off_hours_total: int = 0
     calendar: str = ""  # how off-hours were judged, in words
     alert_counts: list[AlertCount] = field(default_factory=list)
@@ -426,6 +428,7 @@ def compute_figures(
     ]
     users.sort(key=lambda u: (-u.total, u.email is None, u.email or ""))
     figures.users_total = len(users)
+    figures.active_users = sum(1 for u in users if u.email is not None)
     figures.users = users[:cap]
 
     # Every security-critical event (the body lists the first ``cap``; the CSV has them all).
@@ -546,16 +549,27 @@ def _coverage_figures(
         interval = source_config.poll_interval if source_config else timedelta(minutes=5)
         polled = True
         note = ""
+        how = "polled"
         if last is None:
             polled, note = False, "never polled successfully"
         elif last < period.start:
             polled, note = False, f"no successful poll since {format_time(last, tz)}"
         elif first_poll is not None and first_poll >= period.end:
-            polled = False
-            note = (
-                f"first polled on {format_time(first_poll, tz)}, after this month: its events for this month "
-                "were backfilled then from what Xano still held"
-            )
+            if retention is not None and first_poll - retention <= period.start:
+                # The backfill read the whole month while the plan still kept all of it: as complete as
+                # polling it live (only its alerts came late).
+                how = "backfilled"
+                note = (
+                    f"first polled on {format_time(first_poll, tz)}, after this month, while Xano still held "
+                    f"every event of the month (plan retention {format_duration(retention)}): "
+                    "backfilled complete"
+                )
+            else:
+                polled = False
+                note = (
+                    f"first polled on {format_time(first_poll, tz)}, after this month: its events for this "
+                    "month were backfilled then from what Xano still held"
+                )
         else:
             for known in gaps:
                 if (
@@ -590,7 +604,9 @@ def _coverage_figures(
                     "outlasts Xano's retention, some may be lost.",
                 )
             )
-        sources.append(SourceCoverage(name, polled, last.astimezone(tz) if last else None, note))
+        sources.append(
+            SourceCoverage(name, polled, last.astimezone(tz) if last else None, note, how if polled else "no")
+        )
 
     if store.get_meta("chain_anchor_hash") is not None:
         row = store.conn.execute("SELECT created_at FROM events ORDER BY created_ms LIMIT 1").fetchone()

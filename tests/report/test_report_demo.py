@@ -24,3 +24,15 @@ def test_demo_writes_the_simulated_months_report(tmp_path: Path, capsys: pytest.
         rows = list(csv.DictReader(handle))
     assert rows and f"{len(rows)} events" in report_line
     assert all(row["created_at"][:7] == month for row in rows)  # local month, local times
+
+
+def test_demo_report_matches_its_simulator(tmp_path: Path) -> None:
+    """The demo's simulator serves its whole history: the report must not claim a missed month or
+    events expired upstream, and counts only people as active users."""
+    assert run_demo(tmp_path, seconds=0) == 0
+    [text] = sorted(tmp_path.glob("compliance-report-*.txt"))
+    body = text.read_text(encoding="utf-8")
+    assert "NOT polled this month" not in body and "may have expired" not in body
+    with open(text.with_suffix(".csv"), encoding="utf-8", newline="") as handle:
+        people = {row["user.email"] for row in csv.DictReader(handle)} - {""}
+    assert f"Active users:       {len(people)}\n" in body

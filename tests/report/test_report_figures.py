@@ -212,3 +212,30 @@ def test_a_short_gap_reads_to_the_second_with_its_length_in_words(tmp_path: Path
         "Polling gap (source prod, 2026-03-10 06:27:03 CET to 2026-03-10 06:27:50 CET): "
         "no successful poll for 47 s."
     )
+
+
+def test_active_users_count_people_not_events_without_a_user(store: Store, config: Config) -> None:
+    figures = compute_figures(store, config, Period.parse("2026-03", config.tz), now=NOW)
+    # ana, ben and mallory; the "Run Query" event without a user is listed but is nobody.
+    assert figures.active_users == 3 and figures.users_total == 4
+
+
+def test_a_month_backfilled_while_upstream_still_held_it_counts_as_covered(tmp_path: Path) -> None:
+    from report_data import archive, entry
+
+    from monitor.store import Cursor
+
+    config = fixture_config(
+        tmp_path,
+        sources=[{"name": "prod", "base_url": "http://127.0.0.1:1", "token": "t", "plan_retention": "40d"}],
+    )
+    first_poll = utc("2026-04-02T07:00:00Z")  # after March; 40 days back reaches 2026-02-21
+    with Store.open(config.state.path) as store:
+        archive(store, "prod", [entry(1, "2026-03-05T10:00:00Z", "Login", "ana@corp.io")], first_poll)
+        with store.transaction():
+            store.save_cursor(Cursor("prod", last_id=1, last_success_at=first_poll))
+        figures = compute_figures(store, config, Period.parse("2026-03", config.tz), now=NOW)
+    [prod] = figures.sources
+    assert prod.polled_in_month and prod.how == "backfilled"
+    assert "while Xano still held every event of the month" in prod.note
+    assert figures.coverage_notes == [] and figures.sources_without_poll == []
