@@ -20,7 +20,7 @@ import itertools
 import json
 import os
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -1264,6 +1264,111 @@ class Store:
                 "detail": d,
             }
             for s, k, a, b, d in self.conn.execute(sql + " ORDER BY start", params)
+        ]
+
+    # report reads (monitor/report/figures.py) -----------------------------------------------------------
+
+    def chain_head_before(self, instant: datetime) -> tuple[int, str]:
+        """The chain's newest link archived before ``instant``: (seq, hash); (0, genesis) if none.
+
+        The chain follows archive order, so this is the head as it stood at that moment (a prune record
+        counts from when it ran)."""
+        when = format_timestamp(instant)
+        row = self.conn.execute(
+            "SELECT seq, hash FROM (SELECT seq, hash FROM events WHERE archived_at < ?1 ORDER BY seq DESC "
+            "LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes WHERE at < ?1 "
+            "ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 1",
+            (when,),
+        ).fetchone()
+        return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+    def month_rows(self, start_ms: int, end_ms: int) -> tuple[int | None, int | None]:
+        """The lowest and highest chain row (seq) holding an event created in [start_ms, end_ms)."""
+        row = self.conn.execute(
+            "SELECT min(seq), max(seq) FROM events WHERE created_ms >= ? AND created_ms < ?",
+            (start_ms, end_ms),
+        ).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def id_ranges(self, start_ms: int, end_ms: int) -> list[tuple[str, int, int, int]]:
+        """Per source: (source, lowest event id, highest event id, events) created in [start_ms, end_ms)."""
+        return [
+            (str(r[0]), int(r[1]), int(r[2]), int(r[3]))
+            for r in self.conn.execute(
+                "SELECT source, min(event_id), max(event_id), count(*) FROM events "
+                "WHERE created_ms >= ? AND created_ms < ? GROUP BY source ORDER BY source",
+                (start_ms, end_ms),
+            )
+        ]
+
+    def rejected_counts(self, since: datetime, until: datetime) -> dict[str, int]:
+        """Entries refused as malformed per source, first seen in [since, until)."""
+        return {
+            str(source): int(count)
+            for source, count in self.conn.execute(
+                "SELECT source, count(*) FROM rejected WHERE seen_at >= ? AND seen_at < ? GROUP BY source",
+                (format_timestamp(since), format_timestamp(until)),
+            )
+        }
+
+    def events_of_types(
+        self, start_ms: int, end_ms: int, types: Sequence[str], limit: int
+    ) -> tuple[int, list[tuple[Any, ...]]]:
+        """How many events of ``types`` (exact names) fall in [start_ms, end_ms), and the first ``limit`` as
+        (created_at, type, user_email, workspace_name, branch_label, msg, source, event_id), in time order."""
+        if not types:
+            return 0, []
+        marks = ", ".join("?" for _ in types)
+        where = f"WHERE created_ms >= ? AND created_ms < ? AND type IN ({marks})"
+        params = (start_ms, end_ms, *types)
+        total = int(self.conn.execute(f"SELECT count(*) FROM events {where}", params).fetchone()[0])  # noqa: S608
+        rows = self.conn.execute(
+            "SELECT created_at, type, user_email, workspace_name, branch_label, msg, source, event_id "  # noqa: S608
+            f"FROM events INDEXED BY idx_events_created_ms {where} "
+            "ORDER BY created_ms, created_at, source, event_id LIMIT ?",
+            (*params, limit),
+        ).fetchall()
+        return total, [tuple(r) for r in rows]
+
+    def alert_deliveries(self, since: datetime, until: datetime, limit: int) -> list[tuple[Any, ...]]:
+        """Alerts whose event time is in [since, until), first ``limit`` in time order, each with its outbox
+        rows: (id, rule_id, severity, title, source, event_time, recorded_at, channel, status, attempts,
+        sent_at, last_error); channel and the rest are None for an alert with no channel."""
+        return [
+            tuple(r)
+            for r in self.conn.execute(
+                "WITH picked AS (SELECT id, rule_id, severity, title, source, event_time, recorded_at "
+                "FROM alerts WHERE event_time >= ? AND event_time < ? "
+                "ORDER BY event_time, rule_id, id LIMIT ?) "
+                "SELECT p.id, p.rule_id, p.severity, p.title, p.source, p.event_time, p.recorded_at, "
+                "o.channel, o.status, o.attempts, o.sent_at, o.last_error FROM picked p "
+                "LEFT JOIN outbox o ON o.alert_id = p.id ORDER BY p.event_time, p.rule_id, p.id, o.channel",
+                (format_timestamp(since), format_timestamp(until), limit),
+            )
+        ]
+
+    def delivery_counts(self, since: datetime, until: datetime) -> list[tuple[str, str, int]]:
+        """(channel, status, count) of the outbox rows of alerts with event time in [since, until)."""
+        return [
+            (str(r[0]), str(r[1]), int(r[2]))
+            for r in self.conn.execute(
+                "SELECT o.channel, o.status, count(*) FROM outbox o JOIN alerts a ON a.id = o.alert_id "
+                "WHERE a.event_time >= ? AND a.event_time < ? GROUP BY o.channel, o.status "
+                "ORDER BY o.channel, o.status",
+                (format_timestamp(since), format_timestamp(until)),
+            )
+        ]
+
+    def workspaces_seen(self, start_ms: int, end_ms: int) -> list[tuple[str, str | None, int]]:
+        """(source, workspace name, events) created in [start_ms, end_ms)."""
+        return [
+            (str(r[0]), r[1], int(r[2]))
+            for r in self.conn.execute(
+                "SELECT source, workspace_name, count(*) FROM events "
+                "WHERE created_ms >= ? AND created_ms < ? "
+                "GROUP BY source, workspace_name ORDER BY source, workspace_name",
+                (start_ms, end_ms),
+            )
         ]
 
     def file_size(self) -> int:

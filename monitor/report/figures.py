@@ -8,6 +8,9 @@ counting, so a month of a million events never sits in Python memory.
 
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
+import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -19,8 +22,10 @@ from zoneinfo import ZoneInfo
 from monitor.alerts.model import severity_rank
 from monitor.config import Config
 from monitor.engine.calendars import Calendar, build_calendar
+from monitor.engine.errors import ErrorSink
+from monitor.engine.loader import rule_files
 from monitor.events import format_timestamp
-from monitor.store import Store
+from monitor.store import Store, VerifyResult
 from monitor.timeutil import format_duration, format_time
 
 # --- vocabulary --------------------------------------------------------------------------------------------
@@ -85,8 +90,32 @@ CRITICAL_TYPES: tuple[str, ...] = (
     "Delete Environment Variable",
 )
 
+# Privileged-access changes (SOC 2 CC6.2/CC6.3): who may sign in, with which rights and tokens, and the
+# secrets the workspace runs with.
+PRIVILEGED_TYPES: tuple[str, ...] = (
+    "Create User", "Update User", "Delete User", "Update RBAC Permissions", "Create Token", "Revoke Token",
+    "Update Security Policy",
+    "Create Environment Variable", "Update Environment Variable", "Delete Environment Variable",
+)  # fmt: skip
+# The change register (SOC 2 CC8.1): what goes live (live-branch switches, merges) and changes to schema,
+# APIs, functions, tasks and add-ons. The audit log names each change's branch; which branch is live is
+# known only from a "Set Live Branch" event, so every branch is listed with its label.
+CHANGE_TYPES: tuple[str, ...] = (
+    "Set Live Branch", "Merge Branch",
+    "Create Table", "Update Table", "Delete Table", "Restore Table",
+    "Add Field", "Update Field", "Delete Field",
+    "Create API Group", "Update API Group", "Delete API Group",
+    "Create Query", "Update Query", "Delete Query",
+    "Create Function", "Update Function", "Delete Function", "Create Task", "Update Task", "Delete Task",
+    "Install Add-on", "Update Add-on", "Remove Add-on",
+)  # fmt: skip
+# The bundled rule that flags a user's first administrative action (rules/suspicious-activity.yml).
+FIRST_ADMIN_RULE = "xano.admin.first-action"
+
 _CATEGORY_OF = {t.lower(): category for category, types in CATEGORY_TYPES.items() for t in types}
 _CRITICAL = frozenset(t.lower() for t in CRITICAL_TYPES)
+_PRIVILEGED = frozenset(t.lower() for t in PRIVILEGED_TYPES)
+_CHANGES = frozenset(t.lower() for t in CHANGE_TYPES)
 
 # Long lists in the HTML and text body stop here (saying how many more); the CSV has every event.
 DEFAULT_CAP = 200
@@ -251,6 +280,113 @@ class DayCount:
     weekend: bool
 
 
+@dataclass(frozen=True)
+class ChainPoint:
+    seq: int  # the chain row (events.seq or a prune record's seq); 0 = the genesis (empty archive)
+    hash: str
+
+
+@dataclass(frozen=True)
+class Integrity:
+    """The hash chain around the month: heads at its edges, the rows holding its events, the verify walk."""
+
+    head_at_start: ChainPoint  # the newest link archived before the month began
+    head_at_end: ChainPoint  # the newest link archived before the month ended
+    head_at_report: ChainPoint  # when the report was made: the anchor written beside it
+    first_row: int | None  # lowest seq holding an event of the month
+    last_row: int | None  # highest seq holding an event of the month
+    verify_ok: bool
+    verify_rows: int
+    verify_detail: str  # empty when ok; else the first bad row and why
+
+
+@dataclass(frozen=True)
+class IdContinuity:
+    source: str
+    first_id: int
+    last_id: int
+    events: int
+
+    @property
+    def unseen(self) -> int:
+        """Ids between the first and last that the archive does not hold (Xano numbers events across the
+        whole instance, so a workspace-scoped source skips the ids of other workspaces)."""
+        return self.last_id - self.first_id + 1 - self.events
+
+
+@dataclass(frozen=True)
+class ChangeRow:
+    time: datetime  # in the configured zone
+    type: str
+    user: str | None
+    workspace: str | None
+    branch: str | None
+    message: str
+    source: str
+    event_id: int
+    off_hours: bool
+
+
+@dataclass(frozen=True)
+class Delivery:
+    channel: str
+    status: str  # pending | sent | dead
+    attempts: int
+    sent_at: datetime | None
+    error: str | None
+
+
+@dataclass(frozen=True)
+class AlertResponse:
+    """One alert's detection and delivery. The alert lifecycle (acknowledge, resolve, disposition) is not
+    recorded yet: those fields stay None, as "not recorded", never guessed."""
+
+    alert_id: str
+    rule_id: str
+    severity: str
+    title: str
+    source: str
+    event_time: datetime
+    detected_at: datetime
+    deliveries: list[Delivery]
+    acknowledged_at: datetime | None = None
+    resolved_at: datetime | None = None
+    disposition: str | None = None
+
+    @property
+    def delivered_at(self) -> datetime | None:
+        sent = [d.sent_at for d in self.deliveries if d.sent_at is not None]
+        return min(sent) if sent else None
+
+
+@dataclass(frozen=True)
+class DeliveryCount:
+    channel: str
+    status: str
+    count: int
+
+
+@dataclass(frozen=True)
+class Control:
+    framework: str  # SOC 2 | ISO 27001 | HIPAA
+    control: str  # CC6.2, A.8.15, 164.312(b), ...
+    title: str
+    status: str  # evidence | review | exception
+    summary: str
+    section: str  # the report section holding the evidence
+
+
+@dataclass(frozen=True)
+class Cover:
+    report_id: str
+    monitor_version: str
+    config_sha256: str  # of the effective config with secret values masked
+    rules_sha256: str  # of the rule files in rules.paths (name and content, in load order)
+    rule_files: int
+    sources: list[dict[str, Any]]  # name, base_url, workspace_id (configured scope)
+    workspaces: list[dict[str, Any]]  # source, workspace, events (seen in the month)
+
+
 @dataclass
 class Figures:
     period: Period
@@ -276,6 +412,21 @@ class Figures:
     days: list[DayCount] = field(default_factory=list)
     chain_head: str = ""  # the archive's hash-chain head when the report was made
     cap: int = DEFAULT_CAP
+    cover: Cover | None = None
+    controls: list[Control] = field(default_factory=list)
+    id_continuity: list[IdContinuity] = field(default_factory=list)
+    rejected: dict[str, int] = field(default_factory=dict)  # malformed entries refused, per source
+    integrity: Integrity | None = None
+    privileged: list[ChangeRow] = field(default_factory=list)  # capped
+    privileged_total: int = 0
+    first_admins: list[AlertRow] = field(default_factory=list)  # alerts of FIRST_ADMIN_RULE
+    changes: list[ChangeRow] = field(default_factory=list)  # capped
+    changes_total: int = 0
+    changes_off_hours: int = 0  # of the listed changes
+    responses: list[AlertResponse] = field(default_factory=list)  # capped like alerts
+    deliveries: list[DeliveryCount] = field(default_factory=list)
+    dead_letters: int = 0
+    monitor_alerts: list[AlertCount] = field(default_factory=list)  # the monitor's own health (monitor.*)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -294,6 +445,13 @@ class Figures:
     @property
     def sources_without_poll(self) -> list[SourceCoverage]:
         return [s for s in self.sources if not s.polled_in_month]
+
+    @property
+    def coverage_complete(self) -> bool:
+        """No gap, no coverage note, every source covered: the archive holds every event Xano served."""
+        return bool(self.sources) and not (
+            self.gaps_total or self.coverage_notes or self.sources_without_poll
+        )
 
 
 # --- calendars ---------------------------------------------------------------------------------------------
@@ -472,7 +630,191 @@ def compute_figures(
         for day, s, e in period.days()
     ]
     figures.chain_head = store.head_hash()
+    _evidence_figures(figures, store, config, period, by_type, calendar, cap)
     return figures
+
+
+def monitor_version() -> str:
+    try:
+        return importlib.metadata.version("xano-audit-monitor")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        return "dev"
+
+
+def config_digest(config: Config) -> str:
+    """sha256 of the effective config. Secret values are masked first (pydantic prints SecretStr as
+    '**********'): a hash of a short password could be brute-forced from the report."""
+    dumped = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(dumped.encode("utf-8")).hexdigest()
+
+
+def rules_digest(config: Config) -> tuple[str, int]:
+    """sha256 over the rule files the monitor loads (each file's name and bytes), and how many there are."""
+    digest = hashlib.sha256()
+    files = rule_files(config.rules.paths, ErrorSink())
+    for path in files:
+        digest.update(path.name.encode("utf-8") + b"\0" + hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest(), len(files)
+
+
+def _matching(by_type: Counter[str], wanted: frozenset[str]) -> list[str]:
+    # The archive's spellings of the wanted types (matched case-insensitively, as rules match).
+    return sorted(t for t in by_type if t.lower() in wanted)
+
+
+def _change_rows(
+    store: Store, period: Period, types: list[str], calendar: Calendar, cap: int
+) -> tuple[int, list[ChangeRow]]:
+    total, rows = store.events_of_types(_ms(period.start), _ms(period.end), types, cap)
+    out = []
+    for created_at, event_type, email, workspace, branch, msg, source, event_id in rows:
+        when = datetime.fromisoformat(created_at)
+        out.append(
+            ChangeRow(
+                when.astimezone(period.tz), event_type, email, workspace, branch, msg, source, event_id,
+                not calendar.contains(when),
+            )
+        )  # fmt: skip
+    return total, out
+
+
+def _evidence_figures(
+    figures: Figures,
+    store: Store,
+    config: Config,
+    period: Period,
+    by_type: Counter[str],
+    calendar: Calendar,
+    cap: int,
+) -> None:
+    """The evidence-pack sections: cover, integrity, continuity, privileged access, changes, response."""
+    start_ms, end_ms = _ms(period.start), _ms(period.end)
+    rules_sha, rule_count = rules_digest(config)
+    head = store.head()
+    report_id = hashlib.sha256(
+        f"{period.key}\0{period.tz.key}\0{format_timestamp(figures.generated_at)}\0{head[1]}".encode()
+    ).hexdigest()[:16]
+    figures.cover = Cover(
+        report_id=f"{period.key}-{report_id}",
+        monitor_version=monitor_version(),
+        config_sha256=config_digest(config),
+        rules_sha256=rules_sha,
+        rule_files=rule_count,
+        sources=[
+            {"name": s.name, "base_url": s.base_url, "workspace_id": s.workspace_id} for s in config.sources
+        ],
+        workspaces=[
+            {"source": source, "workspace": name, "events": count}
+            for source, name, count in store.workspaces_seen(start_ms, end_ms)
+        ],
+    )
+    figures.id_continuity = [IdContinuity(*row) for row in store.id_ranges(start_ms, end_ms)]
+    figures.rejected = store.rejected_counts(period.start, period.end)
+
+    verified = store.verify()
+    first_row, last_row = store.month_rows(start_ms, end_ms)
+    figures.integrity = Integrity(
+        head_at_start=ChainPoint(*store.chain_head_before(period.start)),
+        head_at_end=ChainPoint(*store.chain_head_before(period.end)),
+        head_at_report=ChainPoint(*head),
+        first_row=first_row,
+        last_row=last_row,
+        verify_ok=verified.ok,
+        verify_rows=verified.rows_checked,
+        verify_detail="" if verified.ok else _verify_detail(verified),
+    )
+
+    figures.privileged_total, figures.privileged = _change_rows(
+        store, period, _matching(by_type, _PRIVILEGED), calendar, cap
+    )
+    figures.changes_total, figures.changes = _change_rows(
+        store, period, _matching(by_type, _CHANGES), calendar, cap
+    )
+    figures.changes_off_hours = sum(1 for c in figures.changes if c.off_hours)
+    figures.first_admins = [a for a in _all_alerts(store, period, cap) if a.rule_id == FIRST_ADMIN_RULE]
+
+    responses: dict[str, AlertResponse] = {}
+    for (
+        alert_id, rule_id, severity, title, source, event_time, recorded_at, channel, status, attempts,
+        sent_at, error,
+    ) in store.alert_deliveries(period.start, period.end, cap):  # fmt: skip
+        response = responses.get(alert_id)
+        if response is None:
+            response = AlertResponse(
+                alert_id, rule_id, severity, title, source,
+                datetime.fromisoformat(event_time).astimezone(period.tz),
+                datetime.fromisoformat(recorded_at).astimezone(period.tz), [],
+            )  # fmt: skip
+            responses[alert_id] = response
+        if channel is not None:
+            response.deliveries.append(
+                Delivery(
+                    channel, status, int(attempts or 0),
+                    datetime.fromisoformat(sent_at).astimezone(period.tz) if sent_at else None, error,
+                )
+            )  # fmt: skip
+    figures.responses = list(responses.values())
+    figures.deliveries = [DeliveryCount(*row) for row in store.delivery_counts(period.start, period.end)]
+    figures.dead_letters = sum(d.count for d in figures.deliveries if d.status == "dead")
+    figures.monitor_alerts = [a for a in figures.alert_counts if a.rule_id.startswith("monitor.")]
+    figures.controls = _controls(figures)
+
+
+def _all_alerts(store: Store, period: Period, cap: int) -> list[AlertRow]:
+    seen: dict[str, AlertRow] = {}
+    for alert_id, rule_id, severity, title, source, event_time, *_ in store.alert_deliveries(
+        period.start, period.end, cap
+    ):
+        seen.setdefault(
+            alert_id,
+            AlertRow(
+                datetime.fromisoformat(event_time).astimezone(period.tz), severity, rule_id, title, source
+            ),
+        )
+    return list(seen.values())
+
+
+def _verify_detail(verified: VerifyResult) -> str:
+    where = f"row {verified.bad_seq}" if verified.bad_seq is not None else "the chain"
+    return f"{where}: {verified.reason or 'its hash does not match'}"
+
+
+def _controls(f: Figures) -> list[Control]:
+    """One line per control the report gives evidence for; status "exception" when the evidence shows a
+    problem the reviewer must account for, "review" when there is activity to sign off, else "evidence"."""
+    integrity_ok = f.integrity is not None and f.integrity.verify_ok
+    coverage = "evidence" if f.coverage_complete and integrity_ok else "exception"
+    coverage_text = (
+        "every source covered, no gaps, chain verified"
+        if coverage == "evidence"
+        else f"{f.gaps_total} gap(s), {len(f.coverage_notes)} coverage note(s), "
+        f"{len(f.sources_without_poll)} source(s) not covered, "
+        f"chain {'verified' if integrity_ok else 'FAILED'}"
+    )
+    access = "review" if f.privileged_total or f.first_admins else "evidence"
+    changes = "review" if f.changes_total else "evidence"
+    response = "exception" if f.dead_letters else ("review" if f.alerts_total else "evidence")
+    monitoring = f"{f.alerts_total} alert(s) from {len(f.alert_counts)} rule/severity pair(s)"
+    delivered = (
+        f"{f.dead_letters} dead letter(s)" if f.dead_letters else "every due alert delivered or pending"
+    )
+    return [
+        Control("SOC 2", "CC6.2", "Registration and authorisation of users", access,
+                f"{f.privileged_total} privileged-access change(s)", "privileged-access"),
+        Control("SOC 2", "CC6.3", "Role-based access changes", access,
+                f"{len(f.first_admins)} first-time admin action(s)", "privileged-access"),
+        Control("SOC 2", "CC7.2", "Monitoring for anomalies", coverage,
+                f"{monitoring}; {coverage_text}", "detection"),
+        Control("SOC 2", "CC7.3", "Evaluation of security events", response, delivered, "response"),
+        Control("SOC 2", "CC8.1", "Change management", changes,
+                f"{f.changes_total} change(s), {f.changes_off_hours} listed off-hours", "change-register"),
+        Control("ISO 27001", "A.8.15", "Logging", coverage, coverage_text, "coverage"),
+        Control("ISO 27001", "A.8.16", "Monitoring activities", response,
+                f"{monitoring}; {delivered}", "detection"),
+        Control("HIPAA", "164.312(b)", "Audit controls", coverage, coverage_text, "integrity"),
+        Control("HIPAA", "164.308(a)(1)(ii)(D)", "Information system activity review", "review",
+                "this report, reviewed and signed off below", "sign-off"),
+    ]  # fmt: skip
 
 
 def _alert_figures(figures: Figures, conn: Any, period: Period, cap: int) -> None:
