@@ -1,4 +1,7 @@
-"""The CSV evidence: every event of the month, in ``audit-monitor export``'s format (``write_csv``).
+"""The evidence pack: the CSV of every event of the month (``audit-monitor export``'s format), the JSON of
+every figure and table (``report_json``, schema in docs/report-schema.md), and the ``sha256sum`` manifest.
+
+The CSV: every event of the month, in ``audit-monitor export``'s format (``write_csv``).
 
 Parsing each archived entry and formatting its row costs some 25 microseconds of Python per event, so a
 month of a million events takes half a minute in one process. Large months are therefore cut into
@@ -9,17 +12,27 @@ is byte for byte what a single ``write_csv`` would write.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import multiprocessing
 import os
 import shutil
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from monitor.export import write_csv
+from monitor.anchors import ChainAnchor
+from monitor.events import format_timestamp
+from monitor.export import CSV_COLUMNS, write_csv
+from monitor.report.figures import Figures
 from monitor.store import Store
+
+SCHEMA = "xano-audit-monitor/compliance-report"
+SCHEMA_VERSION = 1
 
 # Below this many events one process is done before a worker would have started (~1 s to spawn).
 PARALLEL_MIN_EVENTS = 200_000
@@ -108,3 +121,131 @@ def write_month_csv(
     finally:
         for path in part_paths:
             path.unlink(missing_ok=True)
+
+
+# --- digests and the manifest ------------------------------------------------------------------------------
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_text(paths: Sequence[Path]) -> str:
+    """``sha256sum``'s own format ("<hex>  <name>", two spaces: binary-safe text mode), names relative to the
+    folder, so ``sha256sum -c`` run in the report folder checks every file."""
+    return "".join(f"{sha256_file(path)}  {path.name}\n" for path in paths)
+
+
+# --- the JSON ----------------------------------------------------------------------------------------------
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, datetimes and dates as JSON values: instants as ISO 8601 with their offset."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _utc(instant: datetime | None) -> str | None:
+    return format_timestamp(instant) if instant is not None else None
+
+
+def _listed(rows: Sequence[Any], total: int) -> dict[str, Any]:
+    return {"total": total, "listed": len(rows), "rows": _plain(list(rows))}
+
+
+def report_json(
+    figures: Figures, *, csv_name: str, csv_rows: int, csv_sha256: str, anchor: ChainAnchor
+) -> dict[str, Any]:
+    """Every figure and table of the report as one JSON document (docs/report-schema.md)."""
+    period, f = figures.period, figures
+    integrity = f.integrity
+    responses = []
+    for r in f.responses:
+        item = _plain(r)
+        item["delivered_at"] = _plain(r.delivered_at)
+        # The alert lifecycle is not recorded yet: these stay null ("not recorded"), never estimated.
+        item.update(mtta_seconds=None, mttr_seconds=None, open=None, silenced=None)
+        responses.append(item)
+    return {
+        "schema": SCHEMA,
+        "schema_version": SCHEMA_VERSION,
+        "report_id": f.cover.report_id if f.cover else None,
+        "period": {
+            "key": period.key,
+            "label": period.label,
+            "timezone": period.tz.key,
+            "start_utc": _utc(period.start),
+            "end_utc": _utc(period.end),
+            "start_local": period.start.astimezone(period.tz).isoformat(),
+            "end_local": period.end.astimezone(period.tz).isoformat(),
+            "hours": period.hours,
+            "complete": f.complete,
+        },
+        "generated_at": _utc(f.generated_at),
+        "cover": _plain(f.cover),
+        "controls": _plain(f.controls),
+        "summary": {
+            "events": f.total,
+            "security_critical": f.critical_total,
+            "alerts": f.alerts_total,
+            "throttled": f.throttled_total,
+            "off_hours": f.off_hours_total,
+            "active_users": f.active_users,
+        },
+        "coverage": {
+            "complete": f.coverage_complete,
+            "sources": _plain(f.sources),
+            "gaps": _listed(f.gaps, f.gaps_total),
+            "notes": list(f.coverage_notes),
+            "id_continuity": [{**_plain(c), "unseen": c.unseen} for c in f.id_continuity],
+            "rejected": dict(f.rejected),
+            # Not recorded by this release: null, not zero.
+            "poll_success_rate": None,
+            "reconciliation": None,
+        },
+        "integrity": {
+            **(_plain(integrity) if integrity else {}),
+            "anchor": json.loads(anchor.to_json()),
+            "files": {csv_name: csv_sha256},
+        },
+        "privileged_access": {
+            "changes": _listed(f.privileged, f.privileged_total),
+            "first_admins": _plain(f.first_admins),
+        },
+        "change_register": {**_listed(f.changes, f.changes_total), "off_hours_listed": f.changes_off_hours},
+        "detection": {
+            "alerts_total": f.alerts_total,
+            "throttled_total": f.throttled_total,
+            "by_rule": _plain(f.alert_counts),
+            "alerts": _listed(f.alerts, f.alerts_total),
+        },
+        "response": {
+            "alerts": {"total": f.alerts_total, "listed": len(responses), "rows": responses},
+            "deliveries": _plain(f.deliveries),
+            "dead_letters": f.dead_letters,
+        },
+        "health": {"monitor_alerts": _plain(f.monitor_alerts)},
+        "activity": {
+            "categories": _plain(f.categories),
+            "types": _plain(f.types),
+            "users": _listed(f.users, f.users_total),
+            "off_hours_calendar": f.calendar,
+            "days": _plain(f.days),
+            "security_critical": _listed(f.critical, f.critical_total),
+        },
+        "evidence": {"csv": {"file": csv_name, "rows": csv_rows, "columns": list(CSV_COLUMNS)}},
+        "sign_off": {"name": None, "date": None, "decision": None},
+    }

@@ -9,6 +9,8 @@ image library, and is never blocked as "remote content".
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -19,14 +21,20 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 
+from monitor.anchors import take_anchor
 from monitor.config import Config
 from monitor.display import safe_output, safe_text
 from monitor.engine.calendars import Calendar
 from monitor.export import CSV_COLUMNS
-from monitor.report.evidence import PARALLEL_MIN_EVENTS, write_month_csv
+from monitor.report.evidence import (
+    PARALLEL_MIN_EVENTS,
+    manifest_text,
+    report_json,
+    sha256_file,
+    write_month_csv,
+)
 from monitor.report.figures import (
     CATEGORIES,
-    DEFAULT_CAP,
     Figures,
     Period,
     business_calendar,
@@ -59,6 +67,13 @@ SEVERITY_COLOURS = {
     "low": "#2563eb",
     "info": "#64748b",
 }
+# Rows of each long list in the HTML and text body: with them, the email stays far below Gmail's ~102 KB
+# clipping point whatever the month holds. The JSON lists up to TABLE_ROWS, the CSV every event.
+BODY_ROWS = 20
+TABLE_ROWS = 10_000
+# Gmail clips a message body above ~102 KB and hides the rest (the evidence at the end): the HTML stays below
+# this, with fewer rows per list if long event text makes the default too big.
+HTML_BODY_LIMIT = 100_000
 DAY_CHART_HEIGHT = 140  # px of the tallest day bar
 TEXT_BAR_WIDTH = 40  # characters of the longest bar in the text version
 
@@ -69,11 +84,16 @@ class ReportError(Exception):
 
 @dataclass(frozen=True)
 class Evidence:
-    """Where the reader finds the CSV: beside the report, attached, compressed, or only on the host."""
+    """Where the reader finds the CSV: beside the report, attached, compressed, or only on the host; and
+    the sha256 of the files written before the HTML and text (the CSV, JSON and anchor)."""
 
     filename: str
     rows: int
     note: str
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    json_name: str = ""
+    manifest_name: str = ""
+    anchor_name: str = ""
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,26 @@ class ReportFiles:
     csv: Path
     figures: Figures
     rows: int
+    json: Path | None = None
+    anchor: Path | None = None
+    manifest: Path | None = None
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> sha256
+
+    @property
+    def evidence(self) -> Evidence:
+        """The evidence as written beside the report (the email says where its copy went instead)."""
+        return self.evidence_at("in the CSV file beside this report")
+
+    def evidence_at(self, note: str) -> Evidence:
+        return Evidence(
+            self.csv.name,
+            self.rows,
+            note,
+            dict(self.digests),
+            self.json.name if self.json else "",
+            self.manifest.name if self.manifest else "",
+            self.anchor.name if self.anchor else "",
+        )
 
 
 def report_basename(period: Period) -> str:
@@ -185,20 +225,41 @@ def _context(figures: Figures, evidence: Evidence) -> dict[str, Any]:
         "day_bars": day_bars,
         "day_peak": peak,
         "day_chart_height": DAY_CHART_HEIGHT,
-        # Equal columns, zero days included: 660 px of the 704 px content width (the rest labels the axis).
-        "day_column_width": 660 // max(1, len(day_bars)),
         "category_bars": category_bars,
         "csv_columns": CSV_COLUMNS,
     }
 
 
-def render(figures: Figures, evidence: Evidence) -> RenderedReport:
+def body_figures(figures: Figures, rows: int) -> Figures:
+    """The figures with each long list cut to ``rows`` (the totals stay whole, so the body says how many
+    more the attachments hold)."""
+    return dataclasses.replace(
+        figures,
+        critical=figures.critical[:rows],
+        users=figures.users[:rows],
+        alerts=figures.alerts[:rows],
+        gaps=figures.gaps[:rows],
+        privileged=figures.privileged[:rows],
+        changes=figures.changes[:rows],
+        responses=figures.responses[:rows],
+        first_admins=figures.first_admins[:rows],
+        types=figures.types[:rows],
+        cap=rows,
+    )
+
+
+def render(figures: Figures, evidence: Evidence, rows: int = BODY_ROWS) -> RenderedReport:
     env = environment()
-    context = _context(figures, evidence)
+    while True:
+        context = _context(body_figures(figures, rows), evidence)
+        html = env.get_template("report.html.j2").render(context)
+        if len(html.encode("utf-8")) <= HTML_BODY_LIMIT or rows <= 1:
+            break
+        rows //= 2  # the lists say how many more rows the attachments hold
     subject = env.get_template("report_subject.txt.j2").render(context)
     return RenderedReport(
         subject=" ".join(subject.split()),  # one line: a header can never be split by event text
-        html=env.get_template("report.html.j2").render(context),
+        html=html,
         text=env.get_template("report.txt.j2").render(context),
     )
 
@@ -243,17 +304,21 @@ def build_report(
     *,
     now: datetime,
     calendars: dict[str, Calendar] | None = None,
-    cap: int = DEFAULT_CAP,
+    cap: int = BODY_ROWS,
     parallel_min_events: int = PARALLEL_MIN_EVENTS,
 ) -> ReportFiles:
-    """Compute the figures, write the CSV of every event, render HTML and text into ``out_dir``."""
+    """Compute the figures and write the evidence pack into ``out_dir``: the CSV of every event, the JSON of
+    every figure and table, the chain anchor, the HTML and text (lists cut to ``cap`` rows), and the
+    ``sha256sum`` manifest of them all."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"{out}: cannot create the report folder: {exc.strerror}") from None
     base = report_basename(period)
-    paths = (out / f"{base}.html", out / f"{base}.txt", out / f"{base}.csv")
+    html_path, text_path, csv_path = out / f"{base}.html", out / f"{base}.txt", out / f"{base}.csv"
+    json_path, anchor_path = out / f"{base}.json", out / f"{base}.anchor.json"
+    manifest_path = out / f"{base}.sha256"
     calendar, origin = business_calendar(config, calendars)
     rows = 0
 
@@ -273,22 +338,51 @@ def build_report(
     try:
         with _read_snapshot(store):
             figures = compute_figures(
-                store, config, period, now=now, calendar=calendar, calendar_origin=origin, cap=cap
+                store,
+                config,
+                period,
+                now=now,
+                calendar=calendar,
+                calendar_origin=origin,
+                cap=max(cap, TABLE_ROWS),
             )
-            atomic_write(paths[2], write_events)
+            # The head the figures were computed on: `verify --anchor` checks later that it is still there.
+            anchor = take_anchor(store, now)
+            atomic_write(csv_path, write_events)
     except OSError as exc:
-        raise ReportError(f"{paths[2]}: cannot write the CSV: {exc.strerror}") from None
+        raise ReportError(f"{csv_path}: cannot write the CSV: {exc.strerror}") from None
     if rows != figures.total:
         # One snapshot and one range: a difference means events of the month were archived meanwhile by
         # another process (CSV workers read their own snapshot) or the range logic broke. Never send it.
         raise ReportError(
-            f"{paths[2]}: {rows} CSV rows but the figures count {figures.total} events "
+            f"{csv_path}: {rows} CSV rows but the figures count {figures.total} events "
             "(the archive changed while the report was written; it is retried)"
         )
-    rendered = render(figures, Evidence(paths[2].name, rows, "in the CSV file beside this report"))
     try:
-        atomic_write(paths[0], lambda handle: handle.write(rendered.html))
-        atomic_write(paths[1], lambda handle: handle.write(rendered.text))
+        digests = {csv_path.name: sha256_file(csv_path)}
+        document = report_json(
+            figures, csv_name=csv_path.name, csv_rows=rows, csv_sha256=digests[csv_path.name], anchor=anchor
+        )
+        atomic_write(json_path, lambda handle: json.dump(document, handle, ensure_ascii=False, indent=1))
+        atomic_write(anchor_path, lambda handle: handle.write(anchor.to_json() + "\n"))
+        digests.update({p.name: sha256_file(p) for p in (json_path, anchor_path)})
+        files = ReportFiles(
+            period,
+            html_path,
+            text_path,
+            csv_path,
+            figures,
+            rows,
+            json_path,
+            anchor_path,
+            manifest_path,
+            digests,
+        )
+        rendered = render(figures, files.evidence, cap)
+        atomic_write(html_path, lambda handle: handle.write(rendered.html))
+        atomic_write(text_path, lambda handle: handle.write(rendered.text))
+        listed = [html_path, text_path, csv_path, json_path, anchor_path]
+        atomic_write(manifest_path, lambda handle: handle.write(manifest_text(listed)))
     except OSError as exc:
         raise ReportError(f"{out}: cannot write the report: {exc.strerror}") from None
-    return ReportFiles(period, paths[0], paths[1], paths[2], figures, rows)
+    return files

@@ -137,8 +137,11 @@ def test_a_large_month_is_written_by_worker_processes_byte_for_byte(
     assert parallel.rows == IN_MONTH
     assert parallel.csv.read_bytes() == single.csv.read_bytes()
     assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == [
+        "compliance-report-2026-03.anchor.json",
         "compliance-report-2026-03.csv",
         "compliance-report-2026-03.html",
+        "compliance-report-2026-03.json",
+        "compliance-report-2026-03.sha256",
         "compliance-report-2026-03.txt",
     ]  # no part files left behind
 
