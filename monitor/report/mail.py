@@ -1,4 +1,5 @@
-"""Emailing the monthly report: HTML + text alternatives with the CSV evidence attached.
+"""Emailing the monthly report: HTML + text alternatives with the CSV evidence attached, and the JSON, the
+chain anchor and the sha256 manifest beside it (``sha256sum -c --ignore-missing`` checks what was attached).
 
 SMTP itself is the alert email channel's (``monitor.alerts.email.EmailChannel``): the same verifying TLS,
 timeouts, login and error classification, with ``alerts.email.smtp`` and ``alerts.email.from``; only the
@@ -20,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.alerts.email import EmailChannel, message_id, set_headers
 from monitor.config import Config, EmailConfig
-from monitor.report.render import Evidence, ReportFiles, render
+from monitor.report.render import ReportFiles, render
 
 # Most mail servers refuse messages above 10-25 MB, and base64 adds a third: attach at most this much.
 ATTACHMENT_LIMIT = 10 * 1024 * 1024
@@ -76,6 +77,25 @@ def choose_attachment(csv_path: Path, limit: int = ATTACHMENT_LIMIT) -> tuple[At
     )
 
 
+# The rest of the evidence pack, after the CSV: (ReportFiles attribute, MIME type).
+PACK_ATTACHMENTS = (
+    ("json", "application", "json"),
+    ("anchor", "application", "json"),
+    ("manifest", "text", "plain"),
+)
+
+
+def pack_attachments(files: ReportFiles, limit: int = ATTACHMENT_LIMIT) -> list[Attachment]:
+    """The JSON, the anchor and the manifest that exist and fit under ``limit`` (the JSON's lists are
+    capped, so it stays far below a mail server's limit; the manifest and anchor are a few hundred bytes)."""
+    out = []
+    for name, maintype, subtype in PACK_ATTACHMENTS:
+        path: Path | None = getattr(files, name)
+        if path is not None and path.exists() and path.stat().st_size <= limit:
+            out.append(Attachment(path, path.name, maintype, subtype))
+    return out
+
+
 def build_report_email(
     files: ReportFiles, config: Config, *, now: datetime, limit: int = ATTACHMENT_LIMIT
 ) -> EmailMessage:
@@ -83,7 +103,7 @@ def build_report_email(
     if email is None:
         raise ReportSendError("report.to is set but alerts.email (smtp, from) is not configured")
     attachment, where = choose_attachment(files.csv, limit)
-    rendered = render(files.figures, Evidence(files.csv.name, files.rows, where))
+    rendered = render(files.figures, files.evidence_at(where))
     message = EmailMessage()
     # The alert mail's headers, Message-ID and Date form: one place for both.
     set_headers(
@@ -97,15 +117,16 @@ def build_report_email(
     message["X-Audit-Monitor-Report"] = files.period.key
     message.set_content(rendered.text)
     message.add_alternative(rendered.html, subtype="html")
-    if attachment is not None:
-        # The CSV goes as its own bytes (base64), so its CRLF rows survive; the charset tells mail clients
-        # how to show it (without one many guess Windows-1252 and garble every non-ASCII name).
-        params = {"charset": "utf-8"} if attachment.maintype == "text" else None
+    attached = [attachment] if attachment is not None else []
+    for item in attached + pack_attachments(files, limit):
+        # Each file goes as its own bytes (base64), so the CSV's CRLF rows survive; a text file's charset
+        # tells mail clients how to show it (without one many guess Windows-1252 and garble non-ASCII names).
+        params = {"charset": "utf-8"} if item.maintype == "text" else None
         message.add_attachment(
-            attachment.path.read_bytes(),
-            maintype=attachment.maintype,
-            subtype=attachment.subtype,
-            filename=attachment.filename,
+            item.path.read_bytes(),
+            maintype=item.maintype,
+            subtype=item.subtype,
+            filename=item.filename,
             params=params,
         )
     return message

@@ -14,7 +14,7 @@ from aiosmtpd.controller import Controller
 from report_data import IN_MONTH, Mailbox, fill_fixture, fixture_config, free_port, mail_config, utc
 
 from monitor.alerts.email import message_id_for
-from monitor.report import Period, build_report, build_report_email
+from monitor.report import Period, build_report, build_report_email, produce_report
 from monitor.report.mail import report_message_id, send_report_email
 from monitor.report.schedule import ReportScheduler, get_claim
 from monitor.store import Store
@@ -59,7 +59,12 @@ def test_scheduled_report_arrives_with_html_text_and_the_csv(tmp_path: Path, mai
     assert message["Message-ID"] == report_message_id(config, "2026-03") == run.detail
     assert message["Auto-Submitted"] == "auto-generated"
     assert message.get_content_type() == "multipart/mixed"
-    body, attachment = message.iter_parts()
+    body, attachment, *pack = message.iter_parts()
+    assert [(p.get_filename(), p.get_content_type()) for p in pack] == [
+        ("compliance-report-2026-03.json", "application/json"),
+        ("compliance-report-2026-03.anchor.json", "application/json"),
+        ("compliance-report-2026-03.sha256", "text/plain"),
+    ]
     assert body.get_content_type() == "multipart/alternative"
     assert [p.get_content_type() for p in body.iter_parts()] == ["text/plain", "text/html"]
     text = body.get_body(preferencelist=("plain",)).get_content()
@@ -89,7 +94,7 @@ def test_a_csv_too_big_to_attach_is_compressed_or_left_on_the_host(tmp_path: Pat
     size = files.csv.stat().st_size
 
     compressed = build_report_email(files, config, now=now, limit=size - 1)
-    [_, attachment] = compressed.iter_parts()
+    [_, attachment, *_] = compressed.iter_parts()
     assert attachment.get_content_type() == "application/gzip"
     assert attachment.get_filename() == "compliance-report-2026-03.csv.gz"
     assert gzip.decompress(attachment.get_payload(decode=True)) == files.csv.read_bytes()
@@ -146,3 +151,40 @@ def test_non_ascii_names_in_report_to_reach_a_server_without_smtputf8(tmp_path: 
     assert message["Message-ID"] == sent_id == report_message_id(config, "2026-03")
     assert sent_id.endswith("@corp.io>") and message_id_for("x", "monitor@corp.io") == "<x@corp.io>"
     assert message["Date"] == "Thu, 02 Apr 2026 00:00:00 +0000"
+
+
+def test_the_message_parses_under_the_strict_policy_with_every_file_checkable(
+    tmp_path: Path, mailbox: Mailbox
+) -> None:
+    """Through the real SMTP server, parsed with raise_on_defect: charsets, filenames, Message-ID; and the
+    attached files match the manifest's sha256 lines (what `sha256sum -c --ignore-missing` checks)."""
+    import hashlib
+
+    config = mail_config(tmp_path, mailbox)
+    clock = Clock("2026-04-02T08:00:00Z")
+    with Store.open(config.state.path) as store:
+        fill_fixture(store)
+        run = produce_report(store, config, Period.parse("2026-03", config.tz), tmp_path / "out",
+                             now=clock.now, send=True)  # fmt: skip
+    assert run.outcome == "sent"
+    [envelope] = mailbox.messages
+    message = message_from_bytes(envelope.original_content, policy=policy.strict)
+    assert isinstance(message, EmailMessage)
+    assert message["Message-ID"] == report_message_id(config, "2026-03")
+    body = message.get_body(preferencelist=("html",))
+    assert body is not None and body.get_content_charset() == "utf-8"
+    files = {part.get_filename(): part.get_payload(decode=True) for part in message.iter_attachments()}
+    assert set(files) == {
+        "compliance-report-2026-03.csv",
+        "compliance-report-2026-03.json",
+        "compliance-report-2026-03.anchor.json",
+        "compliance-report-2026-03.sha256",
+    }
+    manifest = dict(
+        reversed(line.split("  ", 1))
+        for line in files.pop("compliance-report-2026-03.sha256").decode().splitlines()
+    )
+    for name, data in files.items():
+        assert hashlib.sha256(data).hexdigest() == manifest[name], name
+    html = body.get_content()
+    assert "in the attached CSV" in html and "sha256sum -c compliance-report-2026-03.sha256" in html
