@@ -512,6 +512,7 @@ class ReportConfig(_Strict):
     schedule: str = "0 8 1 * *"  # cron in the configured timezone; the report covers the month before
     to: list[Mailbox] = Field(default_factory=list)  # empty: the report is written to out_dir, not emailed
     out_dir: str = "./data/reports"
+    pdf: bool = False  # also write compliance-report-YYYY-MM.pdf (WeasyPrint and its system libraries)
 
     @field_validator("schedule")
     @classmethod

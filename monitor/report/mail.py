@@ -82,6 +82,7 @@ PACK_ATTACHMENTS = (
     ("json", "application", "json"),
     ("anchor", "application", "json"),
     ("manifest", "text", "plain"),
+    ("pdf", "application", "pdf"),  # with report.pdf
 )
 
 

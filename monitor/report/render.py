@@ -115,6 +115,7 @@ class ReportFiles:
     anchor: Path | None = None
     manifest: Path | None = None
     digests: dict[str, str] = dataclasses.field(default_factory=dict)  # file name -> sha256
+    pdf: Path | None = None
 
     @property
     def evidence(self) -> Evidence:
@@ -296,6 +297,22 @@ def atomic_write(path: Path, write: Callable[[TextIO], object]) -> None:
         raise
 
 
+def write_pdf(html: str, path: Path) -> None:
+    """The HTML as a PDF through WeasyPrint, imported only when ``report.pdf`` asks for it: it loads Pango
+    through cffi, and a machine without the libraries must still write every other file."""
+    try:
+        import weasyprint
+    except (ImportError, OSError) as exc:
+        raise ReportError(
+            f"report.pdf is true but WeasyPrint cannot load ({type(exc).__name__}: {exc}); install it with "
+            "pip install weasyprint and its libraries with apt-get install libpango-1.0-0 libpangoft2-1.0-0 "
+            "libharfbuzz-subset0"
+        ) from None
+    data = weasyprint.HTML(string=html).write_pdf()
+    assert data is not None  # write_pdf returns the bytes when no target is given
+    atomic_write(path, lambda handle: handle.buffer.write(data))  # bytes, through the text file's buffer
+
+
 def build_report(
     store: Store,
     config: Config,
@@ -382,6 +399,11 @@ def build_report(
         atomic_write(html_path, lambda handle: handle.write(rendered.html))
         atomic_write(text_path, lambda handle: handle.write(rendered.text))
         listed = [html_path, text_path, csv_path, json_path, anchor_path]
+        if config.report.pdf:
+            pdf_path = out / f"{base}.pdf"
+            write_pdf(rendered.html, pdf_path)
+            files = dataclasses.replace(files, pdf=pdf_path)
+            listed.append(pdf_path)
         atomic_write(manifest_path, lambda handle: handle.write(manifest_text(listed)))
     except OSError as exc:
         raise ReportError(f"{out}: cannot write the report: {exc.strerror}") from None
