@@ -14,7 +14,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -527,8 +527,12 @@ def compute_figures(
     calendar: Calendar | None = None,
     calendar_origin: str | None = None,
     cap: int = DEFAULT_CAP,
+    verify: bool = True,
 ) -> Figures:
-    """All figures of ``period``. Call inside one read snapshot so they agree with the CSV."""
+    """All figures of ``period``. Call inside one read snapshot so they agree with the CSV.
+
+    ``verify=False`` leaves the chain walk to the caller, who runs it elsewhere meanwhile (it reads the whole
+    archive: half the report's time at a million events) and must then call ``apply_verify``."""
     if calendar is None:
         calendar, calendar_origin = business_calendar(config)
     figures = Figures(period=period, generated_at=now, cap=cap)
@@ -631,7 +635,21 @@ def compute_figures(
     ]
     figures.chain_head = store.head_hash()
     _evidence_figures(figures, store, config, period, by_type, calendar, cap)
+    if verify:
+        apply_verify(figures, store.verify())
     return figures
+
+
+def apply_verify(figures: Figures, verified: VerifyResult) -> None:
+    """Record the chain walk's result in the integrity section, and the controls that depend on it."""
+    assert figures.integrity is not None
+    figures.integrity = replace(
+        figures.integrity,
+        verify_ok=verified.ok,
+        verify_rows=verified.rows_checked,
+        verify_detail="" if verified.ok else _verify_detail(verified),
+    )
+    figures.controls = _controls(figures)
 
 
 def monitor_version() -> str:
@@ -711,7 +729,6 @@ def _evidence_figures(
     figures.id_continuity = [IdContinuity(*row) for row in store.id_ranges(start_ms, end_ms)]
     figures.rejected = store.rejected_counts(period.start, period.end)
 
-    verified = store.verify()
     first_row, last_row = store.month_rows(start_ms, end_ms)
     figures.integrity = Integrity(
         head_at_start=ChainPoint(*store.chain_head_before(period.start)),
@@ -719,9 +736,9 @@ def _evidence_figures(
         head_at_report=ChainPoint(*head),
         first_row=first_row,
         last_row=last_row,
-        verify_ok=verified.ok,
-        verify_rows=verified.rows_checked,
-        verify_detail="" if verified.ok else _verify_detail(verified),
+        verify_ok=False,  # until apply_verify: never claimed without the walk
+        verify_rows=0,
+        verify_detail="not verified",
     )
 
     figures.privileged_total, figures.privileged = _change_rows(

@@ -31,12 +31,14 @@ from monitor.report.evidence import (
     manifest_text,
     report_json,
     sha256_file,
+    start_verify,
     write_month_csv,
 )
 from monitor.report.figures import (
     CATEGORIES,
     Figures,
     Period,
+    apply_verify,
     business_calendar,
     compute_figures,
 )
@@ -352,6 +354,7 @@ def build_report(
             parallel_min_events=parallel_min_events,
         )
 
+    walk = start_verify(store, parallel_min_events)
     try:
         with _read_snapshot(store):
             figures = compute_figures(
@@ -362,12 +365,15 @@ def build_report(
                 calendar=calendar,
                 calendar_origin=origin,
                 cap=max(cap, TABLE_ROWS),
+                verify=walk is None,
             )
             # The head the figures were computed on: `verify --anchor` checks later that it is still there.
             anchor = take_anchor(store, now)
             atomic_write(csv_path, write_events)
     except OSError as exc:
         raise ReportError(f"{csv_path}: cannot write the CSV: {exc.strerror}") from None
+    if walk is not None:
+        apply_verify(figures, walk.result())
     if rows != figures.total:
         # One snapshot and one range: a difference means events of the month were archived meanwhile by
         # another process (CSV workers read their own snapshot) or the range logic broke. Never send it.

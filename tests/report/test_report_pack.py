@@ -87,3 +87,26 @@ def test_the_anchor_beside_the_report_is_checked_by_verify(
             "DELETE FROM events WHERE seq = 17"
         )  # rows cut from the end, outside the store API
     assert not check_anchor(store, anchor).ok
+
+
+def test_the_chain_walk_in_a_worker_process_reports_a_broken_chain(
+    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large archive is walked by a spawned process while the CSV is written; its verdict must still
+    reach the integrity section, the controls, and the JSON."""
+    from monitor.report import evidence
+
+    monkeypatch.setattr(evidence, "available_cpus", lambda: 2)
+    period = Period.parse("2026-03", config.tz)
+    clean = build_report(store, config, period, tmp_path / "clean", now=NOW, parallel_min_events=1)
+    assert clean.figures.integrity is not None and clean.figures.integrity.verify_ok
+    assert clean.figures.integrity.verify_rows == 17
+    with store.transaction():
+        store.conn.execute("UPDATE events SET msg = 'edited' WHERE seq = 5")  # outside the store API
+    files = build_report(store, config, period, tmp_path / "bad", now=NOW, parallel_min_events=1)
+    integrity = files.figures.integrity
+    assert integrity is not None and not integrity.verify_ok and integrity.verify_detail.startswith("row 5")
+    assert {c.control: c.status for c in files.figures.controls}["164.312(b)"] == "exception"
+    assert files.json is not None
+    assert json.loads(files.json.read_text(encoding="utf-8"))["integrity"]["verify_ok"] is False
+    assert "does not verify" in files.html.read_text(encoding="utf-8")
