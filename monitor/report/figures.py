@@ -19,6 +19,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from pydantic import SecretStr
+
 from monitor.alerts.model import severity_rank
 from monitor.config import Config
 from monitor.engine.calendars import Calendar, build_calendar
@@ -660,10 +662,18 @@ def monitor_version() -> str:
 
 
 def config_digest(config: Config) -> str:
-    """sha256 of the effective config. Secret values are masked first (pydantic prints SecretStr as
-    '**********'): a hash of a short password could be brute-forced from the report."""
-    dumped = json.dumps(config.model_dump(mode="json", by_alias=True), sort_keys=True, ensure_ascii=False)
+    """sha256 of the effective config. Secret values are masked first: a hash of a short password could be
+    brute-forced from the report (and a secret whose variable is unset is never read)."""
+    dumped = json.dumps(
+        config.model_dump(mode="python", by_alias=True), sort_keys=True, ensure_ascii=False, default=_masked
+    )
     return hashlib.sha256(dumped.encode("utf-8")).hexdigest()
+
+
+def _masked(value: Any) -> str:
+    # json.dumps calls this for what it cannot spell: secrets become a fixed mask, the rest (durations,
+    # paths, addresses) their text.
+    return "<secret>" if isinstance(value, SecretStr) else str(value)
 
 
 def rules_digest(config: Config) -> tuple[str, int]:
