@@ -513,6 +513,7 @@ class ReportConfig(_Strict):
     to: list[Mailbox] = Field(default_factory=list)  # empty: the report is written to out_dir, not emailed
     out_dir: str = "./data/reports"
     pdf: bool = False  # also write compliance-report-YYYY-MM.pdf (WeasyPrint and its system libraries)
+    csv_bom: bool = False  # start the CSV with a UTF-8 byte-order mark: Excel then reads it as UTF-8
 
     @field_validator("schedule")
     @classmethod

@@ -343,6 +343,8 @@ def build_report(
 
     def write_events(handle: TextIO) -> None:
         nonlocal rows
+        if config.report.csv_bom:
+            handle.write("\ufeff")  # Excel opens a CSV as UTF-8 only after a byte-order mark
         rows = write_month_csv(
             store,
             period.start,

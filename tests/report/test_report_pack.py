@@ -110,3 +110,18 @@ def test_the_chain_walk_in_a_worker_process_reports_a_broken_chain(
     assert files.json is not None
     assert json.loads(files.json.read_text(encoding="utf-8"))["integrity"]["verify_ok"] is False
     assert "does not verify" in files.html.read_text(encoding="utf-8")
+
+
+def test_csv_bom_for_excel_keeps_the_rows_and_the_manifest(store: Store, tmp_path: Path) -> None:
+    from report_data import fixture_config
+
+    config = fixture_config(tmp_path, report={"out_dir": str(tmp_path / "r"), "csv_bom": True})
+    files = build_report(store, config, Period.parse("2026-03", config.tz), tmp_path / "out", now=NOW)
+    data = files.csv.read_bytes()
+    assert data.startswith(b"\xef\xbb\xbfsource,id,created_at")  # Excel reads UTF-8 only after a BOM
+    assert data.count(b"\xef\xbb\xbf") == 1
+    plain = build_report(
+        store, fixture_config(tmp_path), Period.parse("2026-03", config.tz), tmp_path / "p", now=NOW
+    )
+    assert data[3:] == plain.csv.read_bytes() and files.rows == IN_MONTH
+    assert files.manifest is not None and files.digests[files.csv.name] in files.manifest.read_text()
