@@ -35,6 +35,7 @@ from monitor.report import Period, ReportError, ReportSendError, produce_report
 from monitor.server import ServerError
 from monitor.status import render_status_data, status_data
 from monitor.store import Store, StoreError
+from monitor.store.files import ArchiveLocked
 
 
 @click.group(
@@ -59,13 +60,6 @@ def cli(ctx: click.Context, config_path: str | None) -> None:
     compliance report.
     """
     ctx.obj = CliContext(config_path)
-
-
-def _open_store(config: Config, *, readonly: bool = False) -> Store:
-    try:
-        return Store.open(config.state.path, readonly=readonly)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
 
 
 def _check_channel(channel: str | None, config: Config, store: Store) -> None:
@@ -107,6 +101,8 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
         )
     ctx.require_secrets(config)
     setup_logging(log_level, log_format=config.log_format, secrets=config_secrets(config))
+    # Held until the process exits (also through sys.exit below): one writer per archive.
+    writer_lock = ctx.writer_lock()
     monitor = _build_monitor(config)
     if once:
         try:
@@ -128,6 +124,8 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
     except ServerError as exc:
         monitor.close()
         fail(f"configuration error: {ctx.config_path or './audit-monitor.yaml'}: {exc}", EXIT_USAGE)
+    finally:
+        writer_lock.release()
 
 
 def _build_monitor(config: Config) -> Monitor:
@@ -145,7 +143,7 @@ def _build_monitor(config: Config) -> Monitor:
 def status(ctx: CliContext, as_json: bool) -> None:
     """Per source: cursor, last success, last error, lag, archived; outbox, dead letters, archive size."""
     config = ctx.config()
-    with _open_store(config) as store:
+    with ctx.open_archive() as store:
         data = status_data(store, config, datetime.now(UTC))
     click.echo(json.dumps(data, indent=2) if as_json else render_status_data(data, config.tz))
 
@@ -164,7 +162,7 @@ def export(ctx: CliContext, since: str, until: str, fmt: str, out: str | None, s
     config = ctx.config()
     start, end = date_range(config, since, until)
     writer = write_csv if fmt == "csv" else write_jsonl
-    with _open_store(config) as store:
+    with ctx.open_archive() as store:
         if source is not None:
             # Sources of the config, and any the archive still holds from an earlier config.
             known = dict.fromkeys([*(s.name for s in config.sources), *(c.source for c in store.cursors())])
@@ -214,7 +212,8 @@ def report(ctx: CliContext, month: str, out: str | None, send: bool) -> None:
         fail("configuration error: report.to: no recipients to send the report to", EXIT_USAGE)
     if send:
         ctx.require_secrets(config.alerts.email)
-    with _open_store(config) as store:
+    # Only --send writes (one row: the month recorded as sent, a claim made for two processes at once).
+    with ctx.open_archive(write=send) as store:
         try:
             result = produce_report(
                 store,
@@ -269,8 +268,7 @@ def verify(ctx: CliContext, anchor_files: tuple[str, ...]) -> None:
         anchors = [(path, ChainAnchor.load(path)) for path in anchor_files]
     except AnchorFileError as exc:
         fail(f"usage error: --anchor: {exc}", EXIT_USAGE)
-    config = ctx.config()
-    with _open_store(config) as store:
+    with ctx.open_archive() as store:
         result = store.verify()
         checks = [(path, check_anchor(store, anchor)) for path, anchor in anchors]
     for path, check in checks:
@@ -309,8 +307,7 @@ def anchor(ctx: CliContext, out: str | None) -> None:
     Keep it off this machine (a ticket, a mail, another host): `verify --anchor FILE` later fails if the
     archive no longer holds that row with that hash. Exit 1, writing nothing, if the chain fails `verify`.
     """
-    config = ctx.config()
-    with _open_store(config) as store:
+    with ctx.open_archive() as store:
         result = store.verify()
         if not result.ok:
             fail(f"not anchoring: verify fails at row {result.bad_seq}: {result.reason}", EXIT_FAILED)
@@ -341,7 +338,7 @@ def dead_letters() -> None:
 def dead_letters_list(ctx: CliContext, channel: str | None, as_json: bool) -> None:
     """Dead letters, oldest first: alert id, channel, severity, rule, when given up, attempts, last error."""
     config = ctx.config()
-    with _open_store(config) as store:
+    with ctx.open_archive() as store:
         _check_channel(channel, config, store)
         letters = list_dead_letters(store, channel)
     if as_json:
@@ -365,7 +362,9 @@ def dead_letters_requeue(
     if alert_ids and all_:
         fail("usage error: --all re-queues every dead letter; do not name ALERT_IDs with it", EXIT_USAGE)
     config = ctx.config()
-    with _open_store(config) as store:
+    # One transaction that the daemon's own serialise with: it runs beside a running daemon, without the
+    # writer lock (the documented workflow: fix the cause, requeue, the running daemon sends them).
+    with ctx.open_archive(write=True) as store:
         _check_channel(channel, config, store)
         try:
             count = requeue_dead_letters(store, datetime.now(UTC), alert_ids=alert_ids, channel=channel)
@@ -419,7 +418,11 @@ def demo(ctx: CliContext, out: str, seconds: int) -> None:
     alerts = ctx.config().alerts if ctx.config_path else None
     if alerts is not None:
         ctx.require_secrets(alerts)
-    sys.exit(run_demo(Path(out), seconds=seconds, alerts=alerts))
+    try:
+        code = run_demo(Path(out), seconds=seconds, alerts=alerts)
+    except ArchiveLocked as exc:
+        fail(f"usage error: --out {out}: {exc}", EXIT_USAGE)
+    sys.exit(code)
 
 
 from monitor.cli_rules import rules as _rules  # noqa: E402 - the `rules` group lives in its own module

@@ -6,16 +6,20 @@ pieces without importing the main group (which imports them).
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import NoReturn
 
 import click
 from pydantic import BaseModel
 
-from monitor.config import Config, ConfigError, load_config, require_secrets
+from monitor.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, require_secrets
 from monitor.display import safe_text
+from monitor.store import ArchiveMissing, Store, StoreError
+from monitor.store.files import ArchiveLocked, WriterLock, acquire_writer_lock, tighten_modes
 from monitor.timeutil import parse_cli_date
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -34,6 +38,52 @@ class CliContext:
             except ConfigError as exc:
                 fail(f"configuration error: {exc}", EXIT_USAGE)
         return self._config
+
+    def config_file(self) -> tuple[str, bool]:
+        """The config file this command reads (or would read) and whether it exists."""
+        path = self.config_path or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_PATH
+        return path, Path(path).is_file()
+
+    def open_archive(self, *, write: bool = False) -> Store:
+        """The configured archive for a command that reads it (``write``: that also changes it in one
+        transaction, like ``dead-letters requeue``). Never creates one: a missing archive exits 2 naming the
+        file and the config it came from, so a cron `verify` run from the wrong folder cannot pass."""
+        config = self.config()
+        try:
+            if write and not Path(config.state.path).is_file():
+                raise ArchiveMissing(config.state.path)
+            return Store.open(config.state.path, readonly=not write)
+        except ArchiveMissing as exc:
+            fail(self._missing_archive(exc.path), EXIT_USAGE)
+        except StoreError as exc:
+            fail(str(exc), EXIT_FAILED)
+
+    def _missing_archive(self, archive: str) -> str:
+        config_file, exists = self.config_file()
+        if exists:
+            return (
+                f"configuration error: {config_file}: state.path: {archive}: no archive at this path "
+                "(nothing was created; `audit-monitor run` creates it)"
+            )
+        return (
+            f"configuration error: no config file {config_file} (looked for it in {Path.cwd()}) and no "
+            f"archive at {archive}: run this in the folder of your config, or pass --config FILE "
+            f"(or set {CONFIG_ENV}); nothing was created"
+        )
+
+    def writer_lock(self) -> WriterLock:
+        """Take the archive's writer lock for the life of this process, then tighten the files' modes.
+
+        Exit 2 naming the pid of the process that holds it (a second `run` on the same archive)."""
+        path = self.config().state.path
+        try:
+            lock = acquire_writer_lock(path)
+        except ArchiveLocked as exc:
+            fail(f"configuration error: {exc}", EXIT_USAGE)
+        except OSError as exc:
+            fail(f"{path}: cannot create the archive's lock file: {exc.strerror}", EXIT_FAILED)
+        tighten_modes(path)
+        return lock
 
     def require_secrets(self, section: BaseModel | None) -> None:
         """Exit 2 naming each secret of ``section`` whose variable is unset: call it before using them.

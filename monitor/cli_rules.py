@@ -165,7 +165,7 @@ def backtest(
 
     Rule state starts empty (thresholds, first-seen values, throttles) and nothing is sent or recorded.
     """
-    from monitor.store import Store, StoreError
+    from monitor.store import StoreError
 
     config = _config(obj)
     start, end = date_range(config, since, until)
@@ -176,13 +176,12 @@ def backtest(
         except KeyError as exc:
             fail(f"usage error: no rule {exc.args[0]!r} (see `audit-monitor rules check`)", EXIT_USAGE)
         ruleset = RuleSet(chosen, files=ruleset.files, timezone=ruleset.timezone)
-    if not Path(config.state.path).exists():
-        fail(f"{config.state.path}: no archive yet (run `audit-monitor run` first)", EXIT_FAILED)
     state = MemoryStateStore()
     per_rule: Counter[str] = Counter()
     events = 0
+    context = obj if isinstance(obj, CliContext) else CliContext(None)
     try:
-        with Store.open(config.state.path, readonly=True) as store:
+        with context.open_archive() as store:
             for event in store.iter_events(start, end):
                 events += 1
                 for alert in ruleset.evaluate(event, state):

@@ -18,6 +18,7 @@ from monitor.daemon import Monitor
 from monitor.report import build_report
 from monitor.report.figures import fullest_recent_month
 from monitor.simulator import Simulator
+from monitor.store.files import acquire_writer_lock
 
 POLL_SECONDS = 5
 
@@ -60,6 +61,14 @@ def _fresh(out: Path) -> None:
 
 
 def run_demo(out: Path, *, seconds: int = 30, alerts: AlertsConfig | None = None) -> int:
+    """Raises ``ArchiveLocked`` when another demo (or a `run` with that archive) is writing in ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    # Before clearing the folder: a second demo in the same folder must not delete the first one's archive.
+    with acquire_writer_lock(out / "demo.db"):
+        return _run_demo(out, seconds=seconds, alerts=alerts)
+
+
+def _run_demo(out: Path, *, seconds: int, alerts: AlertsConfig | None) -> int:
     _fresh(out)
     say = print
     with Simulator(seed=7, live_events_per_minute=60.0) as sim:

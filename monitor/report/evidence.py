@@ -76,7 +76,7 @@ def slices(
 
 def _verify(db_path: str) -> VerifyResult:
     """A worker: the chain walk over its own connection (a read-only walk; no writes)."""
-    with Store.open(db_path) as store:
+    with Store.open(db_path, readonly=True) as store:
         return store.verify()
 
 
@@ -94,7 +94,10 @@ def start_verify(store: Store, parallel_min_events: int = PARALLEL_MIN_EVENTS) -
 
 def _write_part(db_path: str, since: str, until: str, tz_name: str, out_path: str) -> int:
     """A worker: one slice into its own file, with its own connection (never one shared across processes)."""
-    with Store.open(db_path) as store, open(out_path, "w", encoding="utf-8", newline="") as handle:
+    with (
+        Store.open(db_path, readonly=True) as store,
+        open(out_path, "w", encoding="utf-8", newline="") as handle,
+    ):
         events = store.iter_events(datetime.fromisoformat(since), datetime.fromisoformat(until))
         return write_csv(events, handle, ZoneInfo(tz_name))
 

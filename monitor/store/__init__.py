@@ -37,12 +37,21 @@ from monitor.events import (
     nested_str,
     normalize,
 )
+from monitor.store.files import FileIdentity, identity_problem, readonly_uri
 
 GENESIS_HASH = "0" * 64
 
 
 class StoreError(Exception):
     """The store cannot be opened or written (read-only file, disk full, newer schema)."""
+
+
+class ArchiveMissing(StoreError):
+    """A read command was pointed at an archive that does not exist (it never creates one)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        super().__init__(f"{path}: no archive at this path (a read command never creates one)")
 
 
 # --- schema ----------------------------------------------------------------------------------------------
@@ -470,33 +479,75 @@ class Store:
         self._in_transaction = False
         self._before_commit: list[Callable[[], None]] = []
         self.transaction_serial = 0  # counts transactions, so a cache can tell a new one from its own
+        self._identity: FileIdentity | None = None  # the file a writer opened (device, inode)
 
     # opening ------------------------------------------------------------------------------------------
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Store:
+        """Open (a writer: create and migrate) the archive at ``path``.
+
+        ``readonly``: for commands that only read. The file must exist (``ArchiveMissing`` otherwise; a read
+        never creates an archive), and it is opened so that a copy on a read-only location works
+        (``files.readonly_uri``) and nothing in it or beside it is changed.
+        """
         path_text = str(path)
         try:
-            if path_text != ":memory:" and not readonly:
-                Path(path_text).parent.mkdir(parents=True, exist_ok=True)
-                if not Path(path_text).exists():
-                    # Created 0600: the archive holds user emails and IPs.
-                    os.close(os.open(path_text, os.O_CREAT | os.O_WRONLY, 0o600))
             if readonly:
-                uri = f"file:{Path(path_text).resolve()}?mode=ro"
+                if path_text != ":memory:" and not Path(path_text).is_file():
+                    raise ArchiveMissing(path_text)
+                uri = ":memory:" if path_text == ":memory:" else readonly_uri(path_text)
                 conn = sqlite3.connect(
                     uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30
                 )
             else:
+                if path_text != ":memory:":
+                    Path(path_text).parent.mkdir(parents=True, exist_ok=True)
+                    if not Path(path_text).exists():
+                        # Created 0600: the archive holds user emails and IPs.
+                        os.close(os.open(path_text, os.O_CREAT | os.O_WRONLY, 0o600))
                 conn = sqlite3.connect(path_text, isolation_level=None, check_same_thread=False, timeout=30)
             store = cls(conn, path_text)
-            if not readonly:
+            if readonly:
+                store._check_readable()
+            else:
                 store._prepare()
+                store._identity = None if path_text == ":memory:" else FileIdentity.of(path_text)
             return store
         except sqlite3.Error as exc:
             raise StoreError(f"{path_text}: cannot open the archive: {exc}") from None
         except OSError as exc:
             raise StoreError(f"{path_text}: cannot create the archive: {exc.strerror}") from None
+
+    def _check_readable(self) -> None:
+        """A read-only open succeeds lazily: read the schema now, so a non-archive fails here, by name."""
+        try:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            self.conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise StoreError(f"{self.path}: cannot read the archive: {exc}") from None
+        if version > SCHEMA_VERSION:
+            self.conn.close()
+            raise StoreError(
+                f"{self.path}: the archive has schema version {version}, newer than this program's "
+                f"{SCHEMA_VERSION}; upgrade audit-monitor"
+            )
+        if version < SCHEMA_VERSION:
+            # Read commands never change the file; an older schema is upgraded by the next writer.
+            self.conn.close()
+            raise StoreError(
+                f"{self.path}: the archive has schema version {version}, older than this program's "
+                f"{SCHEMA_VERSION}; `audit-monitor run --once` upgrades it (read commands never change it)"
+            )
+
+    def file_problem(self) -> str | None:
+        """Why the archive at ``path`` is no longer the file this store writes (deleted or replaced), or
+        None. The daemon asks before every cycle: writing on into an unlinked file would lose it all, and
+        opening the path anew would re-archive and re-alert everything."""
+        if self._identity is None:
+            return None
+        return identity_problem(self.path, self._identity)
 
     def _prepare(self) -> None:
         self.conn.execute("PRAGMA journal_mode=WAL")

@@ -67,6 +67,7 @@ def test_list_shows_each_dead_letter_with_its_error(config_file: Path, slack: Sl
 
 
 def test_list_when_there_are_none(config_file: Path) -> None:
+    Store.open(load_config(config_file).state.path).close()  # an archive with no dead letter in it
     code, out, _ = invoke(config_file, "dead-letters", "list")
     assert (code, out.strip()) == (0, "no dead letters")
 

@@ -307,7 +307,7 @@ def test_backtest_usage_errors(tmp_path: Path) -> None:
     assert invoke("backtest", "--since", "soon", "--until", "2026-03-02", config=config).exit_code == 2
     assert invoke("backtest", "--since", "2026-03-02", "--until", "2026-03-01", config=config).exit_code == 2
     missing = invoke("backtest", "--since", "2026-03-01", "--until", "2026-03-02", config=config)
-    assert missing.exit_code == 1 and "no archive yet" in missing.stderr
+    assert missing.exit_code == 2 and "none.db: no archive at this path" in missing.stderr
     _archive(tmp_path / "none.db", [])
     unknown = invoke(
         "backtest", "--rule", "nope", "--since", "2026-03-01", "--until", "2026-03-02", config=config
