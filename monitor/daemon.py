@@ -130,12 +130,35 @@ class Monitor:
 
     def poll(self, source: SourceConfig) -> PollResult:
         self.metrics.poll_started(source.name)
-        result = self.poller.poll(source)
+        problem = self.archive_problem()
+        result = self.poller.poll(source) if problem is None else self._archive_gone(source, problem)
         self.metrics.observe_poll(result)
         self.metrics.observe_store(self.store)
         return result
 
+    def archive_problem(self) -> str | None:
+        """Before each cycle and delivery: is ``state.path`` still the file this process opened?
+
+        Deleted or replaced under the daemon, the file it holds open is no longer the archive anyone reads:
+        writing on would archive and alert into a file that vanishes at exit, and reopening the path would
+        archive and alert everything again. So every cycle fails loudly until an operator restores the file
+        and restarts: poll error kind "store", the log, /healthz 503 naming it.
+        """
+        problem = self.store.file_problem()
+        self.metrics.observe_archive_file(problem)
+        return problem
+
+    def _archive_gone(self, source: SourceConfig, problem: str) -> PollResult:
+        log.error("poll failed", extra={"source": source.name, "error_kind": "store", "error": problem})
+        return PollResult(source.name, False, error=problem, error_kind="store")
+
     def deliver(self) -> DeliveryReport:
+        problem = self.archive_problem()
+        if problem is not None:
+            # The outbox in the file it holds is no one's record any more: the next start sends from the
+            # archive at state.path (at least once), rather than this process recording into a lost file.
+            log.error("delivery skipped", extra={"error": problem})
+            return DeliveryReport(errors=[problem])
         try:
             # After every cycle (and on the delivery timer): raise or end monitor.source_unreachable and
             # auth_failed episodes, so their notices go out in this same delivery.
@@ -177,6 +200,10 @@ class Monitor:
 
     def send_due_reports(self) -> list[ReportRun]:
         """Build and email every monthly report that is due and not yet sent (claimed once per period)."""
+        problem = self.archive_problem()
+        if problem is not None:  # a claim recorded in a lost file would send the month again later
+            log.error("monthly report skipped", extra={"error": problem})
+            return []
         return self.reports.run_due()
 
     def reload_rules(self, ruleset: RuleSet) -> None:

@@ -77,6 +77,7 @@ class SourceFacts:
 class HealthFacts:
     sources: dict[str, SourceFacts] = field(default_factory=dict)
     dead_letters: dict[str, datetime] = field(default_factory=dict)  # channel -> newest dead letter
+    archive_problem: str | None = None  # the archive file was deleted or replaced under the daemon
 
 
 class Metrics:
@@ -163,6 +164,7 @@ class Metrics:
         self._sources: dict[str, SourceFacts] = {}
         self._newest: dict[str, datetime] = {}
         self._dead_letters: dict[str, datetime] = {}
+        self._archive_problem: str | None = None
         # Alerts the store held at the last look (from start): the counter moves by the difference.
         self._alerts_seen: dict[tuple[str, str], int] = {}
         self._outbox_keys: set[tuple[str, str]] = set()
@@ -277,9 +279,18 @@ class Metrics:
 
     # reading (any thread) -----------------------------------------------------------------------------
 
+    def observe_archive_file(self, problem: str | None) -> None:
+        """The daemon's check of the archive file before a cycle: None while it is the file it opened."""
+        with self._lock:
+            self._archive_problem = problem
+
     def health_facts(self) -> HealthFacts:
         with self._lock:
-            return HealthFacts(sources=dict(self._sources), dead_letters=dict(self._dead_letters))
+            return HealthFacts(
+                sources=dict(self._sources),
+                dead_letters=dict(self._dead_letters),
+                archive_problem=self._archive_problem,
+            )
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
         """(body, Content-Type) for a scrape's Accept header: the classic text format unless the

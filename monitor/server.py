@@ -99,6 +99,9 @@ def evaluate_health(config: Config, facts: HealthFacts, now: datetime) -> tuple[
         if now - at < DEAD_LETTER_WINDOW:
             dead[channel] = format_timestamp(at)
             reasons.append(f"channel {channel}: dead letter {format_duration(now - at)} ago")
+    if facts.archive_problem is not None:
+        # At once, not after stale_after: every cycle fails until someone restores the file and restarts.
+        reasons.insert(0, f"archive: {facts.archive_problem}")
     body: dict[str, Any] = {"status": "ok", "time": format_timestamp(now), "sources": sources}
     if dead:
         body["dead_letters"] = dead
