@@ -8,8 +8,9 @@ SQL stays in the store's other modules; this one only deals with the file system
   claimed), losing events and sending every alert twice. The kernel drops the lock when the holder dies,
   even by ``kill -9``, so a crash never blocks the next start. The lock file is never deleted: removing it
   while another process waits on it would let two holders lock two different files.
-- **Modes.** The archive names users and IP addresses: a writer tightens the archive, its ``-wal`` and
-  ``-shm`` files to 0600 and the state folder to 0700 at start, whatever they were created with.
+- **Modes.** The archive names users and IP addresses: at start a writer takes every group and other
+  permission off the archive, its ``-wal`` and ``-shm`` files and its folder (0600 and 0700 for the usual
+  0644 and 0755), whatever they were created with.
 - **Read-only copies.** Read commands open the archive with ``mode=ro``; on a location they cannot write
   (a read-only folder or file, a read-only mount) also ``immutable=1``, so SQLite needs no ``-wal``/``-shm``.
 """
@@ -31,6 +32,7 @@ log = logging.getLogger("monitor.store")
 LOCK_SUFFIX = ".lock"
 ARCHIVE_FILE_MODE = 0o600
 STATE_FOLDER_MODE = 0o700
+_GROUP_AND_OTHER = 0o077
 
 
 class ArchiveLocked(Exception):
@@ -121,22 +123,25 @@ class ModeChange:
 
 
 def tighten_modes(archive: str | os.PathLike[str]) -> list[ModeChange]:
-    """Make the archive, its -wal/-shm files and the lock 0600 and its folder 0700; return what changed.
+    """Take every group and other permission off the archive, its -wal/-shm files, the lock and the
+    archive's folder (0644 becomes 0600, 0755 becomes 0700); return what changed.
 
-    A folder that others share by design (sticky bit, such as /tmp) is left alone with a warning: making it
-    0700 would break every other user of it. A mode that cannot be changed (another owner) is a warning,
-    not a failure: the archive still works, and the log says what to fix.
+    Only bits are taken away, never added: an archive its owner made read-only (0444) becomes 0400 and the
+    writer then fails loudly, rather than being made writable behind the owner's back. A folder that others
+    share by design (sticky bit, such as /tmp) is left alone with a warning: making it 0700 would break every
+    other user of it. A mode that cannot be changed (another owner) is a warning, not a failure.
     """
     archive_text = str(archive)
     changes: list[ModeChange] = []
-    targets = [(archive_text + suffix, ARCHIVE_FILE_MODE) for suffix in ("", "-wal", "-shm", LOCK_SUFFIX)]
+    files = [archive_text + suffix for suffix in ("", "-wal", "-shm", LOCK_SUFFIX)]
     folder = str(Path(archive_text).resolve().parent)
-    for path, wanted in [*targets, (folder, STATE_FOLDER_MODE)]:
+    for path in [*files, folder]:
         try:
             info = os.stat(path)
         except FileNotFoundError:
             continue
         before = stat.S_IMODE(info.st_mode)
+        wanted = before & ~_GROUP_AND_OTHER
         if before == wanted:
             continue
         if stat.S_ISDIR(info.st_mode) and info.st_mode & stat.S_ISVTX:

@@ -17,10 +17,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from monitor.cli import cli as main_cli
 from monitor.simulator import Simulator
 from monitor.store import Store
-from monitor.store.files import ArchiveLocked, acquire_writer_lock
+from monitor.store.files import ArchiveLocked, acquire_writer_lock, tighten_modes
 from tests.ops.conftest import REPO, Daemon, archived_ids, http_get, query, wait_until, write_config
 
 
@@ -204,3 +206,27 @@ def test_an_archive_deleted_or_replaced_under_the_daemon_fails_every_cycle_loudl
     else:
         assert _file_digest(db) == before  # the daemon wrote nothing into the file that replaced its own
     daemon.assert_running()
+
+
+def test_tightening_only_removes_bits_and_leaves_a_shared_sticky_folder_alone(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o1777)  # noqa: S103 - a /tmp-like folder other users rely on
+    frozen = shared / "a.db"
+    frozen.write_bytes(b"")
+    os.chmod(frozen, 0o444)  # its owner made it read-only: tightening must not make it writable
+    changes = tighten_modes(frozen)
+    assert [(c.path, c.before, c.after) for c in changes] == [(str(frozen), 0o444, 0o400)]
+    assert stat.S_IMODE(shared.stat().st_mode) == 0o1777
+
+
+def test_requeue_runs_beside_a_writer_holding_the_lock(tmp_path: Path) -> None:
+    """dead-letters requeue is one transaction of its own: it must work while the daemon runs."""
+    db = tmp_path / "a.db"
+    Store.open(db).close()
+    config = tmp_path / "c.yaml"
+    config.write_text(f"state: {{path: {db}}}\n", encoding="utf-8")
+    with acquire_writer_lock(db):
+        result = CliRunner().invoke(main_cli, ["--config", str(config), "dead-letters", "requeue", "--all"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == "0 dead letters re-queued"
