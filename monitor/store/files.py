@@ -49,9 +49,11 @@ class ArchiveLocked(Exception):
 
 
 class WriterLock:
-    """The exclusive lock on ``<archive>.lock``; held until ``release()`` or the process ends."""
+    """The exclusive lock on ``<archive>.lock``; held until ``release()`` or the process ends.
 
-    def __init__(self, archive: str, lock_path: str, descriptor: int) -> None:
+    Not ``held`` only for an archive on a read-only file system, where no process can write it."""
+
+    def __init__(self, archive: str, lock_path: str, descriptor: int | None) -> None:
         self.archive, self.lock_path = archive, lock_path
         self._descriptor: int | None = descriptor
 
@@ -87,7 +89,22 @@ def acquire_writer_lock(archive: str | os.PathLike[str]) -> WriterLock:
     folder = Path(archive_text).parent
     if not folder.exists():
         folder.mkdir(parents=True, mode=STATE_FOLDER_MODE, exist_ok=True)
-    descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, ARCHIVE_FILE_MODE)
+    try:
+        descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, ARCHIVE_FILE_MODE)
+        record_pid = True
+    except OSError as exc:
+        if exc.errno == errno.EROFS and not os.path.exists(lock_path):
+            # On a read-only file system nobody can write the archive, so there is nothing to exclude: go on
+            # without a lock, and every write fails naming the cause (as on a disk that turns read-only).
+            log.warning("archive on a read-only file system: no writer lock taken", extra={"path": lock_path})
+            return WriterLock(archive_text, lock_path, None)
+        if exc.errno not in (errno.EROFS, errno.EACCES) or not os.path.exists(lock_path):
+            raise
+        # The archive's location turned read-only (a remounted disk): flock needs no write access, so the
+        # lock still keeps a second writer out, and this one goes on to fail its cycles naming the cause,
+        # as a running daemon does when its disk turns read-only. The pid in the file is then a past one.
+        descriptor = os.open(lock_path, os.O_RDONLY | os.O_CLOEXEC)
+        record_pid = False
     try:
         fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
@@ -97,8 +114,9 @@ def acquire_writer_lock(archive: str | os.PathLike[str]) -> WriterLock:
         holder = _read_holder(descriptor)
         os.close(descriptor)
         raise ArchiveLocked(archive_text, lock_path, holder) from None
-    os.ftruncate(descriptor, 0)
-    os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
+    if record_pid:
+        os.ftruncate(descriptor, 0)
+        os.pwrite(descriptor, f"{os.getpid()}\n".encode("ascii"), 0)
     return WriterLock(archive_text, lock_path, descriptor)
 
 
