@@ -42,7 +42,10 @@ disable_created_metrics()
 
 # The label values each counter can take, created at zero for every source / channel at start.
 POLL_OUTCOMES = ("ok", "error", "cancelled")
-POLL_ERROR_KINDS = ("auth", "unavailable", "store")
+# Every kind the poller records for a failed cycle (``Poller._failed``): auth (401/403), config (a
+# configuration-class error such as a host name that never resolved), unavailable (the API could not be
+# read), store (the archive could not be written), internal (a bug or an exhausted resource in one cycle).
+POLL_ERROR_KINDS = ("auth", "config", "unavailable", "store", "internal")
 DELIVERY_OUTCOMES = ("sent", "retried", "dead", "deferred")
 
 # A steady-state cycle takes well under a second; a backfill takes minutes.
@@ -110,7 +113,7 @@ class Metrics:
         )
         self.poll_errors = Counter(
             "audit_monitor_poll_errors",
-            "Failed poll cycles by error kind (auth, unavailable, store, ...).",
+            "Failed poll cycles by error kind (auth, config, unavailable, store, internal).",
             ["source", "kind"],
             registry=r,
         )

@@ -5,6 +5,7 @@ No fakes beyond an injected clock: the store is a real SQLite file, the endpoint
 
 from __future__ import annotations
 
+import errno
 import json
 import socket
 import urllib.error
@@ -19,11 +20,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import DeliveryReport
-from monitor.config import Config
+from monitor.config import Config, SourceConfig
 from monitor.events import canonical_json, format_timestamp, normalize
 from monitor.metrics import Metrics
+from monitor.poller import Poller
 from monitor.server import HealthServer, ServerError, evaluate_health, parse_listen, stale_after
 from monitor.store import Cursor, Store
+from monitor.xano import XanoClient
 from tests.conftest import FakeClock
 
 
@@ -314,6 +317,52 @@ def test_every_known_label_set_starts_at_zero_and_no_created_series(tmp_path: Pa
         body = metrics.exposition(accept)[0].decode()
         assert "_created" not in body, accept
         assert "audit_monitor_deliveries_total" in body
+
+
+def test_every_error_kind_the_poller_records_starts_at_zero_and_is_counted(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    """A host name that never resolved is a `config` failure (11.9) and one cycle hitting an unexpected
+    exception an `internal` one (16.2): both are series from 0 at start and move when such a cycle fails,
+    like auth / unavailable / store. The DNS failure is real (.invalid never resolves, RFC 6761); the file
+    descriptor exhaustion is raised by the client factory, as it cannot be caused here without starving
+    the test process itself."""
+    config = Config.model_validate(
+        {
+            "state": {"path": str(tmp_path / "a.db")},
+            "sources": [
+                {
+                    "name": "prod",
+                    "base_url": "https://xano-instance.invalid",
+                    "token": "t0ken-abc",
+                    "workspace_id": 1,
+                }
+            ],
+        }
+    )
+    with Store.open(config.state.path) as store:
+        metrics = Metrics(clock)
+        metrics.seed(store, ["prod"])
+        before = samples(metrics)
+        for kind in ("auth", "config", "unavailable", "store", "internal"):
+            assert before[("audit_monitor_poll_errors_total", (("kind", kind), ("source", "prod")))] == 0
+
+        poller = Poller(store, config, None, clock=clock)
+        dns = poller.poll(config.sources[0])
+        assert (dns.ok, dns.error_kind) == (False, "config"), dns
+
+        def out_of_descriptors(source: SourceConfig, **_: object) -> XanoClient:
+            raise OSError(errno.EMFILE, "Too many open files")
+
+        poller.client_factory = out_of_descriptors
+        internal = poller.poll(config.sources[0])
+        assert (internal.ok, internal.error_kind) == (False, "internal"), internal
+        metrics.observe_poll(dns)
+        metrics.observe_poll(internal)
+    after = samples(metrics)
+    assert after[("audit_monitor_poll_errors_total", (("kind", "config"), ("source", "prod")))] == 1
+    assert after[("audit_monitor_poll_errors_total", (("kind", "internal"), ("source", "prod")))] == 1
+    assert after[("audit_monitor_polls_total", (("outcome", "error"), ("source", "prod")))] == 2
 
 
 def test_two_registries_in_one_process_do_not_clash(clock: FakeClock) -> None:
