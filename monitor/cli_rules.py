@@ -23,6 +23,7 @@ from monitor.engine import (
     RuleSet,
     explain,
     load_ruleset,
+    ruleset_from_config,
     run_rule_tests,
 )
 from monitor.events import NormalizationError, normalize
@@ -50,15 +51,23 @@ _rule_paths_option = click.option(
 
 
 def _load(config: Config, paths: Sequence[str]) -> RuleSet:
-    """The config's rules (or PATHs) with the config's lists, calendars and disabled ids; errors exit 1."""
+    """The config's rules (or PATHs) with the config's lists, calendars and disabled ids; errors exit 1.
+
+    Without PATHs these are the rules the daemon runs, loaded the way it loads them: a ``rules.disable``
+    id that names no rule is an error, as at start and reload. With PATHs (a subset, or rules being
+    written) such an id may well live in a file not named, so it stays a warning.
+    """
     try:
-        ruleset = load_ruleset(
-            list(paths) or config.rules.paths,
-            lists=config.rules.lists,
-            calendars=config.rules.calendars,
-            disable=config.rules.disable,
-            default_timezone=config.timezone,
-        )
+        if paths:
+            ruleset = load_ruleset(
+                list(paths),
+                lists=config.rules.lists,
+                calendars=config.rules.calendars,
+                disable=config.rules.disable,
+                default_timezone=config.timezone,
+            )
+        else:
+            ruleset = ruleset_from_config(config)
     except RuleLoadError as exc:
         for line in exc.errors:
             click.echo(line)
