@@ -65,6 +65,7 @@ import heapq
 import hmac
 import ipaddress
 import json
+import math
 import random
 import re
 import signal
@@ -78,6 +79,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import accumulate
+from time import monotonic
 from types import EllipsisType, FrameType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -440,6 +442,11 @@ class Simulator:
         self._berlin = _BerlinTime()
         self._request_count = 0
         self._faults: deque[_Fault] = deque()
+        # A plan's rate limit (``rate_limit``): at most this many audit-log requests per window, in real
+        # seconds (the client really waits out the Retry-After), counted over the requests served.
+        self._rate_limit: tuple[int, float] | None = None
+        self._served_at: deque[float] = deque()
+        self.rate_limited = 0  # requests answered 429 by the rate limit
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -587,6 +594,34 @@ class Simulator:
             if count <= 0:
                 self._cancel(lambda fault: fault.kind == "status" and fault.status == status)
             self._faults.extend(_Fault("status", status, retry_after) for _ in range(max(0, count)))
+
+    def rate_limit(self, requests: int, per_seconds: float) -> None:
+        """From now on serve at most ``requests`` audit-log requests in any ``per_seconds`` (a sliding window,
+        in real time); one more answers 429 with Xano's body and ``Retry-After``: the whole seconds until the
+        oldest served request leaves the window. Xano's Free plan allows 10 requests per 20 s.
+        ``requests=0`` lifts the limit.
+        """
+        if requests < 0 or per_seconds <= 0:
+            raise ValueError("a rate limit needs requests >= 0 and a window > 0 s")
+        with self._lock:
+            self._rate_limit = (requests, per_seconds) if requests else None
+            self._served_at.clear()
+
+    def _over_rate_limit(self) -> int | None:
+        """Seconds to tell the client to wait when this request exceeds the rate limit, else None (and the
+        request counts toward the window)."""
+        with self._lock:
+            if self._rate_limit is None:
+                return None
+            limit, window = self._rate_limit
+            now = monotonic()
+            while self._served_at and self._served_at[0] <= now - window:
+                self._served_at.popleft()
+            if len(self._served_at) < limit:
+                self._served_at.append(now)
+                return None
+            self.rate_limited += 1
+            return max(1, math.ceil(self._served_at[0] + window - now))
 
     def inject_truncated(self, count: int = 1) -> None:
         """The next ``count`` pages are cut in the middle: valid headers, a body that is not JSON.
@@ -1477,6 +1512,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if not self._authorized():
                 self._send_json(401, _UNAUTHORIZED)
+                return
+            wait = sim._over_rate_limit()
+            if wait is not None:
+                self._send_json(429, _STATUS_BODIES[429], {"Retry-After": str(wait)})
                 return
             fault = sim._take_fault()
             if fault is not None and fault.kind == "status":

@@ -432,6 +432,20 @@ def test_injected_faults_come_in_the_order_queued(sim: Simulator) -> None:
         assert http.get("/api:meta/workspace/1/audit_log").status_code == 200
 
 
+def test_a_plan_rate_limit_answers_429_with_the_seconds_until_the_window_frees(sim: Simulator) -> None:
+    sim.rate_limit(3, 60.0)  # a window far longer than the test: the fourth request in it is refused
+    with client(sim) as http:
+        assert [http.get("/api:meta/workspace/1/audit_log").status_code for _ in range(3)] == [200] * 3
+        limited = http.get("/api:meta/workspace/1/audit_log")
+        assert limited.status_code == 429 and limited.json()["code"] == "ERROR_CODE_TOO_MANY_REQUESTS"
+        assert 59 <= int(limited.headers["retry-after"]) <= 60
+        assert sim.rate_limited == 1
+        sim.rate_limit(0, 1.0)  # lifted
+        assert http.get("/api:meta/workspace/1/audit_log").status_code == 200
+    with pytest.raises(ValueError, match="rate limit"):
+        sim.rate_limit(10, 0)
+
+
 def test_count_zero_cancels_queued_faults(sim: Simulator) -> None:
     sim.inject_status(503, count=100)
     sim.inject_status(502, count=1)

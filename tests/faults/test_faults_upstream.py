@@ -168,6 +168,43 @@ def test_a_backfill_completes_at_45_percent_failures_through_kill9_with_requests
     Invariants(s).check(expected_alerts=expected_alerts)
 
 
+@pytest.mark.timeout(300)
+def test_a_long_backfill_completes_under_a_free_plan_rate_limit_with_requests_linear_in_pages(
+    scenario_factory: Callable[..., Scenario],
+) -> None:
+    """Xano's Free plan serves 10 requests per 20 s and answers 429 with Retry-After past that. Here the
+    simulator enforces the same count over a shorter window (10 per 4 s, so the test takes seconds, not
+    minutes) against a 53-page backfill with poll_interval 2s: a cycle's retry budget (2 s) is often smaller
+    than the Retry-After, so cycles fail at the limit. Each keeps the pages it staged and the next goes on
+    from there: the backfill completes, every page read about once (starting over would be O(pages^2))."""
+    s = scenario_factory(days=10, total_events=2650)
+    s.write_config(per_page=50, poll_interval="2s")
+    pages = -(-s.sim.event_count() // 50)
+    assert pages == 53
+    expected_alerts = reference_alert_ids(s.sim, s.tmp)
+    s.sim.rate_limit(10, 4.0)
+    s.start_daemon("run")
+
+    def committed() -> int:
+        try:
+            return len(archived_ids(s.db))
+        except sqlite3.OperationalError:  # the daemon has not created the file or its schema yet
+            return 0
+
+    wait_until(lambda: committed() == s.sim.event_count(), timeout=200, what="the backfill committed")
+    requests, limited = s.sim.request_count, s.sim.rate_limited
+    failed_cycles = sum(1 for daemon in s.daemons for _ in daemon.events("poll failed"))
+    print(f"{requests} requests for {pages} pages, {limited} answered 429, {failed_cycles} failed cycles")
+    assert limited >= 5  # the limit did bite, repeatedly
+    assert failed_cycles >= 1  # a Retry-After past the cycle's budget ended cycles: the reported scenario
+    assert requests - limited <= 2 * pages, f"{requests - limited} pages served for {pages} pages"
+    assert requests <= 3 * pages, f"{requests} requests for {pages} pages"
+    s.sim.rate_limit(0, 1.0)
+    wait_until(lambda: not query(s.db, "SELECT 1 FROM outbox WHERE status != 'sent'"), 60, "alerts delivered")
+    s.stop_daemons()
+    Invariants(s).check(expected_alerts=expected_alerts)
+
+
 def test_a_host_name_that_does_not_resolve_fails_run_once_at_the_first_attempt(
     scenario_factory: Callable[..., Scenario],
 ) -> None:
