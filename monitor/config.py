@@ -406,6 +406,23 @@ def _whsec_key(secret: str) -> bytes:
 
 
 WEBHOOK_NAME = r"^[A-Za-z0-9_.-]+$"
+# Headers a webhook request gets from the product (monitor/alerts/webhook.py and http.py) or from HTTP
+# itself, in lower case: a static ``headers`` entry may not name one of them.
+RESERVED_WEBHOOK_HEADERS = frozenset(
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "x-hub-signature-256",
+        "content-type",
+        "content-length",
+        "content-encoding",
+        "transfer-encoding",
+        "connection",
+        "host",
+        "user-agent",
+    }
+)
 
 
 class WebhookConfig(_Strict):
@@ -443,6 +460,13 @@ class WebhookConfig(_Strict):
         for name in value:
             if not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", name):
                 raise ValueError(f"{name!r} is not an HTTP header name")
+            # Header names are case-insensitive: "webhook-ID" beside our "webhook-id" would be sent as a
+            # second header, and a receiver might read the wrong one.
+            if name.lower() in RESERVED_WEBHOOK_HEADERS:
+                raise ValueError(
+                    f"{name!r} is set by audit-monitor itself (the signature, the message id and the "
+                    "HTTP framing are not configurable); remove it from headers"
+                )
         return value
 
     @model_validator(mode="after")

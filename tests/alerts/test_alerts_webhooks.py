@@ -276,6 +276,25 @@ def config_file(tmp_path: Path) -> Iterator[Path]:
             "name: n8n\n      url: https://n8n.example.com/webhook\n      signature: hmac\n      secret: x",
             "alerts.webhooks[0].signature: Input should be 'standard', 'github' or 'none'",
         ),
+        # Headers the product sets itself (signature, id, framing), in any case: refused, naming the key.
+        *(
+            (
+                f"name: n8n\n      url: https://n8n.example.com/webhook\n      signature: none\n"
+                f"      headers: {{{name}: x}}",
+                f"alerts.webhooks[0].headers: '{name}' is set by audit-monitor itself",
+            )
+            for name in (
+                "webhook-id",
+                "Webhook-Timestamp",
+                "webhook-signature",
+                "X-Hub-Signature-256",
+                "content-type",
+                "Content-Length",
+                "Host",
+                "User-Agent",
+                "Transfer-Encoding",
+            )
+        ),
     ],
 )
 def test_bad_webhook_config_is_a_located_error_exit_2(config_file: Path, webhook: str, message: str) -> None:
