@@ -56,7 +56,8 @@ def build_channels(
     events: EventLoader | None = None,
     rule_titles: RuleTitles | None = None,
 ) -> dict[str, Channel]:
-    """Every configured channel by its outbox name. ``events`` and ``rule_titles`` fill webhook payloads."""
+    """Every configured channel by its outbox name. ``events`` and ``rule_titles`` fill webhook payloads
+    (``rule_titles`` also PagerDuty's custom_details)."""
     channels: dict[str, Channel] = {}
     alerts = config.alerts
     if effective_console(config):
@@ -75,7 +76,11 @@ def build_channels(
     if alerts.teams is not None:
         channels["teams"] = TeamsChannel(alerts.teams, config.tz)
     if alerts.pagerduty is not None:
-        channels["pagerduty"] = PagerDutyChannel(alerts.pagerduty, config.tz)
+        channels["pagerduty"] = (
+            PagerDutyChannel(alerts.pagerduty, config.tz, rule_titles=rule_titles)
+            if rule_titles is not None
+            else PagerDutyChannel(alerts.pagerduty, config.tz)
+        )
     return channels
 
 

@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from monitor.alerts.http import JsonPoster, status_error
 from monitor.alerts.model import Alert
 from monitor.alerts.render import cut, one_line
-from monitor.alerts.webhook import USER_AGENT, alert_record
+from monitor.alerts.webhook import USER_AGENT, RuleTitles, alert_record, no_rule_title
 from monitor.config import PagerDutyConfig
 
 SUMMARY_MAX = 1024  # the Events API rejects longer summaries
@@ -24,9 +24,12 @@ SEVERITY = {"critical": "critical", "high": "error", "medium": "warning", "low":
 class PagerDutyChannel:
     name = "pagerduty"
 
-    def __init__(self, config: PagerDutyConfig, tz: ZoneInfo) -> None:
+    def __init__(
+        self, config: PagerDutyConfig, tz: ZoneInfo, *, rule_titles: RuleTitles = no_rule_title
+    ) -> None:
         self.config = config
         self.tz = tz
+        self.rule_titles = rule_titles  # the loaded rule's title for custom_details.rule.title
         self.url = f"{config.base_url}/v2/enqueue"
         self._poster = JsonPoster("PagerDuty", config.timeout)
 
@@ -34,7 +37,7 @@ class PagerDutyChannel:
         return f"PagerDutyChannel({self.config.base_url})"
 
     def event(self, alert: Alert) -> dict[str, object]:
-        details = alert_record(alert, self.tz)
+        details = alert_record(alert, self.tz, rule_title=self.rule_titles(alert.rule_id))
         details.pop("events")  # the raw entries can be large; the alert id leads back to them
         summary = one_line(f"{alert.severity.upper()}: {alert.title} ({alert.rule_id}; {alert.source})")
         return {

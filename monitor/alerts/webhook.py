@@ -48,7 +48,7 @@ def _no_events(source: str, event_ids: Sequence[int]) -> list[AuditEvent]:
     return []
 
 
-def _no_title(rule_id: str) -> str | None:
+def no_rule_title(rule_id: str) -> str | None:
     return None
 
 
@@ -119,7 +119,7 @@ class WebhookChannel:
         tz: ZoneInfo,
         *,
         events: EventLoader = _no_events,
-        rule_titles: RuleTitles = _no_title,
+        rule_titles: RuleTitles = no_rule_title,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name = config.channel

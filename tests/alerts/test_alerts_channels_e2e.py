@@ -131,6 +131,47 @@ def test_every_planted_incident_reaches_each_routed_channel_once_per_alert_id(
     Webhook(SECRET).verify(again[0].raw, again[0].headers)
 
 
+def test_webhooks_and_pagerduty_never_digest_and_pagerduty_carries_the_rules_title(
+    sim: Simulator, receiver: Receiver, pagerduty: Receiver, tmp_path: Path
+) -> None:
+    """A backfill makes far more alerts due in one pass than digest_after (2): Slack, email and Teams would
+    send one digest; a webhook and PagerDuty get one request per alert, each with its own id. PagerDuty's
+    custom_details name the loaded rule's title (as the webhook's data does), not null."""
+    config = config_for(
+        sim,
+        tmp_path / "nodigest.db",
+        {
+            "digest_after": 2,
+            "webhooks": [{"name": "n8n", "url": receiver.url(), "signature": "none", "min_severity": "low"}],
+            "pagerduty": {"routing_key": "PD-KEY", "base_url": pagerduty.url(""), "min_severity": "low"},
+        },
+    )
+    monitor = Monitor(config)
+    try:
+        outcome = monitor.run_once()
+        assert outcome.ok, outcome.delivery.errors
+        alert_ids = [row[0] for row in monitor.store.conn.execute("SELECT id FROM alerts").fetchall()]
+        alerts = [a for a in (monitor.store.load_alert(i) for i in alert_ids) if a is not None]
+        titles = {rule.id: rule.title for rule in monitor.ruleset.all_rules}
+    finally:
+        monitor.close()
+    routed = {a.id for a in alerts if "pagerduty" in channels_for(a, config)}
+    assert len(routed) > 2 * 2  # a burst well past digest_after
+    hook_ids = [request.headers["webhook-id"] for request in receiver.requests]
+    assert sorted(hook_ids) == sorted({a.id for a in alerts if "webhook:n8n" in channels_for(a, config)})
+    events = [request.json() for request in pagerduty.requests]
+    assert sorted(e["dedup_key"] for e in events) == sorted(routed)  # one event per alert, none combined
+    by_id = {a.id: a for a in alerts}
+    for event in events:
+        rule = event["payload"]["custom_details"]["rule"]
+        assert rule["id"] == by_id[event["dedup_key"]].rule_id
+        assert rule["title"] == titles.get(rule["id"]), rule  # None only for monitor.* notices
+    assert any(e["payload"]["custom_details"]["rule"]["title"] for e in events)
+    for request in receiver.requests:
+        data = request.json()["data"]
+        assert data["rule"]["title"] == titles.get(data["rule"]["id"])
+
+
 def test_run_once_exits_0_when_slack_rate_limits_a_burst_and_everything_arrives_in_order(
     sim: Simulator, slack: SlackStub, tmp_path: Path
 ) -> None:
