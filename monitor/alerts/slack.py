@@ -159,8 +159,23 @@ def _render(name: str, **context: Any) -> SlackMessage:
         raise RuntimeError(f"templates/{name} does not render valid JSON: {exc}") from None
     return SlackMessage(
         text=cut_escaped(" ".join(payload["text"].split()), FALLBACK_TEXT_MAX),
-        blocks=fit_blocks(payload["blocks"]),
+        blocks=verbatim_mrkdwn(fit_blocks(payload["blocks"])),
     )
+
+
+def verbatim_mrkdwn(node: Any) -> Any:
+    """Mark every mrkdwn text object ``verbatim``: Slack then renders the formatting we wrote but does not
+    turn bare URLs, ``#channel`` names or ``@name`` words into links and mentions. Event text is in
+    plain_text objects anyway; this keeps the labels, rule ids and source names beside it inert too."""
+    if isinstance(node, dict):
+        if node.get("type") == "mrkdwn" and isinstance(node.get("text"), str):
+            node["verbatim"] = True
+        for value in node.values():
+            verbatim_mrkdwn(value)
+    elif isinstance(node, list):
+        for item in node:
+            verbatim_mrkdwn(item)
+    return node
 
 
 def build_alert_message(alert: Alert, tz: ZoneInfo) -> SlackMessage:
@@ -431,6 +446,8 @@ class SlackChannel:
                 channel=channel,
                 text=message.text,
                 blocks=message.blocks,
+                # The fallback text (notifications) holds event text: Slack-escaped, and not read as mrkdwn.
+                mrkdwn=False,
                 unfurl_links=False,  # a URL in event text must not pull a preview card into the channel
                 unfurl_media=False,
             )
@@ -456,8 +473,15 @@ class SlackChannel:
     def _post_webhook(self, message: SlackMessage) -> str | None:
         assert self._webhook is not None
         try:
-            response = self._webhook.send(
-                text=message.text, blocks=message.blocks, unfurl_links=False, unfurl_media=False
+            # send() has no ``mrkdwn`` argument; the body is the same one it would build, plus that.
+            response = self._webhook.send_dict(
+                {
+                    "text": message.text,
+                    "blocks": message.blocks,
+                    "mrkdwn": False,
+                    "unfurl_links": False,
+                    "unfurl_media": False,
+                }
             )
         except _TRANSPORT_ERRORS as exc:
             raise classify_transport_error(exc) from None

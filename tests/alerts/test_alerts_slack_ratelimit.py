@@ -70,3 +70,41 @@ def test_stopping_cuts_a_rate_limit_wait_short(slack: SlackStub, store: Store) -
     report = OutboxWorker(store, {"slack": channel}, clock=lambda: NOW).deliver_due()
     assert time.monotonic() - started < 10
     assert report.retried == 1 and len(slack.posts()) == 1  # not re-sent while stopping; the outbox keeps it
+
+
+class _RecordedWaits(threading.Event):
+    """The channel's stop event, whose waits are recorded and return at once ("not stopped"): the boundary
+    of a 30 s wait is checked without spending 30 s of real time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waits: list[float | None] = []
+
+    def wait(self, timeout: float | None = None) -> bool:
+        self.waits.append(timeout)
+        return False
+
+
+def test_a_retry_after_of_exactly_30_s_is_waited_in_the_pass_and_31_s_defers(
+    slack: SlackStub, store: Store
+) -> None:
+    """The documented cap (README: a Slack 429 asking for at most 30 s is waited out in the same pass):
+    30 s waits and delivers; one second more goes to the outbox backoff, with the channel deferred."""
+    record(store, [make_alert(title="at the cap")], ["slack"], NOW)
+    slack.push(ratelimited(30), ok())
+    channel = channel_for(slack)
+    channel.stop = waits = _RecordedWaits()
+    report = OutboxWorker(store, {"slack": channel}, clock=lambda: NOW).deliver_due()
+    assert report.sent == 1 and not report.failed, report.errors
+    assert waits.waits == [30.0] and len(slack.posts()) == 2
+
+    later = NOW + timedelta(minutes=5)
+    record(store, [make_alert(title="past the cap", event_time=later)], ["slack"], later)
+    slack.push(ratelimited(31))
+    channel.stop = waits = _RecordedWaits()
+    report = OutboxWorker(store, {"slack": channel}, clock=lambda: later).deliver_due()
+    assert report.retried == 1 and report.sent == 0
+    assert waits.waits == [] and len(slack.posts()) == 3  # no wait in the pass, no second try
+    pending = [row for row in outbox_rows(store) if row["status"] == "pending"]
+    assert len(pending) == 1
+    assert datetime.fromisoformat(pending[0]["next_attempt_at"]) >= later + timedelta(seconds=31)
