@@ -6,10 +6,12 @@ Exit codes: 0 ok, 1 a check failed, 2 usage or configuration error.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NoReturn
 
 import click
 
@@ -24,7 +26,7 @@ from monitor.alerts.outbox import (
 from monitor.anchors import AnchorFileError, ChainAnchor, check_anchor, take_anchor
 from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, ConfigGroup, date_range, fail
 from monitor.config import Config, configured_channels
-from monitor.daemon import Monitor, config_rules_loader, run_daemon
+from monitor.daemon import Monitor, config_rules_loader, run_daemon, run_once_until_stopped
 from monitor.display import one_line
 from monitor.engine import RuleLoadError, ruleset_from_config
 from monitor.engine.calendars import Calendar
@@ -87,7 +89,9 @@ def _check_channel(channel: str | None, config: Config, store: Store) -> None:
 def run(ctx: CliContext, once: bool, log_level: str) -> None:
     """Run the daemon: poll every source on its interval, deliver alerts, send the monthly report.
 
-    SIGTERM or SIGINT finishes the cycle in flight and exits 0.
+    SIGTERM or SIGINT stops within seconds and exits 0 (with --once: 1): a cycle in flight stops at
+    its next page and commits nothing, and work that does not end within 5 s is abandoned (as safe as
+    kill -9: it is repeated at the next start).
     """
     config = ctx.config()
     if not config.sources:
@@ -106,9 +110,17 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
     monitor = _build_monitor(config)
     if once:
         try:
-            outcome = monitor.run_once()
-        finally:
+            finished = run_once_until_stopped(monitor)
+        except BaseException:
             monitor.close()
+            raise
+        if finished.outcome is None:
+            click.echo("stopped: work still in flight was abandoned; nothing of it is committed", err=True)
+            _exit_now(EXIT_FAILED)
+        monitor.close()
+        outcome = finished.outcome
+        if finished.stopped:
+            click.echo("stopped before the cycle completed; the next run repeats what was cut off", err=True)
         # Errors quote upstream answers: one line each, control and bidi characters neutralised.
         for poll in outcome.polls:
             if not poll.ok:
@@ -118,14 +130,30 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
         for report_run in outcome.reports:
             if report_run.failed:
                 click.echo(f"monthly report {report_run.period}: {one_line(report_run.detail)}", err=True)
-        sys.exit(EXIT_OK if outcome.ok else EXIT_FAILED)
+        sys.exit(EXIT_OK if outcome.ok and not finished.stopped else EXIT_FAILED)
     try:
-        run_daemon(monitor, rules_loader=config_rules_loader(ctx.config_path, config))
+        clean = run_daemon(monitor, rules_loader=config_rules_loader(ctx.config_path, config))
     except ServerError as exc:
+        writer_lock.release()
         monitor.close()
         fail(f"configuration error: {ctx.config_path or './audit-monitor.yaml'}: {exc}", EXIT_USAGE)
-    finally:
+    except BaseException:
         writer_lock.release()
+        raise
+    if not clean:
+        # A stop that was asked for; what was cut off is repeated at the next start. Threads still in
+        # flight may yet write: the writer lock goes with the process, after them.
+        _exit_now(EXIT_OK)
+    writer_lock.release()
+
+
+def _exit_now(code: int) -> NoReturn:
+    """Exit without waiting for threads still in flight (a socket that sends nothing, a channel that does
+    not answer): as safe as kill -9, with the logs flushed first."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _build_monitor(config: Config) -> Monitor:

@@ -1,27 +1,39 @@
-"""The running monitor: one store, the rules, a poller per cycle, the outbox; APScheduler wiring and signals.
+"""The running monitor: one store, the rules, a worker per source, the outbox; signals and shutdown.
 
-All jobs run on one worker thread, so the SQLite connection is never used by two threads at once
-and no two cycles of a source ever overlap (APScheduler's max_instances=1 and coalesce as well).
-The HTTP endpoint (/healthz, /metrics) runs in its own thread and reads only ``Monitor.metrics``.
+Each source is polled by a worker thread of its own, on its interval (a cycle that overruns is followed
+at once by the next, never by two at a time), so one source trickling its answers cannot delay another
+source, the delivery of alerts or the monthly report. Delivery has a worker of its own, woken after
+every cycle and every 5 s; the report, its catch-up and retention run on APScheduler's one worker.
+Every thread reads and writes the archive through its own SQLite connection; writes are serialised by
+the store (one transaction at a time in this process, BEGIN IMMEDIATE across processes). Each cycle's
+reading has an overall deadline (``cycle_deadline``); a longer walk goes on from its last staged page.
+The HTTP endpoint (/healthz, /metrics) runs in its own threads and reads only ``Monitor.metrics``.
 
-Signals: SIGTERM/SIGINT stop the scheduler and let the cycle in flight end: a normal cycle finishes
-and commits; a long walk (a backfill, a backlog) is abandoned at the next page with nothing committed,
-so the process exits within seconds and the next start repeats the walk. SIGHUP re-reads the rules on
-the worker thread between cycles; rules that fail validation leave the running ones in force.
+Signals: SIGTERM/SIGINT set the stop event. Every wait in a cycle looks at it: between pages and between
+chunks of an answer, a retry's backoff, a Slack rate-limit wait, a wait for the archive's write lock;
+a cycle stopped that way commits nothing and the next start repeats it. Work that still runs
+``SHUTDOWN_GRACE`` seconds later (a socket that sends nothing, a channel that does not answer) is
+abandoned: ``run_daemon`` returns False and the CLI exits without waiting for it. That is as safe as
+``kill -9``: a transaction not committed is rolled back by SQLite, an alert whose send was cut off is
+still pending in the outbox and goes out at the next start. SIGHUP re-reads the rules; a cycle in
+flight finishes with the rules it started its commit with, and rules that fail validation leave the
+running ones in force.
 """
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 import signal
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.executors.pool import ThreadPoolExecutor as JobExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.cron import CronTrigger
 
@@ -39,7 +51,8 @@ from monitor.metrics import Metrics
 from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, default_client_factory
 from monitor.report.schedule import ReportRun, ReportScheduler
 from monitor.server import HealthServer
-from monitor.store import Store, StoreError
+from monitor.store import Store, StoreError, StoreInterrupted
+from monitor.xano import XanoClient
 
 log = logging.getLogger("monitor.daemon")
 
@@ -47,6 +60,19 @@ Clock = Callable[[], datetime]
 RulesLoader = Callable[[], RuleSet]
 
 RETENTION_EVERY = timedelta(days=1)
+DELIVERY_EVERY = 5.0  # seconds between deliveries when no cycle asks for one sooner
+SHUTDOWN_GRACE = 5.0  # seconds work in flight gets after SIGTERM before the process exits regardless
+MIN_CYCLE_DEADLINE = timedelta(minutes=10)
+
+
+def cycle_deadline(source: SourceConfig) -> timedelta:
+    """How long one cycle may read from ``source``: three poll intervals, at least ten minutes.
+
+    Each request is bounded by the source's ``timeout`` (the whole request), but a server answering every
+    page just inside it could hold a cycle for hours; this bounds the cycle, so its failure is recorded
+    and shown. A walk cut by it (a long backfill) goes on from its last staged page in the next cycle.
+    """
+    return max(3 * source.poll_interval, MIN_CYCLE_DEADLINE)
 
 
 def build_channels(
@@ -97,7 +123,8 @@ class CycleOutcome:
 
 
 class Monitor:
-    """Everything the daemon holds. Not thread-safe: call it from one thread."""
+    """Everything the daemon holds. ``poll`` may run for different sources on different threads at once
+    (the store gives each thread its own connection); everything else from one thread at a time."""
 
     def __init__(
         self,
@@ -125,6 +152,7 @@ class Monitor:
         self.reports = ReportScheduler(
             self.store, config, clock=clock, calendars=lambda: self.ruleset.calendars
         )
+        self._stop: threading.Event | None = None
 
     def _rule_title(self, rule_id: str) -> str | None:
         """The loaded rule's title (after a SIGHUP reload too); None for monitor.* and removed rules."""
@@ -196,12 +224,57 @@ class Monitor:
         return deleted
 
     def run_once(self) -> CycleOutcome:
+        """One cycle of every source (side by side, so a slow source delays only itself), then delivery
+        and the reports due."""
         outcome = CycleOutcome()
-        for source in self.config.sources:
-            outcome.polls.append(self.poll(source))
+        sources = self.config.sources
+        if len(sources) == 1:
+            outcome.polls.append(self.poll(sources[0]))
+        elif sources:
+            with ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="poll") as pool:
+                outcome.polls.extend(pool.map(self.poll, sources))
+        if self.stopping():
+            return outcome  # stopping: the outbox keeps the alerts, the next run sends the reports
         outcome.delivery = self.deliver()
         outcome.reports = self.send_due_reports()
         return outcome
+
+    def stopping(self) -> bool:
+        return self._stop is not None and self._stop.is_set()
+
+    def attach_stop(self, stop: threading.Event) -> None:
+        """Make every wait of a cycle end when ``stop`` is set, and bound each cycle's reading.
+
+        A long walk stops at the next page or chunk of an answer, a retry's backoff sleep (a Retry-After
+        may ask for minutes) and a Slack rate-limit wait end, and so does a wait for the archive's write
+        lock; each cycle of the default client reads for at most ``cycle_deadline``."""
+        self._stop = stop
+        self.poller.cancel = stop
+        self.store.interrupt = stop
+        for channel in self.outbox.channels.values():
+            if isinstance(channel, SlackChannel):
+                channel.stop = stop
+        if self.poller.client_factory is not default_client_factory:
+            return  # a caller's own client (tests): its waits are its own
+
+        def sleep_unless_stopping(seconds: float) -> None:
+            if stop.wait(seconds):
+                raise PollCancelled
+
+        def raise_if_stopping() -> None:
+            if stop.is_set():
+                raise PollCancelled
+
+        def client_for_one_cycle(source: SourceConfig) -> XanoClient:
+            # Called once per cycle, at the start of its walk: the deadline is the cycle's.
+            return default_client_factory(
+                source,
+                sleep=sleep_unless_stopping,
+                check_stop=raise_if_stopping,
+                deadline=time.monotonic() + cycle_deadline(source).total_seconds(),
+            )
+
+        self.poller.client_factory = client_for_one_cycle
 
     def send_due_reports(self) -> list[ReportRun]:
         """Build and email every monthly report that is due and not yet sent (claimed once per period)."""
@@ -253,25 +326,93 @@ def config_rules_loader(config_path: str | None, running: Config) -> RulesLoader
     return load
 
 
+@dataclass
+class OnceRun:
+    """How ``run --once`` ended: ``outcome`` is None when work was still running at the end of the grace."""
+
+    outcome: CycleOutcome | None
+    stopped: bool  # SIGTERM/SIGINT (or ``stop``) arrived
+
+
+def run_once_until_stopped(monitor: Monitor, stop: threading.Event | None = None) -> OnceRun:
+    """``run --once``: one cycle of every source, delivery and the reports due, where SIGTERM/SIGINT stop
+    it as they stop the daemon: the waits end, and what still runs ``SHUTDOWN_GRACE`` later is abandoned
+    (``outcome`` None: exit without waiting for it)."""
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, lambda _signum, _frame: stop.set())
+    monitor.attach_stop(stop)
+    outcome: list[CycleOutcome] = []
+    failure: list[BaseException] = []
+
+    def once() -> None:
+        try:
+            outcome.append(monitor.run_once())
+        except BaseException as exc:  # re-raised on the caller's thread below
+            failure.append(exc)
+
+    # The cycle runs on a thread of its own, so the main thread stays free to notice the signal.
+    worker = threading.Thread(target=once, name="once", daemon=True)
+    worker.start()
+    while worker.is_alive() and not stop.wait(0.2):
+        pass
+    worker.join(SHUTDOWN_GRACE if stop.is_set() else None)
+    if worker.is_alive():
+        log.warning("stopping without waiting for work in flight", extra={"grace_s": SHUTDOWN_GRACE})
+        return OnceRun(None, True)
+    if failure:
+        raise failure[0]
+    return OnceRun(outcome[0], stop.is_set())
+
+
+class _InFlight:
+    """The names of the jobs running now, so shutdown can wait for them (or name what it abandons)."""
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._changed = threading.Condition()
+
+    @contextlib.contextmanager
+    def track(self, name: str) -> Iterator[None]:
+        with self._changed:
+            self._names.append(name)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._names.remove(name)
+                self._changed.notify_all()
+
+    def wait_idle(self, timeout: float) -> list[str]:
+        """Wait until nothing runs or ``timeout`` passes; the names of what still runs."""
+        with self._changed:
+            self._changed.wait_for(lambda: not self._names, timeout=timeout)
+            return sorted(self._names)
+
+
 def run_daemon(
     monitor: Monitor,
     stop: threading.Event | None = None,
     *,
     rules_loader: RulesLoader | None = None,
     reload: threading.Event | None = None,
-) -> None:
+) -> bool:
     """Poll every source on its interval and deliver alerts until SIGTERM/SIGINT (or ``stop`` is set).
 
     Serves /healthz and /metrics on ``server.listen`` (raises ``ServerError`` when it cannot listen),
     prunes the archive daily when ``state.retention_days`` is set, and reloads the rules with
     ``rules_loader`` (default: the running config's rule paths) on SIGHUP or when ``reload`` is set.
+
+    Returns True when all work ended within ``SHUTDOWN_GRACE`` of the stop (the store is closed), False
+    when some was still running: the caller should then exit without waiting for it (the CLI does).
     """
     stop = stop or threading.Event()
     reload = reload or threading.Event()
     load_rules = rules_loader or (lambda: ruleset_from_config(monitor.config))
 
     def on_signal(signum: int, _frame: object) -> None:
-        # Only set flags here: the work happens on the main loop and the worker thread.
+        # Only set flags here: the work happens on the main loop and the worker threads.
         if signum == signal.SIGHUP:
             reload.set()
         else:
@@ -282,19 +423,7 @@ def run_daemon(
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
         signal.signal(signal.SIGHUP, on_signal)
-    # Shutdown abandons a long walk at the next page (nothing committed) instead of finishing it,
-    # and cuts short a retry's backoff sleep (a Retry-After may ask for minutes).
-    monitor.poller.cancel = stop
-    for channel in monitor.outbox.channels.values():
-        if isinstance(channel, SlackChannel):
-            channel.stop = stop  # a rate-limit wait ends at SIGTERM
-    if monitor.poller.client_factory is default_client_factory:
-
-        def sleep_unless_stopping(seconds: float) -> None:
-            if stop.wait(seconds):
-                raise PollCancelled
-
-        monitor.poller.client_factory = functools.partial(default_client_factory, sleep=sleep_unless_stopping)
+    monitor.attach_stop(stop)
     monitor.metrics.seed(
         monitor.store,
         [s.name for s in monitor.config.sources],
@@ -304,89 +433,100 @@ def run_daemon(
     server = HealthServer(monitor.config, monitor.metrics) if monitor.config.server.listen else None
     if server is not None:
         server.start()
+    in_flight = _InFlight()
+    deliver_soon = threading.Event()
+
+    def guarded(name: str, work: Callable[[], object], **log_extra: str) -> None:
+        """Run one job, tracked for shutdown; a job must never kill its thread."""
+        with in_flight.track(name):
+            try:
+                work()
+            except StoreInterrupted:
+                pass  # stopping while waiting for the write lock: the next start does it
+            except Exception:
+                log.exception(f"{name.split(':')[0]} job crashed", extra=log_extra)
+
+    def source_worker(source: SourceConfig) -> None:
+        interval = source.poll_interval.total_seconds()
+        next_start = time.monotonic()
+        while not stop.wait(max(0.0, next_start - time.monotonic())):
+            started = time.monotonic()
+            guarded(f"poll:{source.name}", lambda: monitor.poll(source), source=source.name)
+            deliver_soon.set()  # the cycle's alerts go out now, not at the next delivery tick
+            # The next cycle on the interval; at once when this one overran it (never two at a time).
+            next_start = started + interval
+
+    def delivery_worker() -> None:
+        while True:
+            deliver_soon.wait(DELIVERY_EVERY)
+            deliver_soon.clear()
+            if stop.is_set():  # stopping: the outbox keeps the alerts for the next start
+                return
+            guarded("deliver", monitor.deliver)
+
+    workers = [
+        threading.Thread(target=source_worker, args=(source,), name=f"poll:{source.name}", daemon=True)
+        for source in monitor.config.sources
+    ]
+    workers.append(threading.Thread(target=delivery_worker, name="deliver", daemon=True))
     scheduler = BackgroundScheduler(
-        executors={"default": ThreadPoolExecutor(max_workers=1)},
+        executors={"default": JobExecutor(max_workers=1)},
         job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None},
         timezone=monitor.config.tz,
     )
     now = datetime.now(UTC)
 
-    def poll_job(source: SourceConfig) -> None:
-        if stop.is_set():
-            return
-        try:
-            monitor.poll(source)
-            if not stop.is_set():  # stopping: the outbox keeps the alerts for the next start
-                monitor.deliver()
-        except Exception:  # a job must never kill the scheduler thread
-            log.exception("poll job crashed", extra={"source": source.name})
+    def scheduled(name: str, work: Callable[[], object]) -> Callable[[], None]:
+        def job() -> None:
+            if not stop.is_set():  # jobs still queued at shutdown: the next start does them
+                guarded(name, work)
 
-    def deliver_job() -> None:
-        if stop.is_set():  # jobs still queued at shutdown: exit now, the next start does them
-            return
-        try:
-            monitor.deliver()
-        except Exception:
-            log.exception("delivery job crashed")
-
-    for source in monitor.config.sources:
-        scheduler.add_job(
-            poll_job,
-            "interval",
-            args=[source],
-            seconds=source.poll_interval.total_seconds(),
-            next_run_time=now,
-            id=f"poll:{source.name}",
-        )
-    scheduler.add_job(deliver_job, "interval", seconds=5, id="deliver")
-
-    def retention_job() -> None:
-        if stop.is_set():
-            return
-        try:
-            monitor.apply_retention()
-        except Exception:
-            log.exception("retention job crashed")
+        return job
 
     if monitor.config.state.retention_days > 0:
         every = RETENTION_EVERY.total_seconds()
+        retention_job = scheduled("retention", monitor.apply_retention)
         scheduler.add_job(retention_job, "interval", seconds=every, next_run_time=now, id="retention")
-
-    def report_job() -> None:
-        if stop.is_set():
-            return
-        try:
-            monitor.send_due_reports()
-        except Exception:
-            log.exception("report job crashed")
-
     # The monthly report on its cron (configured zone); plus at start (a period missed while down) and
     # hourly (a failed send is retried). Each period is claimed in the store, so these never send twice.
+    report_job = scheduled("report", monitor.send_due_reports)
     report_cron = CronTrigger.from_crontab(monitor.config.report.schedule, timezone=monitor.config.tz)
     scheduler.add_job(report_job, report_cron, id="report")
     scheduler.add_job(report_job, "interval", hours=1, next_run_time=now, id="report-catch-up")
 
-    def reload_job() -> None:
-        if not stop.is_set():
-            monitor.reload_rules_from(load_rules)
-
+    for worker in workers:
+        worker.start()
     scheduler.start()
     log.info(
         "daemon started",
         extra={"sources": [s.name for s in monitor.config.sources], "rules": len(monitor.ruleset.rules)},
     )
+    clean = False
     try:
         while not stop.wait(0.2):
             if reload.is_set():
                 reload.clear()
                 log.info("reloading rules")
-                # On the single worker: after the cycle in flight, never in the middle of one.
-                scheduler.add_job(reload_job, id="reload-rules", replace_existing=True)
+                # A swap of one reference: each commit in flight keeps the rule set it started with.
+                monitor.reload_rules_from(load_rules)
         log.info("stopping")
     finally:
-        # Let the cycle in flight end: its transaction either commits or rolls back whole.
-        scheduler.shutdown(wait=True)
-        monitor.close()
+        stop.set()
+        deliver_soon.set()
+        scheduler.shutdown(wait=False)
+        abandoned = in_flight.wait_idle(SHUTDOWN_GRACE)
+        for worker in workers:
+            worker.join(timeout=0.5 if not abandoned else 0)
         if server is not None:
             server.stop()
+        if abandoned:
+            # Safe as kill -9: nothing uncommitted survives, pending alerts stay pending.
+            log.warning(
+                "stopping without waiting for work in flight",
+                extra={"abandoned": abandoned, "grace_s": SHUTDOWN_GRACE},
+            )
+        else:
+            monitor.close()
+            clean = True
         log.info("daemon stopped")
+    return clean

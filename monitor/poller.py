@@ -49,7 +49,7 @@ from monitor.events import (
     normalize,
 )
 from monitor.logs import scrub
-from monitor.store import Cursor, SqliteStateStore, Store, StoreError
+from monitor.store import Cursor, SqliteStateStore, Store, StoreError, StoreInterrupted
 from monitor.timeutil import format_duration, format_time
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoConfigError, XanoError
 
@@ -74,10 +74,15 @@ ClientFactory = Callable[[SourceConfig], AbstractContextManager[PageSource]]
 
 
 def default_client_factory(
-    source: SourceConfig, *, sleep: Callable[[float], None] = time.sleep, deadline: float | None = None
+    source: SourceConfig,
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+    deadline: float | None = None,
+    check_stop: Callable[[], None] | None = None,
 ) -> XanoClient:
-    """``sleep`` waits between retries; the daemon passes one that shutdown interrupts. ``deadline`` (a
-    ``time.monotonic()`` value) bounds the cycle's reading: no request or retry runs past it."""
+    """``sleep`` waits between retries and ``check_stop`` is called between chunks of an answer; the daemon
+    passes ones that raise at shutdown. ``deadline`` (a ``time.monotonic()`` value) bounds the cycle's
+    reading: no request or retry runs past it."""
     return XanoClient(
         source.base_url,
         source.token.get_secret_value(),
@@ -89,6 +94,7 @@ def default_client_factory(
         verify=source.ca_file or True,
         sleep=sleep,
         deadline=deadline,
+        check_stop=check_stop,
     )
 
 
@@ -236,13 +242,14 @@ class Poller:
             return self._failed(source, cursor, now, started, "config", str(exc))
         except XanoError as exc:
             return self._failed(source, cursor, now, started, "unavailable", str(exc))
-        except (StoreError, sqlite3.Error) as exc:
-            # e.g. a read-only file or a full disk: the transaction rolled back, the cursor stays.
-            return self._failed(source, cursor, now, started, "store", str(exc))
-        except PollCancelled:
+        except (PollCancelled, StoreInterrupted):
+            # Shutdown: a page boundary, a retry's sleep or a wait for the write lock ended the cycle.
             log.info("poll cancelled by shutdown; nothing committed", extra={"source": source.name})
             elapsed = time.monotonic() - started
             return PollResult(source.name, False, duration=elapsed, error="cancelled", error_kind="cancelled")
+        except (StoreError, sqlite3.Error) as exc:
+            # e.g. a read-only file or a full disk: the transaction rolled back, the cursor stays.
+            return self._failed(source, cursor, now, started, "store", str(exc))
         except Exception as exc:  # noqa: BLE001 - out of file descriptors, a bug: recorded, never a silent crash
             message = f"{type(exc).__name__}: {exc}"
             return self._failed(source, cursor, now, started, "internal", message, exc_info=exc)
@@ -492,6 +499,8 @@ class Poller:
         self.store.drop_archived_from_staging(source.name)
         prev_hash = self.store.head_hash()
         state = SqliteStateStore(self.store)
+        # One rule set for the whole commit, even if a SIGHUP reload swaps it meanwhile (another thread).
+        evaluator = self.evaluator
         archived_at = format_timestamp(now)
         new = alerts = 0
         pending: list[tuple[Any, ...]] = []
@@ -506,13 +515,13 @@ class Poller:
             new += 1
             if new % 5000 == 0:
                 self._check_cancel()  # a huge backfill's commit rolls back whole instead of holding SIGTERM
-            if self.evaluator is not None:
+            if evaluator is not None:
                 event_id, created_at, _ms, event_type, msg, *_derived, raw = staged
                 event = StagedEvent(
                     source.name, event_id, datetime.fromisoformat(created_at), event_type, msg, raw
                 )
                 try:
-                    for alert in self.evaluator.evaluate(event, state):
+                    for alert in evaluator.evaluate(event, state):
                         alerts += self._record(alert, now)
                 except (PollCancelled, StoreError, sqlite3.Error):
                     raise  # the cycle's failures, not the entry's

@@ -158,9 +158,12 @@ class XanoClient:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
         deadline: float | None = None,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
+        check_stop: Callable[[], None] | None = None,
     ) -> None:
         """``timeout`` bounds each request as a whole; ``deadline`` (a ``time.monotonic()`` value) bounds
-        everything this client does: no request or retry runs past it."""
+        everything this client does: no request or retry runs past it. ``check_stop`` is called before
+        each attempt and after each chunk of an answer; the daemon passes one that raises when it is
+        stopping, so a trickling answer does not hold SIGTERM."""
         if verify is False:
             raise ValueError(
                 "TLS certificate verification cannot be turned off; pass the path of a CA bundle instead"
@@ -178,6 +181,7 @@ class XanoClient:
         self._token = _Redacted(token)
         self.timeout = timeout
         self.deadline = deadline
+        self._check_stop = check_stop or (lambda: None)
         self.max_response_bytes = max_response_bytes
         url = httpx.URL(base_url.rstrip("/"))
         self._host = url.host
@@ -329,6 +333,7 @@ class XanoClient:
         attempt = 0
         while True:
             attempt += 1
+            self._check_stop()
             self._check_deadline(path, attempt)
             self.stats.requests += 1
             retry_after: float | None = None
@@ -429,6 +434,7 @@ class XanoClient:
                 if size > limit:
                     raise self._too_large(path, page, f"more than {limit:,} bytes")
                 chunks.append(chunk)
+                self._check_stop()
                 if time.monotonic() > deadline:
                     raise _TooSlow(
                         f"the answer was still arriving at the request deadline ({self.timeout:g} s for "
@@ -446,7 +452,8 @@ class XanoClient:
     def _check_deadline(self, path: str, attempt: int) -> None:
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise XanoUnavailableError(
-                f"{self._where(path)}: the cycle's deadline passed before attempt {attempt}; stopping"
+                f"{self._where(path)}: the cycle's deadline passed before attempt {attempt}; stopping "
+                "(a long walk goes on from its last staged page in the next cycle)"
             )
 
     def _resolved(self) -> None:

@@ -20,6 +20,8 @@ import itertools
 import json
 import os
 import sqlite3
+import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -52,6 +54,10 @@ class ArchiveMissing(StoreError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"{path}: no archive at this path (a read command never creates one)")
+
+
+class StoreInterrupted(StoreError):
+    """A wait for the write lock was ended by ``Store.interrupt`` (the daemon is stopping)."""
 
 
 # --- schema ----------------------------------------------------------------------------------------------
@@ -469,17 +475,89 @@ def _row_problem(
     return None
 
 
+WRITE_WAIT = 30.0  # seconds to wait for another process's write transaction before giving up
+WAIT_SLICE = 0.2  # seconds: how often a wait for the write lock looks at ``Store.interrupt``
+
+
+def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
+    """A connection as every thread's should be: autocommit (transactions are explicit), usable from the
+    thread that asks for it, durable across process crashes in WAL mode, foreign keys enforced."""
+    conn = sqlite3.connect(target, uri=uri, isolation_level=None, check_same_thread=False, timeout=WRITE_WAIT)
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    return conn
+
+
+class _Link:
+    """One thread's connection and the state of its transaction."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self.in_transaction = False
+        self.before_commit: list[Callable[[], None]] = []
+        self.transaction_serial = 0
+
+
 class Store:
     """Open with ``Store.open(path)``; use as a context manager to close it."""
 
-    def __init__(self, conn: sqlite3.Connection, path: str) -> None:
-        self.conn = conn
-        self.db = sqlite_utils.Database(conn)
+    def __init__(
+        self, conn: sqlite3.Connection, path: str, *, connect: Callable[[], sqlite3.Connection] | None = None
+    ) -> None:
+        """``conn`` serves the thread that opened the store; with ``connect``, every other thread that uses
+        the store gets a connection of its own from it (without, all threads share ``conn``)."""
         self.path = path
-        self._in_transaction = False
-        self._before_commit: list[Callable[[], None]] = []
-        self.transaction_serial = 0  # counts transactions, so a cache can tell a new one from its own
         self._identity: FileIdentity | None = None  # the file a writer opened (device, inode)
+        self._connect = connect
+        self._local = threading.local()
+        self._local.link = _Link(conn)
+        self._links = [self._local.link]
+        self._links_lock = threading.Lock()
+        self._shared_link = None if connect is not None else self._local.link
+        # One writer at a time in this process; other processes are kept out by BEGIN IMMEDIATE.
+        self._writer = threading.Lock()
+        self._writer_thread: int | None = None
+        self._serials = itertools.count(1)
+        # Set (by the daemon, to its stop event) to end waits for the write lock at once: SIGTERM must not
+        # wait out another process's transaction.
+        self.interrupt: threading.Event | None = None
+
+    # connections --------------------------------------------------------------------------------------
+
+    def _link(self) -> _Link:
+        """This thread's connection and transaction state.
+
+        Each worker thread of the daemon (one per source, delivery, reports) reads and writes through its
+        own connection: WAL gives each its own consistent snapshot, a transaction of one thread never takes
+        in another thread's statements, and a report's read snapshot never meets a poller's BEGIN."""
+        link: _Link | None = getattr(self._local, "link", None)
+        if link is None:
+            if self._shared_link is not None:
+                link = self._shared_link
+            else:
+                assert self._connect is not None
+                try:
+                    link = _Link(self._connect())
+                except sqlite3.Error as exc:
+                    raise StoreError(f"{self.path}: cannot open the archive: {exc}") from None
+                with self._links_lock:
+                    self._links.append(link)
+            self._local.link = link
+        return link
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        return self._link().conn
+
+    @property
+    def db(self) -> sqlite_utils.Database:
+        return self._link().db
+
+    @property
+    def transaction_serial(self) -> int:
+        """Tells one transaction from another (unique across threads), so a cache can tell a new one."""
+        return self._link().transaction_serial
 
     # opening ------------------------------------------------------------------------------------------
 
@@ -497,17 +575,16 @@ class Store:
                 if path_text != ":memory:" and not Path(path_text).is_file():
                     raise ArchiveMissing(path_text)
                 uri = ":memory:" if path_text == ":memory:" else readonly_uri(path_text)
-                conn = sqlite3.connect(
-                    uri, uri=True, isolation_level=None, check_same_thread=False, timeout=30
-                )
+                connect = functools.partial(_connect, uri, uri=True)
             else:
                 if path_text != ":memory:":
                     Path(path_text).parent.mkdir(parents=True, exist_ok=True)
                     if not Path(path_text).exists():
                         # Created 0600: the archive holds user emails and IPs.
                         os.close(os.open(path_text, os.O_CREAT | os.O_WRONLY, 0o600))
-                conn = sqlite3.connect(path_text, isolation_level=None, check_same_thread=False, timeout=30)
-            store = cls(conn, path_text)
+                connect = functools.partial(_connect, path_text, uri=False)
+            # ":memory:" is one database per connection: every thread shares the one.
+            store = cls(connect(), path_text, connect=None if path_text == ":memory:" else connect)
             if readonly:
                 store._check_readable()
             else:
@@ -551,8 +628,6 @@ class Store:
 
     def _prepare(self) -> None:
         self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=NORMAL")  # durable across process crashes in WAL mode
-        self.conn.execute("PRAGMA foreign_keys=ON")
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise StoreError(
@@ -565,7 +640,10 @@ class Store:
                 self.conn.execute(f"PRAGMA user_version={number + 1}")
 
     def close(self) -> None:
-        self.conn.close()
+        """Close every thread's connection (call it when no other thread uses the store any more)."""
+        with self._links_lock:
+            for link in self._links:
+                link.conn.close()
 
     def __enter__(self) -> Store:
         return self
@@ -575,18 +653,25 @@ class Store:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Store]:
-        """One write transaction (BEGIN IMMEDIATE: one writer at a time, even across processes)."""
-        if self._in_transaction:
+        """One write transaction (BEGIN IMMEDIATE: one writer at a time, even across processes).
+
+        Threads of this process queue for the writer lock; another process's transaction is waited out for
+        up to ``WRITE_WAIT`` seconds. Both waits end at once when ``interrupt`` is set
+        (:class:`StoreInterrupted`), so a stopping daemon never sits in them."""
+        link = self._link()
+        if link.in_transaction and self._writer_thread == threading.get_ident():
             raise RuntimeError("nested transaction")
+        self._acquire_writer()
         try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.OperationalError as exc:
-            raise StoreError(f"{self.path}: cannot write to the archive: {exc}") from None
-        self._in_transaction = True
-        self.transaction_serial += 1
+            self._begin(link.conn)
+        except BaseException:
+            self._release_writer()
+            raise
+        link.in_transaction = True
+        link.transaction_serial = next(self._serials)
         try:
             yield self
-            for callback in self._before_commit:
+            for callback in link.before_commit:
                 callback()
         except sqlite3.OperationalError as exc:
             # read-only file, full disk, I/O error: say so plainly; the whole transaction is undone.
@@ -597,23 +682,57 @@ class Store:
             raise
         else:
             try:
-                self.conn.execute("COMMIT")
+                link.conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
                 raise StoreError(f"{self.path}: cannot commit to the archive: {exc}") from None
         finally:
-            self._in_transaction = False
-            self._before_commit.clear()
+            link.in_transaction = False
+            link.before_commit.clear()
+            self._release_writer()
+
+    def _acquire_writer(self) -> None:
+        while not self._writer.acquire(timeout=WAIT_SLICE):
+            self._check_interrupt("another thread's transaction")
+        self._writer_thread = threading.get_ident()
+
+    def _release_writer(self) -> None:
+        self._writer_thread = None
+        self._writer.release()
+
+    def _check_interrupt(self, waiting_for: str) -> None:
+        if self.interrupt is not None and self.interrupt.is_set():
+            raise StoreInterrupted(f"{self.path}: stopping while waiting for {waiting_for}")
+
+    def _begin(self, conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, waiting for another process's write lock in short slices (SQLite's own busy wait
+        cannot be interrupted: ``sqlite3_interrupt`` does not end it)."""
+        waited_until = time.monotonic() + WRITE_WAIT
+        conn.execute(f"PRAGMA busy_timeout = {int(WAIT_SLICE * 1000)}")
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+                    if not busy or time.monotonic() >= waited_until:
+                        raise StoreError(f"{self.path}: cannot write to the archive: {exc}") from None
+                    self._check_interrupt("another process's write lock")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(WRITE_WAIT * 1000)}")
 
     @property
     def in_transaction(self) -> bool:
-        return self._in_transaction
+        """Whether this thread is inside ``transaction()``."""
+        return self._link().in_transaction
 
     def before_commit(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` inside this transaction, just before its COMMIT (dropped if it rolls back)."""
-        if not self._in_transaction:
+        link = self._link()
+        if not link.in_transaction:
             raise RuntimeError("before_commit outside a transaction")
-        self._before_commit.append(callback)
+        link.before_commit.append(callback)
 
     def _rollback(self) -> None:
         # SQLite rolls the transaction back by itself after some errors (a full disk, an I/O error): a
