@@ -159,9 +159,12 @@ def test_a_trickling_source_does_not_stall_a_healthy_one_and_sigterm_stops_the_d
 
 
 def test_sigterm_during_slow_slack_delivery(scenario_factory: Callable[..., Scenario]) -> None:
-    """Slack takes 60 s per message (the channel's own timeout is 5 s, and there are many alerts)."""
+    """Slack takes 60 s to answer, within the channel's timeout (60 s): the delivery worker waits on it."""
     s = scenario_factory()
     s.slack.delay = 60.0
+    text = s.config.read_text(encoding="utf-8")
+    assert "min_severity: info, timeout: 5s" in text
+    s.config.write_text(text.replace("min_severity: info, timeout: 5s", "min_severity: info, timeout: 60s"))
     daemon = s.start_daemon("run")
     daemon.wait_event("poll cycle", 60, where=lambda r: r.get("alerts", 0) > 0)
     time.sleep(1.5)  # the delivery worker is now waiting on Slack
