@@ -1,5 +1,11 @@
 """The daemon's HTTP endpoint: ``/healthz`` and ``/metrics`` (stdlib ThreadingHTTPServer in a daemon thread).
 
+The endpoint may be reachable by anyone on the network, so it can never take what polling needs: a
+connection that sends nothing for ``IDLE_TIMEOUT`` seconds is closed, and so is any connection still open
+``CONNECTION_DEADLINE`` seconds after it was accepted (a client trickling its request); at most
+``connection_cap()`` connections are served at once (64, and never more than an eighth of the process's
+open-files limit), and one more is closed as soon as it is accepted.
+
 Health is judged from facts the daemon's worker thread records in ``Metrics`` (in memory), not by
 querying SQLite per request: the worker owns the only connection, a probe must never wait on a
 long backfill transaction, and "starting" (no cycle completed by this process yet) is process state
@@ -8,11 +14,14 @@ that the store cannot know. A hung worker still shows: its sources' last success
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
+import resource
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,6 +38,18 @@ Clock = Callable[[], datetime]
 
 MIN_STALE_AFTER = timedelta(seconds=30)
 DEAD_LETTER_WINDOW = timedelta(hours=1)
+IDLE_TIMEOUT = 5.0  # seconds a connection may send (or take) nothing
+CONNECTION_DEADLINE = 15.0  # seconds a connection may stay open in all
+MAX_CONNECTIONS = 64
+
+
+def connection_cap() -> int:
+    """Connections served at once: ``MAX_CONNECTIONS``, and at most an eighth of the open-files limit,
+    so the endpoint never takes the descriptors polling needs (sockets to Xano, the archive's files)."""
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(1, min(MAX_CONNECTIONS, soft // 8))
 
 
 class ServerError(Exception):
@@ -120,6 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     server_version = "audit-monitor"
     sys_version = ""
+    timeout = IDLE_TIMEOUT  # socketserver sets it on the connection: every read and write is bounded
 
     def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
         path = self.path.split("?", 1)[0]
@@ -159,10 +181,74 @@ class _Server(ThreadingHTTPServer):
     metrics: Metrics
     clock: Clock
 
+    def __init__(self, address: tuple[str, int], handler: type[BaseHTTPRequestHandler]) -> None:
+        super().__init__(address, handler)
+        self.max_connections = connection_cap()
+        self._open: dict[socket.socket, float] = {}  # connection -> when it was accepted (monotonic)
+        self._cut: set[socket.socket] = set()
+        self._open_lock = threading.Lock()
+        self._refused = 0
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        try:
+            return super().get_request()
+        except OSError as exc:
+            if exc.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of descriptors (not through us: we hold at most the cap). The listening socket stays
+                # readable, so without a pause this loop would spin; socketserver drops the error.
+                time.sleep(0.1)
+            raise
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._open_lock:
+            full = len(self._open) >= self.max_connections
+            if not full:
+                self._open[request] = time.monotonic()
+        if full:
+            self._refused += 1
+            if self._refused == 1 or self._refused % 1000 == 0:
+                log.warning(
+                    "http connections at their limit; closing new ones at once",
+                    extra={"limit": self.max_connections, "refused": self._refused},
+                )
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._forget(request)
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._forget(request)
+
+    def _forget(self, request: Any) -> None:
+        with self._open_lock:
+            self._open.pop(request, None)
+            self._cut.discard(request)
+
+    def service_actions(self) -> None:
+        """Between accepts (at least every poll interval): cut connections open past the deadline. The idle
+        timeout bounds each read; this bounds a client that sends a byte now and then."""
+        now = time.monotonic()
+        with self._open_lock:
+            overdue = [
+                c for c, at in self._open.items() if now - at > CONNECTION_DEADLINE and c not in self._cut
+            ]
+            self._cut.update(overdue)
+        for connection in overdue:
+            try:
+                connection.shutdown(socket.SHUT_RDWR)  # the handler's read ends; its thread closes it
+            except OSError:
+                pass
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         # The stdlib prints a traceback to stderr; ours goes through the (JSON, redacting) log.
         exc = sys.exc_info()[1]
-        if isinstance(exc, ConnectionError):  # a probe that hung up early: nothing to fix
+        if isinstance(exc, ConnectionError | TimeoutError):  # a probe that hung up or stalled: nothing to do
             log.debug("http client went away", extra={"client": client_address[0]})
         else:
             log.exception("http request failed", extra={"client": client_address[0]})
