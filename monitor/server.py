@@ -177,6 +177,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 128  # the kernel's accept queue (no descriptor of ours): a burst is not dropped
     config: Config
     metrics: Metrics
     clock: Clock

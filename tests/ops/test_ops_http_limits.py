@@ -56,7 +56,7 @@ def open_idle(host: str, port: int, count: int, into: list[socket.socket]) -> No
     """Connect ``count`` clients that send nothing (the server may close the surplus at once)."""
     for _ in range(count):
         sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        sock.settimeout(2)
+        sock.settimeout(0.5)
         try:
             sock.connect((host, port))
         except OSError:  # the listen backlog is full: the server is not accepting more
