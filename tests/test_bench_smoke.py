@@ -23,6 +23,8 @@ ROWS = [
     "Peak RSS, 5,500 events archived: `export` of the month to a file",
     "Alert delay: poll that sees the event -> Slack stub (median / max of 2)",
     "Slack burst: 3 alerts, Slack limiting to 1 message/s",
+    "5 sources at poll_interval 2 s in one process, one trickling: time between polls",
+    "That daemon: SIGTERM to exit (a trickling request in flight); peak RSS",
 ]
 
 
