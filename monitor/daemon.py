@@ -232,12 +232,18 @@ class Monitor:
             outcome.polls.append(self.poll(sources[0]))
         elif sources:
             with ThreadPoolExecutor(max_workers=len(sources), thread_name_prefix="poll") as pool:
-                outcome.polls.extend(pool.map(self.poll, sources))
+                outcome.polls.extend(pool.map(self._poll_on_pool, sources))
         if self.stopping():
             return outcome  # stopping: the outbox keeps the alerts, the next run sends the reports
         outcome.delivery = self.deliver()
         outcome.reports = self.send_due_reports()
         return outcome
+
+    def _poll_on_pool(self, source: SourceConfig) -> PollResult:
+        try:
+            return self.poll(source)
+        finally:
+            self.store.release_thread()  # the pool's thread ends with this call: so does its connection
 
     def stopping(self) -> bool:
         return self._stop is not None and self._stop.is_set()

@@ -6,6 +6,8 @@ import json
 import os
 import sqlite3
 import stat
+import threading
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 import sqlite_utils
 
 from monitor.events import canonical_json, normalize
-from monitor.store import MIGRATIONS, SCHEMA_VERSION, Cursor, Store, StoreError
+from monitor.store import MIGRATIONS, SCHEMA_VERSION, Cursor, Store, StoreError, StoreInterrupted
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -377,3 +379,61 @@ def test_a_prune_refuses_to_cut_rows_that_were_tampered_with(tmp_path: Path) -> 
         with pytest.raises(StoreError, match="not pruning: the part to cut fails verification at seq 3"):
             store.prune_before(T0 + timedelta(hours=5, minutes=30))
         assert store.event_count() == 9 and store.prunes() == []
+
+
+# --- threads: one connection each, one writer at a time, waits that a stop ends ---------------------------
+
+
+def test_each_thread_has_its_own_connection_and_writers_take_turns(tmp_path: Path) -> None:
+    """The daemon's workers share one Store: a transaction of one thread never shows (or takes in) another's
+    statements, and a second writer waits for the first instead of failing."""
+    store = Store.open(tmp_path / "a.db")
+    inside, release = threading.Event(), threading.Event()
+    seen: dict[str, object] = {}
+
+    def writer() -> None:
+        with store.transaction():
+            store.conn.execute("INSERT INTO meta (key, value) VALUES ('k', 'from-writer')")
+            inside.set()
+            release.wait(10)
+
+    def second_writer() -> None:
+        with store.transaction():
+            seen["second_saw"] = store.get_meta("k")
+
+    first = threading.Thread(target=writer)
+    first.start()
+    assert inside.wait(10)
+    assert store.get_meta("k") is None  # this thread's snapshot: the other's write is not committed
+    assert not store.in_transaction  # the other thread's transaction is not this one's
+    second = threading.Thread(target=second_writer)
+    second.start()
+    second.join(0.5)
+    assert second.is_alive()  # waiting for its turn, not failing
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert seen["second_saw"] == "from-writer"
+    assert store.get_meta("k") == "from-writer"
+    store.close()
+
+
+def test_a_wait_for_another_processs_write_lock_ends_when_interrupted(tmp_path: Path) -> None:
+    """SQLite's own busy wait cannot be interrupted; the store waits in slices and looks at ``interrupt``."""
+    store = Store.open(tmp_path / "a.db")
+    other = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process's writer
+    store.interrupt = threading.Event()
+    threading.Timer(0.5, store.interrupt.set).start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(StoreInterrupted, match="another process's write lock"), store.transaction():
+            pass
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert time.monotonic() - started < 15  # not the 30 s busy timeout
+    with store.transaction():  # the lock is free again: writes work, nothing was left half-open
+        store.set_meta("after", "yes")
+    assert store.get_meta("after") == "yes"
+    store.close()

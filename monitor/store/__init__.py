@@ -639,6 +639,19 @@ class Store:
                 MIGRATIONS[number](self.db)
                 self.conn.execute(f"PRAGMA user_version={number + 1}")
 
+    def release_thread(self) -> None:
+        """Close the calling thread's own connection, for a thread that ends (a pool's): the next use from
+        this thread opens another. The opening thread's connection, or a shared one, stays."""
+        link: _Link | None = getattr(self._local, "link", None)
+        if link is None or link is self._shared_link or link is self._links[0]:
+            return
+        if link.in_transaction:
+            raise RuntimeError("release_thread inside a transaction")
+        del self._local.link
+        with self._links_lock:
+            self._links.remove(link)
+        link.conn.close()
+
     def close(self) -> None:
         """Close every thread's connection (call it when no other thread uses the store any more)."""
         with self._links_lock:
