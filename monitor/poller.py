@@ -183,6 +183,36 @@ class _EntryFailed(Exception):
 READ_AHEAD_SWITCH_INTERVAL = 0.0005  # seconds
 
 
+class _SwitchInterval:
+    """The interpreter's switch interval lowered while any walk reads ahead, restored when the last ends.
+
+    The setting is process-wide and the daemon walks several sources at once: each walk saving and restoring
+    it by itself would leave it at whatever the walk that ended last had saved."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._walks = 0
+        self._saved = 0.0
+
+    @contextlib.contextmanager
+    def lowered(self, interval: float) -> Iterator[None]:
+        with self._lock:
+            if self._walks == 0:
+                self._saved = sys.getswitchinterval()
+                sys.setswitchinterval(min(self._saved, interval))
+            self._walks += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._walks -= 1
+                if self._walks == 0:
+                    sys.setswitchinterval(self._saved)
+
+
+_SWITCH_INTERVAL = _SwitchInterval()
+
+
 def _read_ahead(pages: Iterator[Page]) -> Generator[Page, None, None]:
     """The pages of ``pages``; from the second on, the next one is read while the caller stages this one.
 
@@ -198,16 +228,14 @@ def _read_ahead(pages: Iterator[Page]) -> Generator[Page, None, None]:
     yield first
     # The reader needs the GIL for a moment after every chunk it receives; with the default 5 ms switch
     # interval it queues behind the walk's normalising for most of that time and falls behind.
-    switch_interval = sys.getswitchinterval()
-    sys.setswitchinterval(min(switch_interval, READ_AHEAD_SWITCH_INTERVAL))
-    try:
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-reader") as reader:
+    with (
+        _SWITCH_INTERVAL.lowered(READ_AHEAD_SWITCH_INTERVAL),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="page-reader") as reader,
+    ):
+        ahead = reader.submit(next, pages, None)
+        while (page := ahead.result()) is not None:
             ahead = reader.submit(next, pages, None)
-            while (page := ahead.result()) is not None:
-                ahead = reader.submit(next, pages, None)
-                yield page
-    finally:
-        sys.setswitchinterval(switch_interval)
+            yield page
 
 
 class Poller:

@@ -147,6 +147,10 @@ def test_a_trickling_source_does_not_stall_a_healthy_one_and_sigterm_stops_the_d
     daemon.wait_event("poll cycle", 20, where=lambda r: r.get("source") == "sim", count=polled + 3)
     wait_until(lambda: s.slack.stub.posts(), 30, "a Slack message for the healthy source's alerts")
     assert polls_of(daemon, "slow") == 0  # still on its first answer
+    if gap < 20:
+        # The operator is told: the slow source counts as unreachable after 3 intervals (at least 30 s).
+        unreachable = "SELECT count(*) FROM alerts WHERE rule_id = 'monitor.source_unreachable'"
+        wait_until(lambda: query(s.db, unreachable)[0][0] >= 1, 90, "monitor.source_unreachable for slow")
 
     code, took = sigterm_and_time(daemon)
     assert code == 0, daemon.stderr_path.read_text()[-2000:]
