@@ -468,7 +468,7 @@ def run_daemon(
             deliver_soon.clear()
             if stop.is_set():  # stopping: the outbox keeps the alerts for the next start
                 return
-            guarded("deliver", monitor.deliver)
+            guarded("delivery", monitor.deliver)
 
     workers = [
         threading.Thread(target=source_worker, args=(source,), name=f"poll:{source.name}", daemon=True)
