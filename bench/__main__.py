@@ -138,7 +138,7 @@ def _sources_rows(f: Figures) -> list[Row]:
             "time between polls of each healthy source",
             f"p95 {p95:.1f} s, worst source's p95 {f['worst_source_p95_s']:.1f} s, "
             f"max {f['gap_max_s']:.1f} s "
-            f"({f['intervals']:.0f} intervals; {f['healthy_failed_polls']:.0f} failed polls)",
+            f"({f['intervals']:.0f} intervals; poll errors: {f['healthy_failed_polls']:.0f})",
             f"p95 < {target:.0f} s, every source polled",
             p95 < target and polled,
         ),
