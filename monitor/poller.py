@@ -256,6 +256,9 @@ class Poller:
         # Set by the daemon at shutdown: a long walk (a backfill) stops between pages instead of
         # holding SIGTERM for minutes. Nothing is committed, so the next start repeats the walk.
         self.cancel: threading.Event | None = None
+        # When each source's walk last received a page (this process): a long first backfill is slow, not
+        # unreachable, and self-monitoring must not say otherwise while pages keep arriving.
+        self.page_received_at: dict[str, datetime] = {}
 
     def poll(self, source: SourceConfig) -> PollResult:
         started = time.monotonic()
@@ -341,6 +344,7 @@ class Poller:
         ):
             for page in pages:
                 self._check_cancel()
+                self.page_received_at[source.name] = self.clock()
                 walk.pages += 1
                 staged, page_ids, page_times = [], [], []
                 entries: dict[int, str] = {}  # this page's ids and their JSON

@@ -12,6 +12,7 @@ survive restarts. ``check_sources`` runs after every cycle (``Monitor.deliver``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING
 
@@ -233,18 +234,30 @@ def record_recovery(store: Store, fired_alert_id: str, alert: Alert, now: dateti
     return store.record_alert(alert, channels, now) and bool(channels)
 
 
-def check_sources(store: Store, config: Config, now: datetime) -> int:
-    """After a cycle: raise or end source_unreachable, end auth_failed episodes. Returns alerts recorded."""
+def check_sources(
+    store: Store, config: Config, now: datetime, page_received_at: Mapping[str, datetime] | None = None
+) -> int:
+    """After a cycle: raise or end source_unreachable, end auth_failed episodes. Returns alerts recorded.
+
+    ``page_received_at``: when each source's current walk last received a page. A walk still receiving
+    pages (a long backfill, a walk resumed across cycles) is slow, not unreachable.
+    """
     recorded = 0
     for source in config.sources:
         cursor = store.get_cursor(source.name)
-        recorded += _check_unreachable(store, config, source, cursor, now)
+        answered_at = (page_received_at or {}).get(source.name)
+        recorded += _check_unreachable(store, config, source, cursor, now, answered_at)
         recorded += _check_auth(store, source, cursor, now, config.tz)
     return recorded
 
 
 def _check_unreachable(
-    store: Store, config: Config, source: SourceConfig, cursor: Cursor | None, now: datetime
+    store: Store,
+    config: Config,
+    source: SourceConfig,
+    cursor: Cursor | None,
+    now: datetime,
+    answered_at: datetime | None = None,
 ) -> int:
     state = store.state_get(SOURCE_UNREACHABLE, source.name) or {}
     last_success = cursor.last_success_at if cursor else None
@@ -272,6 +285,8 @@ def _check_unreachable(
                 store.state_put(SOURCE_UNREACHABLE, source.name, None)
     if now - since <= unreachable_after(source):
         return 0
+    if answered_at is not None and now - answered_at <= unreachable_after(source):
+        return 0  # no cycle has completed, but the source answers: a walk is still receiving pages
     if cursor is not None and cursor.error_kind == "auth":
         return 0  # monitor.auth_failed already says why polls fail, and what to do
     alert = source_unreachable(

@@ -96,6 +96,8 @@ def test_backfill_archives_every_event_once_and_verifies(harness: Harness) -> No
     assert harness.store.verify().ok
     cursor = harness.store.get_cursor("prod")
     assert cursor is not None and cursor.last_id == max(visible_ids(harness.sim))
+    # Self-monitoring learns that the source answered (a walk that is still running is not unreachable).
+    assert harness.poller.page_received_at == {"prod": harness.clock()}
 
 
 def test_repeated_cycles_add_no_duplicate(harness: Harness, clock: FakeClock) -> None:

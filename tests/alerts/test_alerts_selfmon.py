@@ -164,3 +164,21 @@ def test_recovery_reaches_whoever_heard_of_the_failure_whatever_their_floor(
     texts = [p.body["text"] for p in slack.posts()]
     assert texts[0].startswith("HIGH: Source prod unreachable")
     assert texts[1].startswith("INFO: Source prod recovered")  # info, though slack's floor is high
+
+
+def test_a_long_first_backfill_that_keeps_receiving_pages_is_not_unreachable(
+    store: Store, clock: Clock
+) -> None:
+    """A first backfill of a large instance spans many poll intervals with no completed cycle. While its
+    walk keeps receiving pages the source answers; once pages stop arriving it is unreachable."""
+    cfg = config()
+    assert selfmon.check_sources(store, cfg, clock(), {}) == 0  # starts watching now
+    for _ in range(10):  # ten minutes of walking, a page a minute, no cycle completed yet
+        clock.advance(timedelta(minutes=1))
+        assert selfmon.check_sources(store, cfg, clock(), {"prod": clock()}) == 0
+    last_page = clock()
+    clock.advance(timedelta(minutes=3))  # pages stopped: exactly at the limit, still quiet
+    assert selfmon.check_sources(store, cfg, clock(), {"prod": last_page}) == 0
+    clock.advance(timedelta(seconds=1))
+    assert selfmon.check_sources(store, cfg, clock(), {"prod": last_page}) == 1
+    assert [rule for rule, _, _ in monitor_alerts(store)] == ["monitor.source_unreachable"]
