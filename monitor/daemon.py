@@ -195,9 +195,7 @@ class Monitor:
         try:
             # After every cycle (and on the delivery timer): raise or end monitor.source_unreachable and
             # auth_failed episodes, so their notices go out in this same delivery.
-            selfmon.check_sources(
-                self.store, self.config, self.clock(), self.poller.page_received_at
-            )
+            selfmon.check_sources(self.store, self.config, self.clock(), self.poller.page_received_at)
         except StoreError as exc:
             log.error("self-monitoring check failed", extra={"error": str(exc)})
         report = self.outbox.deliver_due()
