@@ -40,6 +40,7 @@ from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, def
 from monitor.report.schedule import ReportRun, ReportScheduler
 from monitor.server import HealthServer
 from monitor.store import Store, StoreError
+from monitor.store.polls import prune_polls_before
 
 log = logging.getLogger("monitor.daemon")
 
@@ -183,6 +184,7 @@ class Monitor:
             return 0
         cutoff = self.clock() - timedelta(days=days)
         deleted = self.store.prune_before(cutoff)
+        prune_polls_before(self.store, cutoff)  # poll outcomes follow the events' retention
         self.metrics.observe_prune(self.store, deleted)
         log.info(
             "retention pruned",

@@ -38,6 +38,7 @@ from monitor.events import (
     normalize,
 )
 from monitor.store.files import FileIdentity, identity_problem, readonly_uri
+from monitor.store.polls import migration_7
 
 GENESIS_HASH = "0" * 64
 
@@ -307,6 +308,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    migration_7,  # poll outcomes (monitor/store/polls.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
