@@ -33,6 +33,7 @@ from monitor.alerts.pagerduty import PagerDutyChannel
 from monitor.alerts.slack import SlackChannel
 from monitor.alerts.teams import TeamsChannel
 from monitor.alerts.webhook import EventLoader, RuleTitles, WebhookChannel
+from monitor.anchors import publish_anchor_if_due
 from monitor.config import Config, SourceConfig, effective_console, load_config
 from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
 from monitor.metrics import Metrics
@@ -171,6 +172,10 @@ class Monitor:
             selfmon.check_sources(self.store, self.config, self.clock())
         except StoreError as exc:
             log.error("self-monitoring check failed", extra={"error": str(exc)})
+        try:
+            publish_anchor_if_due(self.store, self.config, self.clock())  # queued, then sent below
+        except StoreError as exc:
+            log.error("cannot queue the chain anchor", extra={"error": str(exc)})
         report = self.outbox.deliver_due()
         self.metrics.observe_delivery(report)
         if report.outcomes:

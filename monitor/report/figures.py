@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
-from monitor.alerts.model import severity_rank
+from monitor.alerts.model import ANCHOR_RULE, severity_rank
 from monitor.config import Config
 from monitor.engine.calendars import Calendar, build_calendar
 from monitor.engine.errors import ErrorSink
@@ -917,8 +917,8 @@ def _alert_figures(figures: Figures, conn: Any, period: Period, cap: int) -> Non
         AlertCount(rule_id, severity, count, int(throttled or 0))
         for rule_id, severity, count, throttled in conn.execute(
             "SELECT rule_id, severity, count(*), sum(suppressed_count) FROM alerts "
-            "WHERE event_time >= ? AND event_time < ? GROUP BY rule_id, severity",
-            window,
+            "WHERE event_time >= ? AND event_time < ? AND rule_id != ? GROUP BY rule_id, severity",
+            (*window, ANCHOR_RULE),
         )
     ]
     counts.sort(key=lambda a: (-_rank(a.severity), -a.count, a.rule_id))
@@ -929,8 +929,9 @@ def _alert_figures(figures: Figures, conn: Any, period: Period, cap: int) -> Non
         AlertRow(datetime.fromisoformat(t).astimezone(period.tz), severity, rule_id, title, source)
         for t, severity, rule_id, title, source in conn.execute(
             "SELECT event_time, severity, rule_id, title, source FROM alerts "
-            "WHERE event_time >= ? AND event_time < ? ORDER BY event_time, rule_id, id LIMIT ?",
-            (*window, cap),
+            "WHERE event_time >= ? AND event_time < ? AND rule_id != ? "
+            "ORDER BY event_time, rule_id, id LIMIT ?",
+            (*window, ANCHOR_RULE, cap),
         )
     ]
 
