@@ -169,6 +169,8 @@ def publish_anchor_if_due(store: Store, config: Config, now: datetime) -> ChainA
         if last is not None and now - datetime.fromisoformat(last) < settings.every:
             return None
         anchor = take_anchor(store, now)
+        if anchor.seq == 0:
+            return None  # an empty archive: nothing to vouch for yet (the first poll's head will be)
         # The same head as last time is not queued again (record_alert ignores a known id): the anchor
         # already out there still stands for it.
         store.record_alert(anchor_notice(anchor), settings.channels(), now)
