@@ -27,7 +27,7 @@ from monitor.report import Period, build_report
 from monitor.report.reconcile import NOT_RECONCILED
 from monitor.simulator import Simulator
 from monitor.store.polls import poll_stats, record_poll
-from monitor.xano import RangeCount, RetryPolicy, XanoClient
+from monitor.xano import RangeCount
 
 BERLIN = ZoneInfo("Europe/Berlin")
 OCTOBER = Period.parse("2026-10", BERLIN)
@@ -201,19 +201,8 @@ def test_an_unreachable_xano_is_a_reason(tmp_path: Path) -> None:
         config = _config(tmp_path, sim)
         monitor = _polled(config)
     try:
-        # The simulator is stopped: connection refused. No retry budget, so the test does not wait.
-        def counter(source: SourceConfig) -> XanoClient:
-            return XanoClient(
-                source.base_url,
-                source.token.get_secret_value(),
-                source_name=source.name,
-                workspace_id=source.workspace_id,
-                per_page=1,
-                timeout=2,
-                retry=RetryPolicy(max_attempts=1, budget=0),
-            )
-
-        files = build_report(monitor.store, config, OCTOBER, tmp_path / "out", now=CLOCK, counter=counter)
+        # The simulator is stopped: connection refused, retried twice within a few seconds, then given up.
+        files = build_report(monitor.store, config, OCTOBER, tmp_path / "out", now=CLOCK)
     finally:
         monitor.close()
     (line,) = files.figures.reconciliation
