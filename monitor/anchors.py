@@ -4,6 +4,14 @@ The hash chain shows an edited or deleted row, but not rows cut from the end, no
 some row on with recomputed hashes: the file alone cannot tell those from an archive that never held the
 rows. An anchor (the head's seq and hash at a moment) kept off the machine can: the archive must still hold
 that link with that hash.
+
+Publishing (``anchors: {every: 1d, to: [email, webhook NAME]}``): the daemon takes the head every ``every``
+and hands it to the outbox as a notice of the rule ``monitor.chain_anchor``, addressed to the configured
+channels only. The outbox delivers it at least once; its id is derived from the anchored seq and hash, so
+the same head is never queued twice and a re-send after a crash carries the same id (the email's Message-ID,
+the webhook's ``webhook-id``). The email channel sends it as a message with the anchor attached as JSON, the
+webhook channel as a signed delivery of type ``chain.anchor`` whose ``data`` is the anchor. The report leaves
+these notices out of its alert figures: they are not alerts.
 """
 
 from __future__ import annotations
@@ -15,6 +23,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from monitor.alerts.model import ANCHOR_RULE, Alert
+from monitor.config import Config
 from monitor.events import format_timestamp
 from monitor.store import GENESIS_HASH, Store
 
@@ -32,10 +42,11 @@ class ChainAnchor:
     at: datetime
     events: int  # events in the archive when the anchor was taken
 
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "hash": self.hash, "at": format_timestamp(self.at), "events": self.events}
+
     def to_json(self) -> str:
-        return json.dumps(
-            {"seq": self.seq, "hash": self.hash, "at": format_timestamp(self.at), "events": self.events}
-        )
+        return json.dumps(self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> ChainAnchor:
@@ -115,3 +126,53 @@ def check_anchor(store: Store, anchor: ChainAnchor) -> AnchorCheck:
             f"row {anchor.seq} is missing: the archive ends at seq {head_seq} (rows cut from the end)",
         )
     return AnchorCheck(anchor, False, f"row {anchor.seq} is missing")
+
+
+# --- publishing --------------------------------------------------------------------------------------------
+
+PUBLISHED_KEY = "anchor_published_at"
+
+
+def anchor_notice(anchor: ChainAnchor) -> Alert:
+    """The anchor as an outbox notice: its id depends on the head only (seq and hash)."""
+    return Alert(
+        rule_id=ANCHOR_RULE,
+        severity="info",
+        title=f"Chain anchor: row {anchor.seq} of the audit archive",
+        text=anchor.to_json(),
+        source="",
+        event_time=anchor.at,
+        event_ids=(),
+        group_key=f"{anchor.seq}:{anchor.hash}",
+        context={"anchor": anchor.to_dict()},
+    )
+
+
+def notice_anchor(alert: Alert) -> ChainAnchor | None:
+    """The anchor a ``monitor.chain_anchor`` notice carries; None for any other alert."""
+    if alert.rule_id != ANCHOR_RULE:
+        return None
+    data = alert.context.get("anchor") or {}
+    return ChainAnchor(
+        int(data["seq"]), str(data["hash"]), datetime.fromisoformat(data["at"]), int(data["events"])
+    )
+
+
+def publish_anchor_if_due(store: Store, config: Config, now: datetime) -> ChainAnchor | None:
+    """Queue the current head for the configured channels when ``anchors.every`` has passed since the last
+    one (in one transaction with the time it was queued). Returns the anchor queued, or None."""
+    settings = config.anchors
+    if settings is None:
+        return None
+    with store.transaction():
+        last = store.get_meta(PUBLISHED_KEY)
+        if last is not None and now - datetime.fromisoformat(last) < settings.every:
+            return None
+        anchor = take_anchor(store, now)
+        if anchor.seq == 0:
+            return None  # an empty archive: nothing to vouch for yet (the first poll's head will be)
+        # The same head as last time is not queued again (record_alert ignores a known id): the anchor
+        # already out there still stands for it.
+        store.record_alert(anchor_notice(anchor), settings.channels(), now)
+        store.set_meta(PUBLISHED_KEY, format_timestamp(now))
+    return anchor

@@ -554,6 +554,34 @@ class ReportConfig(_Strict):
         return value
 
 
+class AnchorsConfig(_Strict):
+    """``anchors``: publish the chain head off the machine every ``every`` through the outbox."""
+
+    every: Duration = timedelta(days=1)
+    # "email" (the alert email's recipients) or "webhook NAME" (a webhook of alerts.webhooks)
+    to: list[str] = Field(min_length=1)
+
+    @field_validator("every")
+    @classmethod
+    def _positive(cls, value: timedelta) -> timedelta:
+        if value < timedelta(minutes=1):
+            raise ValueError("must be at least 1m")
+        return value
+
+    @field_validator("to")
+    @classmethod
+    def _targets(cls, value: list[str]) -> list[str]:
+        for index, target in enumerate(value):
+            kind, _, name = target.strip().partition(" ")
+            if not (kind == "email" and not name) and not (kind == "webhook" and name.strip()):
+                raise ValueError(f"[{index}]: {target!r} is not email or webhook NAME")
+        return [" ".join(target.split()) for target in value]
+
+    def channels(self) -> list[str]:
+        """The outbox channel of each target: email, webhook:NAME."""
+        return [t if t == "email" else "webhook:" + t.partition(" ")[2] for t in self.to]
+
+
 class ServerConfig(_Strict):
     listen: str = "127.0.0.1:9108"  # "" = no HTTP endpoint; the image sets AUDIT_MONITOR_LISTEN=0.0.0.0:9108
     # /healthz fails when a source's last success is older than this; default max(3 x poll_interval, 30s).
@@ -583,6 +611,7 @@ class Config(_Strict):
     rules: RulesConfig = Field(default_factory=RulesConfig)
     alerts: AlertsConfig = Field(default_factory=AlertsConfig)
     report: ReportConfig = Field(default_factory=ReportConfig)
+    anchors: AnchorsConfig | None = None
     server: ServerConfig = Field(default_factory=ServerConfig)
 
     @field_validator("timezone")
@@ -604,6 +633,22 @@ class Config(_Strict):
     def _report_mail(self) -> Config:
         if self.report.to and self.alerts.email is None:
             raise ValueError("report.to needs alerts.email (smtp and from) to send the monthly report")
+        return self
+
+    @model_validator(mode="after")
+    def _anchor_targets(self) -> Config:
+        if self.anchors is None:
+            return self
+        hooks = {hook.name for hook in self.alerts.webhooks}
+        for index, target in enumerate(self.anchors.to):
+            if target == "email" and self.alerts.email is None:
+                raise ValueError(f"anchors.to[{index}]: email needs alerts.email (smtp, from and to)")
+            name = target.partition(" ")[2]
+            if target != "email" and name not in hooks:
+                known = ", ".join(sorted(hooks)) or "none configured"
+                raise ValueError(
+                    f"anchors.to[{index}]: no webhook named {name!r} in alerts.webhooks ({known})"
+                )
         return self
 
     @property

@@ -45,6 +45,7 @@ from monitor.alerts.pagerduty import PagerDutyChannel
 from monitor.alerts.slack import SlackChannel
 from monitor.alerts.teams import TeamsChannel
 from monitor.alerts.webhook import EventLoader, RuleTitles, WebhookChannel
+from monitor.anchors import publish_anchor_if_due
 from monitor.config import Config, SourceConfig, effective_console, load_config
 from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
 from monitor.metrics import Metrics
@@ -52,6 +53,7 @@ from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, def
 from monitor.report.schedule import ReportRun, ReportScheduler
 from monitor.server import HealthServer
 from monitor.store import Store, StoreError, StoreInterrupted
+from monitor.store.polls import prune_polls_before
 from monitor.xano import XanoClient
 
 log = logging.getLogger("monitor.daemon")
@@ -198,6 +200,10 @@ class Monitor:
             selfmon.check_sources(self.store, self.config, self.clock(), self.poller.page_received_at)
         except StoreError as exc:
             log.error("self-monitoring check failed", extra={"error": str(exc)})
+        try:
+            publish_anchor_if_due(self.store, self.config, self.clock())  # queued, then sent below
+        except StoreError as exc:
+            log.error("cannot queue the chain anchor", extra={"error": str(exc)})
         report = self.outbox.deliver_due()
         self.metrics.observe_delivery(report)
         if report.outcomes:
@@ -211,6 +217,7 @@ class Monitor:
             return 0
         cutoff = self.clock() - timedelta(days=days)
         deleted = self.store.prune_before(cutoff)
+        prune_polls_before(self.store, cutoff)  # poll outcomes follow the events' retention
         self.metrics.observe_prune(self.store, deleted)
         log.info(
             "retention pruned",

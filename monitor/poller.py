@@ -50,6 +50,7 @@ from monitor.events import (
 )
 from monitor.logs import scrub
 from monitor.store import Cursor, SqliteStateStore, Store, StoreError, StoreInterrupted
+from monitor.store.polls import record_poll
 from monitor.timeutil import format_duration, format_time
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoConfigError, XanoError
 
@@ -521,6 +522,8 @@ class Poller:
                 )
             )
             self.store.unstage(source.name)
+            # The outcome with the cursor, in the same transaction: the report's poll success rate.
+            record_poll(self.store, source.name, started=now, ended=self.clock(), ok=True)
         return new, alerts
 
     def _archive_staged(
@@ -629,6 +632,7 @@ class Poller:
         alerts = 0
         try:
             self.store.record_poll_failure(source.name, at=now, kind=kind, message=message)
+            record_poll(self.store, source.name, started=now, ended=self.clock(), ok=False, error_kind=kind)
             if kind == "auth":
                 with self.store.transaction():
                     alert = selfmon.auth_failed(source.name, message, cursor.last_success_at, now)

@@ -14,6 +14,12 @@ Endpoints (all under ``/api:meta``, header ``Authorization: Bearer <token>``)::
 - ``GET`` always answers newest first (id descending). ``POST .../search`` sorts by ``{"id": "asc"|"desc"}``
   or ``{"created_at": "asc"|"desc"}`` (default: id descending). ``search`` filters are accepted and ignored,
   as a client must never rely on them.
+- A ``search`` filter on ``created_at`` (``[{"created_at|>=": ms}, {"created_at|<": ms}]``, epoch
+  milliseconds; ``>`` and ``<=`` too) is a count query, as the report's reconciliation sends: it is answered
+  from the ground truth (``itemsTotal`` of the range, the newest entries of the range by id), counted in
+  :attr:`Simulator.count_queries` and never in :attr:`Simulator.request_count`, and never receives an
+  injected fault, so it cannot disturb a test's fault queue. ``range_filters=False`` makes the simulator
+  ignore such filters like any other (a server that does not apply them).
 - ``page`` is 1-based; ``per_page`` (default 50) is capped at ``max_per_page`` and the envelope's ``perPage``
   says the value really used. Without ``include_data`` every entry's ``data`` is null.
 - The envelope is Xano's: ``items, itemsReceived, curPage, nextPage (null at the end), prevPage, offset,
@@ -410,6 +416,7 @@ class Simulator:
         live_background: bool = True,
         ids_after: int = _FIRST_ID,
         envelope: str = "xano",
+        range_filters: bool = True,
     ) -> None:
         """``live_background=False`` stops the daily pattern after construction (only added events and
         ``live_events_per_minute`` arrive then): for tests that count exactly what they add.
@@ -441,6 +448,8 @@ class Simulator:
         self._lock = threading.RLock()
         self._berlin = _BerlinTime()
         self._request_count = 0
+        self._count_queries = 0
+        self.range_filters = range_filters
         self._faults: deque[_Fault] = deque()
         # A plan's rate limit (``rate_limit``): at most this many audit-log requests per window, in real
         # seconds (the client really waits out the Retry-After), counted over the requests served.
@@ -528,6 +537,12 @@ class Simulator:
         """Audit-log API requests received (any outcome); control requests are not counted."""
         with self._lock:
             return self._request_count
+
+    @property
+    def count_queries(self) -> int:
+        """Range count queries answered (kept out of ``request_count`` and of the fault queue)."""
+        with self._lock:
+            return self._count_queries
 
     def add_event(
         self,
@@ -1410,6 +1425,54 @@ class Simulator:
             "pageTotal": page_total,
         }
 
+    def _range_page(
+        self, workspace_id: int | None, since_us: int, until_us: int, per_page: int
+    ) -> dict[str, Any]:
+        """A count query's answer: how many visible entries were created in [since_us, until_us), and the
+        newest ``per_page`` of them by id."""
+        per_page = min(per_page, self.max_per_page)
+        with self._lock:
+            self._count_queries += 1
+            self._advance(_to_us(self._clock()))
+            in_scope = workspace_id is None or workspace_id == self.workspace_id
+            times = _Keys(self._times, None, len(self._times) if in_scope else 0)
+            low, high = bisect.bisect_left(times, since_us), bisect.bisect_left(times, until_us)
+            now = self._advanced_to
+            added = [
+                index
+                for index, event in enumerate(self._added)
+                if not event.hidden
+                and event.time <= now
+                and since_us <= event.time < until_us
+                and (
+                    workspace_id is None
+                    or (
+                        isinstance(event.spec.workspace, dict)
+                        and event.spec.workspace.get("id") == workspace_id
+                    )
+                )
+            ]
+            # The stream's ids grow with its times: its newest entries in the range are its last indexes.
+            candidates = [(self._ids[i], (False, i)) for i in range(max(low, high - per_page), high)]
+            candidates += [(self._added[i].id, (True, i)) for i in added]
+            candidates.sort(reverse=True)
+            items = [self._entry(ref, False) for _, ref in candidates[:per_page]]
+            total = (high - low) + len(added)
+        if self.envelope == "guide":
+            return {"items": items, "itemsTotal": total}
+        page_total = -(-total // per_page)
+        return {
+            "items": items,
+            "itemsReceived": len(items),
+            "curPage": 1,
+            "nextPage": 2 if page_total > 1 else None,
+            "prevPage": None,
+            "offset": 0,
+            "perPage": per_page,
+            "itemsTotal": total,
+            "pageTotal": page_total,
+        }
+
     def _control(self, body: dict[str, Any]) -> dict[str, Any]:
         known = {"inject_status", "inject_truncated", "inject_non_json", "add_event", "reveal", "describe"}
         unknown = sorted(set(body) - known)
@@ -1506,6 +1569,11 @@ class _Handler(BaseHTTPRequestHandler):
             if route is None:
                 self._send_json(404, _STATUS_BODIES[404])
                 return
+            if route.group("search") and method == "POST" and sim.range_filters:
+                time_range = _time_range(body)
+                if time_range is not None:
+                    self._serve_range_count(route.group("ws"), body, *time_range)
+                    return
             sim._count_request()
             if bool(route.group("search")) != (method == "POST"):
                 self._send_json(404, _STATUS_BODIES[404])
@@ -1547,6 +1615,26 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(500, _STATUS_BODIES[500])
             except OSError:
                 self.close_connection = True
+
+    def _serve_range_count(self, workspace: str | None, body: bytes, since_us: int, until_us: int) -> None:
+        """A count query (see the module docstring): authorised like any request, never faulted."""
+        sim = self.server.sim
+        if not self._authorized():
+            self._send_json(401, _UNAUTHORIZED)
+            return
+        workspace_id = int(workspace) if workspace is not None else None
+        if workspace_id is not None and workspace_id not in sim._known_workspaces:
+            self._send_json(404, {"code": "ERROR_CODE_NOT_FOUND", "message": "Workspace not found."})
+            return
+        try:
+            _page, per_page, _data, _key, _descending = self._page_params("POST", body)
+        except _BadRequest as exc:
+            self._send_json(400, {"code": "ERROR_CODE_INPUT_ERROR", "message": str(exc)})
+            return
+        envelope = sim._range_page(workspace_id, since_us, until_us, per_page)
+        self._send(
+            200, json.dumps(envelope, separators=(",", ":")).encode(), "application/json; charset=utf-8"
+        )
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -1631,6 +1719,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.end_headers()
         self.wfile.write(payload)
+
+
+_RANGE_OPERATORS = {">=": (0, 0), ">": (0, 1), "<": (1, 0), "<=": (1, 1)}  # (lower/upper bound, +1 µs)
+_EPOCH_MS_US = 1000
+
+
+def _time_range(body: bytes) -> tuple[int, int] | None:
+    """The [since, until) range in µs of a search body filtering ``created_at``; None when the body has no
+    such filter (or is not readable: the ordinary path answers that)."""
+    try:
+        values = json.loads(body) if body.strip() else {}
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    filters = values.get("search") if isinstance(values, dict) else None
+    if not isinstance(filters, list) or not filters:
+        return None
+    bounds: list[int | None] = [None, None]
+    for item in filters:
+        if not isinstance(item, dict):
+            return None
+        for key, value in item.items():
+            column, _, operator = str(key).partition("|")
+            if column != "created_at" or operator not in _RANGE_OPERATORS:
+                return None
+            if not isinstance(value, int) or isinstance(value, bool):
+                return None
+            which, plus_one = _RANGE_OPERATORS[operator]
+            bounds[which] = value * _EPOCH_MS_US + plus_one  # times are µs; [since, until)
+    since = bounds[0] if bounds[0] is not None else -(2**62)
+    until = bounds[1] if bounds[1] is not None else 2**62
+    return since, until
 
 
 def _positive_int(value: Any, name: str) -> int:

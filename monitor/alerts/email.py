@@ -33,6 +33,7 @@ from monitor.alerts.render import (
     render,
     text_environment,
 )
+from monitor.anchors import ChainAnchor, notice_anchor
 from monitor.config import parse_mailbox
 
 log = logging.getLogger("monitor.email")
@@ -128,6 +129,39 @@ def build_alert_email(
         },
         now,
     )
+
+
+def build_anchor_email(
+    alert: Alert, anchor: ChainAnchor, sender: str, recipients: Sequence[str], *, now: datetime
+) -> EmailMessage:
+    """The chain head, kept in the recipients' mailboxes: the anchor JSON in the body and attached, ready
+    for ``audit-monitor verify --anchor``. The Message-ID comes from the notice id: a re-send is the same
+    message."""
+    document = anchor.to_json()
+    name = f"audit-monitor-anchor-{anchor.seq}.json"
+    text = (
+        f"The audit archive's hash chain ended at row {anchor.seq} at {format_datetime(anchor.at)} "
+        f"({anchor.events} events in the archive).\n\n{document}\n\n"
+        "Keep this message: the attached anchor lets anyone check later that the archive still holds this "
+        f"row with this hash (rows cut from the end or a rewritten chain fail):\n\n"
+        f"    audit-monitor verify --anchor {name}\n"
+    )
+    msg = EmailMessage()
+    set_headers(
+        msg,
+        subject=alert.title,
+        sender=sender,
+        recipients=recipients,
+        message_id=message_id_for(alert.id, sender),
+        date=now,
+    )
+    msg["X-Audit-Monitor-Alert-Id"] = alert.id
+    msg["X-Audit-Monitor-Rule"] = alert.rule_id
+    msg.set_content(text)
+    msg.add_attachment(
+        (document + "\n").encode("utf-8"), maintype="application", subtype="json", filename=name
+    )
+    return msg
 
 
 def build_digest_email(
@@ -242,9 +276,16 @@ class EmailChannel:
         return f"EmailChannel({self.host}:{self.port}, {self.security}, to={len(self.recipients)} recipients)"
 
     def destination(self, alert: Alert) -> str:
+        if notice_anchor(alert) is not None:
+            return f"anchor:{alert.id}"  # never folded into a digest: it travels as its own message
         return ",".join(self.envelope_to)
 
     def send(self, alert: Alert) -> str | None:
+        anchor = notice_anchor(alert)
+        if anchor is not None:
+            return self.send_message(
+                build_anchor_email(alert, anchor, self.sender, self.recipients, now=self.clock())
+            )
         return self.send_message(
             build_alert_email(alert, self.sender, self.recipients, self.tz, now=self.clock())
         )

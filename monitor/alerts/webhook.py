@@ -1,7 +1,8 @@
 """Generic outgoing webhooks (n8n, Make, Zapier, a Xano endpoint): one signed JSON POST per alert.
 
 The body is ``{"type": "alert.fired", "timestamp": ..., "data": {...}}``; ``type`` names what happened to
-the alert, so the same shape will carry ``alert.acknowledged`` / ``alert.resolved`` once alerts have a
+the alert (or ``chain.anchor``: ``data`` is then the archive's chain head, see monitor/anchors.py), so the
+same shape will carry ``alert.acknowledged`` / ``alert.resolved`` once alerts have a
 lifecycle. ``data`` holds the alert and its triggering events as archived (normalised fields + raw entry).
 
 Signatures:
@@ -32,13 +33,15 @@ from monitor.alerts.http import JsonPoster, status_error
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import DeliveryError
 from monitor.alerts.render import alert_view
+from monitor.anchors import notice_anchor
 from monitor.config import WebhookConfig
 from monitor.events import AuditEvent, format_timestamp
 
 USER_AGENT = "xano-audit-monitor"
 
 # What happened to the alert. Only ``alert.fired`` is sent today; the others are reserved for the lifecycle.
-WebhookEventType = Literal["alert.fired", "alert.acknowledged", "alert.resolved"]
+# ``chain.anchor`` is no alert: the archive's chain head, published by ``anchors`` (monitor/anchors.py).
+WebhookEventType = Literal["alert.fired", "alert.acknowledged", "alert.resolved", "chain.anchor"]
 
 EventLoader = Callable[[str, Sequence[int]], list[AuditEvent]]
 RuleTitles = Callable[[str], str | None]
@@ -136,6 +139,9 @@ class WebhookChannel:
         return f"WebhookChannel({self.config.name!r}, signature={self.config.signature})"
 
     def payload(self, alert: Alert, event_type: WebhookEventType = "alert.fired") -> bytes:
+        anchor = notice_anchor(alert)
+        if anchor is not None:  # the anchor itself, as `audit-monitor anchor` writes it
+            return webhook_body("chain.anchor", anchor.at, anchor.to_dict())
         data = alert_record(
             alert,
             self.tz,

@@ -233,9 +233,9 @@ def report_json(
             "notes": list(f.coverage_notes),
             "id_continuity": [{**_plain(c), "unseen": c.unseen} for c in f.id_continuity],
             "rejected": dict(f.rejected),
-            # Not recorded by this release: null, not zero.
-            "poll_success_rate": None,
-            "reconciliation": None,
+            "poll_success_rate": f.poll_success_rate,
+            "polls": [{**_plain(p), "recorded_from": _utc(p.recorded_from)} for p in f.polls],
+            "reconciliation": [{**_plain(r), "difference": r.difference} for r in f.reconciliation],
         },
         "integrity": {
             **(_plain(integrity) if integrity else {}),

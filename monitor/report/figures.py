@@ -21,13 +21,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
-from monitor.alerts.model import severity_rank
+from monitor.alerts.model import ANCHOR_RULE, severity_rank
 from monitor.config import Config
 from monitor.engine.calendars import Calendar, build_calendar
 from monitor.engine.errors import ErrorSink
 from monitor.engine.loader import rule_files
 from monitor.events import format_timestamp
 from monitor.store import Store, VerifyResult
+from monitor.store.polls import poll_stats, recording_began
 from monitor.timeutil import format_duration, format_time
 
 # --- vocabulary --------------------------------------------------------------------------------------------
@@ -276,6 +277,36 @@ class SourceCoverage:
 
 
 @dataclass(frozen=True)
+class PollCoverage:
+    """A source's poll cycles started in the month (monitor/store/polls.py)."""
+
+    source: str
+    cycles: int
+    ok: int
+    failed: int
+    failed_by_kind: dict[str, int]
+    success_rate: float | None  # ok / cycles; None when no cycle is recorded for the month
+    recorded_from: datetime | None  # when an upgraded archive began recording, if after the month started
+
+
+@dataclass(frozen=True)
+class Reconciliation:
+    """Our count for a source's month against the ``itemsTotal`` Xano reports for the same range."""
+
+    source: str
+    status: str  # matches | differs | not reconciled
+    ours: int  # events of the range in the archive
+    xano: int | None  # itemsTotal, when asked and answered
+    query: str  # the exact request: method, URL and body (no token)
+    reason: str = ""  # why not reconciled, or what a difference may mean
+
+    @property
+    def difference(self) -> int | None:
+        """Xano's count minus ours: positive when the archive holds fewer events than Xano reports."""
+        return None if self.xano is None else self.xano - self.ours
+
+
+@dataclass(frozen=True)
 class DayCount:
     day: date
     count: int
@@ -411,6 +442,8 @@ class Figures:
     gaps_total: int = 0
     sources: list[SourceCoverage] = field(default_factory=list)
     coverage_notes: list[str] = field(default_factory=list)
+    polls: list[PollCoverage] = field(default_factory=list)  # per source
+    reconciliation: list[Reconciliation] = field(default_factory=list)  # per source, filled by build_report
     days: list[DayCount] = field(default_factory=list)
     chain_head: str = ""  # the archive's hash-chain head when the report was made
     cap: int = DEFAULT_CAP
@@ -447,6 +480,16 @@ class Figures:
     @property
     def sources_without_poll(self) -> list[SourceCoverage]:
         return [s for s in self.sources if not s.polled_in_month]
+
+    @property
+    def poll_totals(self) -> tuple[int, int]:
+        """(ok, cycles) over every source."""
+        return sum(p.ok for p in self.polls), sum(p.cycles for p in self.polls)
+
+    @property
+    def poll_success_rate(self) -> float | None:
+        ok, cycles = self.poll_totals
+        return ok / cycles if cycles else None
 
     @property
     def coverage_complete(self) -> bool:
@@ -654,6 +697,12 @@ def apply_verify(figures: Figures, verified: VerifyResult) -> None:
     figures.controls = _controls(figures)
 
 
+def apply_reconciliation(figures: Figures, reconciliation: list[Reconciliation]) -> None:
+    """Record the reconciliation with Xano's counts, and the controls that depend on it."""
+    figures.reconciliation = reconciliation
+    figures.controls = _controls(figures)
+
+
 def monitor_version() -> str:
     try:
         return importlib.metadata.version("xano-audit-monitor")
@@ -810,14 +859,17 @@ def _controls(f: Figures) -> list[Control]:
     """One line per control the report gives evidence for; status "exception" when the evidence shows a
     problem the reviewer must account for, "review" when there is activity to sign off, else "evidence"."""
     integrity_ok = f.integrity is not None and f.integrity.verify_ok
-    coverage = "evidence" if f.coverage_complete and integrity_ok else "exception"
+    differs = [r for r in f.reconciliation if r.status == "differs"]
+    coverage = "evidence" if f.coverage_complete and integrity_ok and not differs else "exception"
     coverage_text = (
         "every source covered, no gaps, chain verified"
         if coverage == "evidence"
         else f"{f.gaps_total} gap(s), {len(f.coverage_notes)} coverage note(s), "
         f"{len(f.sources_without_poll)} source(s) not covered, "
         f"chain {'verified' if integrity_ok else 'FAILED'}"
+        + (f", {len(differs)} source(s) differ from Xano's count" if differs else "")
     )
+    coverage_text += f"; {_poll_rate_text(f)}; {_reconciled_text(f)}"
     access = "review" if f.privileged_total or f.first_admins else "evidence"
     changes = "review" if f.changes_total else "evidence"
     response = "exception" if f.dead_letters else ("review" if f.alerts_total else "evidence")
@@ -844,6 +896,20 @@ def _controls(f: Figures) -> list[Control]:
     ]  # fmt: skip
 
 
+def _poll_rate_text(f: Figures) -> str:
+    ok, cycles = f.poll_totals
+    if not cycles:
+        return "poll success rate not recorded"
+    return f"poll success {ok / cycles * 100:.1f}% ({ok:,} of {cycles:,} cycles)"
+
+
+def _reconciled_text(f: Figures) -> str:
+    if not f.reconciliation:
+        return "not reconciled with Xano's counts"
+    matched = sum(1 for r in f.reconciliation if r.status == "matches")
+    return f"{matched} of {len(f.reconciliation)} source(s) reconciled with Xano's itemsTotal"
+
+
 def _alert_figures(figures: Figures, conn: Any, period: Period, cap: int) -> None:
     # alerts.event_time is format_timestamp text (UTC, microseconds), so text comparison is time order.
     window = (format_timestamp(period.start), format_timestamp(period.end))
@@ -851,8 +917,8 @@ def _alert_figures(figures: Figures, conn: Any, period: Period, cap: int) -> Non
         AlertCount(rule_id, severity, count, int(throttled or 0))
         for rule_id, severity, count, throttled in conn.execute(
             "SELECT rule_id, severity, count(*), sum(suppressed_count) FROM alerts "
-            "WHERE event_time >= ? AND event_time < ? GROUP BY rule_id, severity",
-            window,
+            "WHERE event_time >= ? AND event_time < ? AND rule_id != ? GROUP BY rule_id, severity",
+            (*window, ANCHOR_RULE),
         )
     ]
     counts.sort(key=lambda a: (-_rank(a.severity), -a.count, a.rule_id))
@@ -863,8 +929,9 @@ def _alert_figures(figures: Figures, conn: Any, period: Period, cap: int) -> Non
         AlertRow(datetime.fromisoformat(t).astimezone(period.tz), severity, rule_id, title, source)
         for t, severity, rule_id, title, source in conn.execute(
             "SELECT event_time, severity, rule_id, title, source FROM alerts "
-            "WHERE event_time >= ? AND event_time < ? ORDER BY event_time, rule_id, id LIMIT ?",
-            (*window, cap),
+            "WHERE event_time >= ? AND event_time < ? AND rule_id != ? "
+            "ORDER BY event_time, rule_id, id LIMIT ?",
+            (*window, ANCHOR_RULE, cap),
         )
     ]
 
@@ -991,6 +1058,29 @@ def _coverage_figures(
     figures.gaps = gaps[:cap]
     figures.sources = sources
     figures.coverage_notes = notes
+    figures.polls = _poll_coverage(store, names, period, now)
+
+
+def _poll_coverage(store: Store, names: list[str], period: Period, now: datetime) -> list[PollCoverage]:
+    """Poll cycles per source started in the month; a month before recording began says so."""
+    stats = poll_stats(store, period.start, min(period.end, now))
+    first = recording_began(store)
+    recorded_from = first.astimezone(period.tz) if first is not None and first > period.start else None
+    coverage = []
+    for name in names:
+        s = stats.get(name)
+        coverage.append(
+            PollCoverage(
+                source=name,
+                cycles=s.cycles if s else 0,
+                ok=s.ok if s else 0,
+                failed=s.failed if s else 0,
+                failed_by_kind=dict(sorted(s.failed_by_kind.items())) if s else {},
+                success_rate=s.success_rate if s else None,
+                recorded_from=recorded_from,
+            )
+        )
+    return coverage
 
 
 def fullest_recent_month(store: Store, tz: ZoneInfo, now: datetime) -> Period:

@@ -38,10 +38,12 @@ from monitor.report.figures import (
     CATEGORIES,
     Figures,
     Period,
+    apply_reconciliation,
     apply_verify,
     business_calendar,
     compute_figures,
 )
+from monitor.report.reconcile import CounterFactory, default_counter, reconcile
 from monitor.resources import templates_dir
 from monitor.store import Store
 from monitor.timeutil import format_time
@@ -325,10 +327,12 @@ def build_report(
     calendars: dict[str, Calendar] | None = None,
     cap: int = BODY_ROWS,
     parallel_min_events: int = PARALLEL_MIN_EVENTS,
+    counter: CounterFactory | None = default_counter,
 ) -> ReportFiles:
     """Compute the figures and write the evidence pack into ``out_dir``: the CSV of every event, the JSON of
     every figure and table, the chain anchor, the HTML and text (lists cut to ``cap`` rows), and the
-    ``sha256sum`` manifest of them all."""
+    ``sha256sum`` manifest of them all. ``counter`` asks Xano for the month's count per source
+    (reconciliation); None reports every source as not reconciled without contacting Xano."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -376,6 +380,8 @@ def build_report(
         raise ReportError(f"{csv_path}: cannot write the CSV: {exc.strerror}") from None
     if walk is not None:
         apply_verify(figures, walk.result())
+    # After the snapshot: the count queries go over the network, and only when reconciling is possible.
+    apply_reconciliation(figures, reconcile(figures, config, counter=counter))
     if rows != figures.total:
         # One snapshot and one range: a difference means events of the month were archived meanwhile by
         # another process (CSV workers read their own snapshot) or the range logic broke. Never send it.

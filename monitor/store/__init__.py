@@ -30,7 +30,7 @@ from typing import Any
 
 import sqlite_utils
 
-from monitor.alerts.model import Alert
+from monitor.alerts.model import ANCHOR_RULE, Alert
 from monitor.events import (
     AuditEvent,
     NormalizationError,
@@ -40,6 +40,7 @@ from monitor.events import (
     normalize,
 )
 from monitor.store.files import FileIdentity, identity_problem, readonly_uri
+from monitor.store.polls import migration_7
 
 GENESIS_HASH = "0" * 64
 
@@ -313,6 +314,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_4,
     _migration_5,
     _migration_6,
+    migration_7,  # poll outcomes (monitor/store/polls.py)
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -1514,19 +1516,19 @@ class Store:
         return total, [tuple(r) for r in rows]
 
     def alert_deliveries(self, since: datetime, until: datetime, limit: int) -> list[tuple[Any, ...]]:
-        """Alerts whose event time is in [since, until), first ``limit`` in time order, each with its outbox
-        rows: (id, rule_id, severity, title, source, event_time, recorded_at, channel, status, attempts,
-        sent_at, last_error); channel and the rest are None for an alert with no channel."""
+        """Alerts (not anchor notices) whose event time is in [since, until), first ``limit`` in time order,
+        each with its outbox rows: (id, rule_id, severity, title, source, event_time, recorded_at, channel,
+        status, attempts, sent_at, last_error); channel and the rest are None for an alert with no channel."""
         return [
             tuple(r)
             for r in self.conn.execute(
                 "WITH picked AS (SELECT id, rule_id, severity, title, source, event_time, recorded_at "
-                "FROM alerts WHERE event_time >= ? AND event_time < ? "
+                "FROM alerts WHERE event_time >= ? AND event_time < ? AND rule_id != ? "
                 "ORDER BY event_time, rule_id, id LIMIT ?) "
                 "SELECT p.id, p.rule_id, p.severity, p.title, p.source, p.event_time, p.recorded_at, "
                 "o.channel, o.status, o.attempts, o.sent_at, o.last_error FROM picked p "
                 "LEFT JOIN outbox o ON o.alert_id = p.id ORDER BY p.event_time, p.rule_id, p.id, o.channel",
-                (format_timestamp(since), format_timestamp(until), limit),
+                (format_timestamp(since), format_timestamp(until), ANCHOR_RULE, limit),
             )
         ]
 
@@ -1536,9 +1538,9 @@ class Store:
             (str(r[0]), str(r[1]), int(r[2]))
             for r in self.conn.execute(
                 "SELECT o.channel, o.status, count(*) FROM outbox o JOIN alerts a ON a.id = o.alert_id "
-                "WHERE a.event_time >= ? AND a.event_time < ? GROUP BY o.channel, o.status "
-                "ORDER BY o.channel, o.status",
-                (format_timestamp(since), format_timestamp(until)),
+                "WHERE a.event_time >= ? AND a.event_time < ? AND a.rule_id != ? "
+                "GROUP BY o.channel, o.status ORDER BY o.channel, o.status",
+                (format_timestamp(since), format_timestamp(until), ANCHOR_RULE),
             )
         ]
 
