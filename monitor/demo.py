@@ -100,7 +100,9 @@ def _run_demo(out: Path, *, seconds: int, alerts: AlertsConfig | None) -> int:
                     else f"poll failed: {result.error}"
                 )
                 monitor.deliver()
-            by_rule = Counter(row[0] for row in monitor.store.conn.execute("SELECT rule_id FROM alerts"))
+            by_rule: Counter[str] = Counter()
+            for (rule_id, _severity), count in monitor.store.alert_counts().items():
+                by_rule[rule_id] += count
             verified = monitor.store.verify()
             say("")
             say(f"summary: {monitor.store.event_count()} events archived in {config.state.path}")

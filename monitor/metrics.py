@@ -33,8 +33,6 @@ if TYPE_CHECKING:  # the poller imports the HTTP client; metrics only reads its 
 
 Clock = Callable[[], datetime]
 
-_ALERT_COUNTS = "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
-_OUTBOX_DEPTH = "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status"
 
 # Process-wide in prometheus_client (read when a registry is collected): this process exports no
 # ``_created`` series from any registry.
@@ -184,7 +182,7 @@ class Metrics:
     ) -> None:
         """At start: the gauges from what the store holds; every counter at zero for each known label set
         (``sources``, ``channels``, the (rule id, severity) pairs of ``rules``, and those the store names)."""
-        counts = dict(store.conn.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
+        counts = store.event_counts_by_source()
         for name in sources:
             self.events_archived.labels(name)
             for outcome in POLL_OUTCOMES:
@@ -204,10 +202,10 @@ class Metrics:
             if cursor.source in sources and cursor.last_success_at is not None:
                 self._success(cursor.source, cursor.last_success_at)
         # The alerts already recorded are the baseline: only those recorded from now on are counted.
-        self._alerts_seen = self._grouped(store, _ALERT_COUNTS)
+        self._alerts_seen = store.alert_counts()
         for key in sorted(set(self._alerts_seen) | set(rules)):
             self.alerts.labels(*key)
-        outbox_channels = {channel for channel, _status in self._grouped(store, _OUTBOX_DEPTH)}
+        outbox_channels = {channel for channel, _status in store.outbox_depth()}
         for channel in sorted(set(channels) | outbox_channels):
             for outcome in DELIVERY_OUTCOMES:
                 self.deliveries.labels(channel, outcome)
@@ -259,23 +257,21 @@ class Metrics:
 
     def observe_store(self, store: Store) -> None:
         """Alerts, outbox depth, dead letters and file size, from the store (cheap queries)."""
-        for (rule, severity), count in self._grouped(store, _ALERT_COUNTS).items():
+        for (rule, severity), count in store.alert_counts().items():
             self._advance(self.alerts, self._alerts_seen, (rule, severity), count)
-        depth = self._grouped(store, _OUTBOX_DEPTH)
+        depth = store.outbox_depth()
         self._outbox_keys |= set(depth)
         for key in self._outbox_keys:
             self.outbox.labels(*key).set(depth.get(key, 0))
         # A dead row's next_attempt_at is the moment it was dead-lettered (the outbox worker sets it so).
-        dead = store.conn.execute(
-            "SELECT channel, max(next_attempt_at) FROM outbox WHERE status = 'dead' GROUP BY channel"
-        ).fetchall()
+        dead = store.last_dead_letter_at()
         with self._lock:
-            self._dead_letters = {channel: datetime.fromisoformat(at) for channel, at in dead if at}
+            self._dead_letters = dead
         self.archive_bytes.set(store.file_size())
 
     def observe_prune(self, store: Store, deleted: int) -> None:
         self.pruned.inc(deleted)
-        counts = dict(store.conn.execute("SELECT source, count(*) FROM events GROUP BY source").fetchall())
+        counts = store.event_counts_by_source()
         for name in set(counts) | set(self._newest):
             self.archive_events.labels(name).set(int(counts.get(name, 0)))
         self.archive_bytes.set(store.file_size())
@@ -321,10 +317,6 @@ class Metrics:
         with self._lock:
             newest = self._newest.get(source)
         return (self.clock() - newest).total_seconds() if newest is not None else float("nan")
-
-    @staticmethod
-    def _grouped(store: Store, sql: str) -> dict[tuple[str, str], int]:
-        return {(a, b): int(n) for a, b, n in store.conn.execute(sql).fetchall()}
 
     @staticmethod
     def _advance(

@@ -227,10 +227,7 @@ def delivery_recovered(channel: str, since: datetime, at: datetime, dead_letters
 
 def record_recovery(store: Store, fired_alert_id: str, alert: Alert, now: datetime) -> bool:
     """Inside a transaction: record ``alert`` for the channels that carried ``fired_alert_id``."""
-    channels = [
-        row[0]
-        for row in store.conn.execute("SELECT channel FROM outbox WHERE alert_id = ?", (fired_alert_id,))
-    ]
+    channels = store.alert_channels(fired_alert_id)
     return store.record_alert(alert, channels, now) and bool(channels)
 
 
@@ -314,8 +311,7 @@ def _check_auth(store: Store, source: SourceConfig, cursor: Cursor | None, now: 
         if state is None:
             # The poller recorded auth_failed under an id we can re-derive (the message is not part of it).
             fired = auth_failed(source.name, "", cursor.last_success_at, now).id
-            known = store.conn.execute("SELECT 1 FROM alerts WHERE id = ?", (fired,)).fetchone()
-            if known:
+            if store.alert_exists(fired):
                 since = cursor.last_error_at or now
                 with store.transaction():
                     store.state_put(

@@ -42,27 +42,20 @@ def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         )
     outbox = store.outbox_counts()
     channels: dict[str, dict[str, int]] = {}
-    for channel, state, count in store.conn.execute(
-        "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status ORDER BY channel"
-    ):
+    for (channel, state), count in sorted(store.outbox_depth().items()):
         channels.setdefault(channel, {"pending": 0, "sent": 0, "dead": 0})[state] = count
     dead_letters = [
         {
-            "channel": channel,
-            "alert_id": alert_id,
-            "rule_id": rule_id,
-            "at": at,
-            "attempts": attempts,
-            "error": (error or "").splitlines()[0][:300] if error else None,
+            "channel": letter.channel,
+            "alert_id": letter.alert_id,
+            "rule_id": letter.rule_id,
+            "at": format_timestamp(letter.failed_at),
+            "attempts": letter.attempts,
+            "error": letter.last_error.splitlines()[0][:300] if letter.last_error else None,
         }
-        for channel, alert_id, rule_id, at, attempts, error in store.conn.execute(
-            "SELECT o.channel, o.alert_id, a.rule_id, o.next_attempt_at, o.attempts, o.last_error "
-            "FROM outbox o JOIN alerts a ON a.id = o.alert_id WHERE o.status = 'dead' "
-            "ORDER BY o.next_attempt_at DESC LIMIT ?",
-            (DEAD_LETTERS_SHOWN,),
-        )
+        for letter in store.dead_letters(limit=DEAD_LETTERS_SHOWN)
     ]
-    oldest = store.conn.execute("SELECT min(created_at) FROM events").fetchone()[0]
+    oldest = store.oldest_event_time()
     return {
         "time": format_timestamp(now),
         "sources": sources,
@@ -78,7 +71,7 @@ def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
             "events": store.event_count(),
             "bytes": store.file_size(),
             "path": store.path,
-            "oldest_event_at": oldest,
+            "oldest_event_at": _iso(oldest),
             "retention_days": config.state.retention_days,
             "pruned_at": store.get_meta("chain_anchor_pruned_at"),
         },

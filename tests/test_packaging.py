@@ -70,6 +70,28 @@ def test_wheel_installs_with_rules_and_templates(wheel: Path, tmp_path: Path) ->
     assert out[1].startswith(str(target / "monitor" / "_bundled"))
     assert int(out[2]) == len([r for r in rules_in_repo if r.count("/") == 1])
 
+    # The schema revisions ship too: the installed copy creates an archive at the current schema.
+    migrations = ROOT / "monitor" / "store" / "migrations"
+    for path in migrations.rglob("*.py"):
+        assert path.relative_to(ROOT).as_posix() in names
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, monitor.store as s; st = s.Store.open(sys.argv[1]); "
+            "print(s.__file__, st.conn.execute('PRAGMA user_version').fetchone()[0], s.SCHEMA_VERSION)",
+            str(tmp_path / "a.db"),
+        ],
+        env={**os.environ, "PYTHONPATH": str(target)},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout.split()
+    assert created[0].startswith(str(target))
+    assert created[1] == created[2] != "0"
+
 
 def test_wheel_metadata_names_the_license_urls_and_classifiers(wheel: Path) -> None:
     archive = zipfile.ZipFile(wheel)

@@ -13,10 +13,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from monitor.events import canonical_json, normalize
-from monitor.store import MIGRATIONS, SCHEMA_VERSION, Cursor, Store, StoreError, StoreInterrupted
+from monitor.store import SCHEMA_VERSION, Cursor, Store, StoreError, StoreInterrupted
+from monitor.store.schema import upgrade_sqlite
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -143,9 +143,7 @@ def test_staging_of_an_older_schema_is_recreated_with_the_derived_columns(tmp_pa
     """An archive of schema 2 (staging held only the raw JSON) opens, keeps its events and stages anew."""
     path = tmp_path / "a.db"
     conn = sqlite3.connect(path, isolation_level=None)
-    for migration in MIGRATIONS[:2]:
-        migration(sqlite_utils.Database(conn))
-    conn.execute("PRAGMA user_version=2")
+    upgrade_sqlite(conn, "0002")
     conn.execute("INSERT INTO staging (source, event_id, raw) VALUES ('prod', 1, '{}')")  # a cycle cut short
     conn.close()
     with Store.open(path) as store:
@@ -334,6 +332,8 @@ def test_a_source_that_archived_nothing_is_not_a_failure(tmp_path: Path) -> None
         ("schema4-pruned.sql", 7, 6),
         # today's prune of every row let seq start again at 1 for the next events
         ("schema4-pruned-empty-then-appended.sql", 3, 6),
+        # the last release before Alembic: schema 6, pruned once, with alerts, outbox, state and claims
+        ("schema6-full.sql", 10, 4),
     ],
 )
 def test_archives_of_the_previous_release_verify_after_the_upgrade(

@@ -29,7 +29,7 @@ from monitor import selfmon
 from monitor.alerts.model import Alert
 from monitor.alerts.render import one_line
 from monitor.events import format_timestamp
-from monitor.store import Store
+from monitor.store import DeadLetter, Store
 from monitor.timeutil import format_time
 
 log = logging.getLogger("monitor.outbox")
@@ -136,21 +136,13 @@ class OutboxWorker:
     def _pass(self, report: DeliveryReport) -> bool:
         """Send what is due now. True when it recorded new self-monitoring alerts (send them too)."""
         now = self.clock()
-        rows = self.store.conn.execute(
-            "SELECT o.alert_id, o.channel, o.attempts, o.first_attempt_at FROM outbox o "
-            "JOIN alerts a ON a.id = o.alert_id WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
-            # Rows that failed before go first, so a channel that is down is probed by its oldest failure.
-            "ORDER BY o.next_attempt_at, o.attempts DESC, a.event_time, o.alert_id",
-            (format_timestamp(now),),
-        ).fetchall()
         by_channel: dict[str, list[_Due]] = {}
-        for alert_id, channel_name, attempts, first_attempt_at in rows:
-            alert = self.store.load_alert(alert_id)
+        for row in self.store.due_deliveries(now):
+            alert = self.store.load_alert(row.alert_id)
             if alert is None:
                 continue
-            first = datetime.fromisoformat(first_attempt_at) if first_attempt_at else None
-            by_channel.setdefault(channel_name, []).append(
-                _Due(alert_id, channel_name, attempts, first, alert)
+            by_channel.setdefault(row.channel, []).append(
+                _Due(row.alert_id, row.channel, row.attempts, row.first_attempt_at, alert)
             )
         recorded = False
         for channel_name, due in by_channel.items():
@@ -229,14 +221,8 @@ class OutboxWorker:
     def _sent(
         self, name: str, batch: _Batch, remote_id: str | None, now: datetime, report: DeliveryReport
     ) -> bool:
-        stamp = format_timestamp(now)
         with self.store.transaction():
-            self.store.conn.executemany(
-                "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = ?, remote_id = ?, "
-                "first_attempt_at = coalesce(first_attempt_at, ?), last_error = NULL "
-                "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
-                [(stamp, remote_id, stamp, item.alert_id, name) for item in batch.items],
-            )
+            self.store.mark_sent(name, [item.alert_id for item in batch.items], remote_id, now)
             recovered = self._end_failing_episode(name, now)
         count = len(batch.items)
         report.sent += count
@@ -258,7 +244,6 @@ class OutboxWorker:
     ) -> tuple[bool, datetime | None]:
         """Back off or dead-letter the batch's rows. Returns (alert recorded?, when the retry is due)."""
         error = str(exc)
-        stamp = format_timestamp(now)
         dead = [i for i in batch.items if exc.permanent or now - (i.first_attempt_at or now) >= GIVE_UP_AFTER]
         dead_ids = {i.alert_id for i in dead}
         retry = [i for i in batch.items if i.alert_id not in dead_ids]
@@ -267,19 +252,9 @@ class OutboxWorker:
             retry_at = now + self._delay(max(i.attempts for i in retry) + 1, exc.retry_after)
         recorded = False
         with self.store.transaction():
-            self.store.conn.executemany(
-                "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "
-                "first_attempt_at = coalesce(first_attempt_at, ?), last_error = ? "
-                "WHERE alert_id = ? AND channel = ?",
-                [(format_timestamp(retry_at or now), stamp, error, i.alert_id, name) for i in retry],
-            )
-            # A dead row's next_attempt_at records when it was given up.
-            self.store.conn.executemany(
-                "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, "
-                "next_attempt_at = ?, "
-                "first_attempt_at = coalesce(first_attempt_at, ?) WHERE alert_id = ? AND channel = ?",
-                [(error, stamp, stamp, i.alert_id, name) for i in dead],
-            )
+            if retry_at is not None:
+                self.store.mark_retry(name, [i.alert_id for i in retry], retry_at, error, now)
+            self.store.mark_dead(name, [i.alert_id for i in dead], error, now)
             if dead and alarm:
                 recorded = self._start_failing_episode(name, error, now)
         report.retried += len(retry)
@@ -311,12 +286,7 @@ class OutboxWorker:
     def _defer(self, items: list[_Due], until: datetime) -> None:
         if not items:
             return
-        with self.store.transaction():
-            self.store.conn.executemany(
-                "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?) "
-                "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
-                [(format_timestamp(until), i.alert_id, i.channel) for i in items],
-            )
+        self.store.defer([(i.alert_id, i.channel) for i in items], until)
 
     # monitor.delivery_failing ----------------------------------------------------------------------------
 
@@ -339,9 +309,7 @@ class OutboxWorker:
         state = self.store.state_get(selfmon.DELIVERY_FAILING, name)
         if state is None:
             return False
-        dead = self.store.conn.execute(
-            "SELECT count(*) FROM outbox WHERE channel = ? AND status = 'dead'", (name,)
-        ).fetchone()[0]
+        dead = self.store.dead_letter_count(name)
         since = datetime.fromisoformat(state["since"])
         alert = selfmon.delivery_recovered(name, since, now, int(dead), self.tz)
         recorded = selfmon.record_recovery(self.store, state["alert_id"], alert, now)
@@ -353,44 +321,8 @@ class OutboxWorker:
 # --- dead letters ---------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DeadLetter:
-    alert_id: str
-    channel: str
-    rule_id: str
-    severity: str
-    title: str
-    attempts: int
-    first_attempt_at: datetime | None
-    failed_at: datetime
-    last_error: str
-
-
 def list_dead_letters(store: Store, channel: str | None = None) -> list[DeadLetter]:
-    sql = (
-        "SELECT o.alert_id, o.channel, a.rule_id, a.severity, a.title, o.attempts, o.first_attempt_at, "
-        "o.next_attempt_at, coalesce(o.last_error, '') FROM outbox o JOIN alerts a ON a.id = o.alert_id "
-        "WHERE o.status = 'dead'"
-    )
-    params: list[str] = []
-    if channel is not None:
-        sql += " AND o.channel = ?"
-        params.append(channel)
-    rows = store.conn.execute(sql + " ORDER BY o.next_attempt_at, o.alert_id", params).fetchall()
-    return [
-        DeadLetter(
-            alert_id=r[0],
-            channel=r[1],
-            rule_id=r[2],
-            severity=r[3],
-            title=r[4],
-            attempts=r[5],
-            first_attempt_at=datetime.fromisoformat(r[6]) if r[6] else None,
-            failed_at=datetime.fromisoformat(r[7]),
-            last_error=r[8],
-        )
-        for r in rows
-    ]
+    return store.dead_letters(channel)
 
 
 class AmbiguousAlertId(ValueError):
@@ -420,13 +352,7 @@ def requeue_dead_letters(
                 raise AmbiguousAlertId(f"{wanted} matches {len(matches)} alerts; give more of the id")
             chosen.extend(d for d in letters if d.alert_id in matches)
         letters = chosen
-    with store.transaction():
-        store.conn.executemany(
-            "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, "
-            "first_attempt_at = NULL "
-            "WHERE alert_id = ? AND channel = ? AND status = 'dead'",
-            [(format_timestamp(now), d.alert_id, d.channel) for d in letters],
-        )
+    store.requeue([(d.alert_id, d.channel) for d in letters], now)
     return len(letters)
 
 

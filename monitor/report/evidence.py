@@ -60,14 +60,10 @@ def slices(
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
     bounds = [start]
     for index in range(1, parts):
-        row = store.conn.execute(
-            "SELECT created_ms FROM events WHERE created_ms >= ? AND created_ms < ? ORDER BY created_ms "
-            "LIMIT 1 OFFSET ?",
-            (start_ms, end_ms, total * index // parts),
-        ).fetchone()
-        if row is None:
+        created_ms = store.nth_created_ms(start_ms, end_ms, total * index // parts)
+        if created_ms is None:
             break
-        bound = _EPOCH + timedelta(milliseconds=row[0])
+        bound = _EPOCH + timedelta(milliseconds=created_ms)
         if bounds[-1] < bound < end:
             bounds.append(bound)
     bounds.append(end)

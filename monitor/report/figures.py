@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
-from monitor.alerts.model import ANCHOR_RULE, severity_rank
+from monitor.alerts.model import severity_rank
 from monitor.config import Config
 from monitor.engine.calendars import Calendar, build_calendar
 from monitor.engine.errors import ErrorSink
@@ -583,17 +583,12 @@ def compute_figures(
     figures = Figures(period=period, generated_at=now, cap=cap)
     figures.calendar = f"{describe_calendar(calendar)} ({calendar_origin or 'business_hours calendar'})"
     start_ms, end_ms = _ms(period.start), _ms(period.end)
-    conn = store.conn
     tz = period.tz
 
     # One pass over the month: counts per (user, type). Users and types are few; events are many.
     by_type: Counter[str] = Counter()
     by_user: dict[str | None, Counter[str]] = {}
-    for email, event_type, count in conn.execute(
-        "SELECT user_email, type, count(*) FROM events INDEXED BY idx_events_created_ms "
-        "WHERE created_ms >= ? AND created_ms < ? GROUP BY user_email, type",
-        (start_ms, end_ms),
-    ):
+    for email, event_type, count in store.counts_by_user_and_type(start_ms, end_ms):
         by_type[event_type] += count
         by_user.setdefault(email, Counter())[category_of(event_type)] += count
     figures.total = sum(by_type.values())
@@ -613,14 +608,8 @@ def compute_figures(
     off_by_user: Counter[str | None] = Counter()
     closed = closed_intervals(calendar.contains, period.start, period.end) if figures.total else []
     for chunk_start in range(0, len(closed), _INTERVALS_PER_QUERY):
-        chunk = closed[chunk_start : chunk_start + _INTERVALS_PER_QUERY]
-        values = ", ".join("(?, ?)" for _ in chunk)
-        params = [ms for interval in chunk for ms in interval]
-        for email, count in conn.execute(
-            f"WITH closed(s, e) AS (VALUES {values}) "  # noqa: S608 - placeholders only
-            "SELECT user_email, count(*) FROM closed CROSS JOIN events INDEXED BY idx_events_created_ms "
-            "ON events.created_ms >= closed.s AND events.created_ms < closed.e GROUP BY user_email",
-            params,
+        for email, count in store.counts_by_user_within(
+            closed[chunk_start : chunk_start + _INTERVALS_PER_QUERY]
         ):
             off_by_user[email] += count
     figures.off_hours_total = sum(off_by_user.values())
@@ -642,7 +631,6 @@ def compute_figures(
     critical_types = [t for t in by_type if is_critical(t)]
     figures.critical_total = sum(by_type[t] for t in critical_types)
     if critical_types:
-        marks = ", ".join("?" for _ in critical_types)
         figures.critical = [
             CriticalEvent(
                 time=datetime.fromisoformat(created_at).astimezone(tz),
@@ -653,30 +641,17 @@ def compute_figures(
                 source=source,
                 event_id=event_id,
             )
-            for created_at, event_type, email, workspace, msg, source, event_id in conn.execute(
-                "SELECT created_at, type, user_email, workspace_name, msg, source, event_id "  # noqa: S608
-                "FROM events INDEXED BY idx_events_created_ms "
-                f"WHERE created_ms >= ? AND created_ms < ? AND type IN ({marks}) "
-                "ORDER BY created_ms, created_at, source, event_id LIMIT ?",
-                (start_ms, end_ms, *critical_types, cap),
+            for created_at, event_type, email, workspace, _branch, msg, source, event_id in (
+                store.first_events_of_types(start_ms, end_ms, critical_types, cap)
             )
         ]
 
-    _alert_figures(figures, conn, period, cap)
+    _alert_figures(figures, store, period, cap)
     _coverage_figures(figures, store, config, period, now, cap)
 
     # Activity per local day: one index-only count per day (23, 24 or 25 hours each).
     figures.days = [
-        DayCount(
-            day,
-            int(
-                conn.execute(
-                    "SELECT count(*) FROM events WHERE created_ms >= ? AND created_ms < ?", (_ms(s), _ms(e))
-                ).fetchone()[0]
-            ),
-            day.weekday() >= 5,
-        )
-        for day, s, e in period.days()
+        DayCount(day, store.count_between(_ms(s), _ms(e)), day.weekday() >= 5) for day, s, e in period.days()
     ]
     figures.chain_head = store.head_hash()
     _evidence_figures(figures, store, config, period, by_type, calendar, cap)
@@ -910,29 +885,18 @@ def _reconciled_text(f: Figures) -> str:
     return f"{matched} of {len(f.reconciliation)} source(s) reconciled with Xano's itemsTotal"
 
 
-def _alert_figures(figures: Figures, conn: Any, period: Period, cap: int) -> None:
-    # alerts.event_time is format_timestamp text (UTC, microseconds), so text comparison is time order.
-    window = (format_timestamp(period.start), format_timestamp(period.end))
+def _alert_figures(figures: Figures, store: Store, period: Period, cap: int) -> None:
     counts = [
-        AlertCount(rule_id, severity, count, int(throttled or 0))
-        for rule_id, severity, count, throttled in conn.execute(
-            "SELECT rule_id, severity, count(*), sum(suppressed_count) FROM alerts "
-            "WHERE event_time >= ? AND event_time < ? AND rule_id != ? GROUP BY rule_id, severity",
-            (*window, ANCHOR_RULE),
-        )
+        AlertCount(rule_id, severity, count, throttled)
+        for rule_id, severity, count, throttled in store.alert_counts_between(period.start, period.end)
     ]
     counts.sort(key=lambda a: (-_rank(a.severity), -a.count, a.rule_id))
     figures.alert_counts = counts
     figures.alerts_total = sum(a.count for a in counts)
     figures.throttled_total = sum(a.throttled for a in counts)
     figures.alerts = [
-        AlertRow(datetime.fromisoformat(t).astimezone(period.tz), severity, rule_id, title, source)
-        for t, severity, rule_id, title, source in conn.execute(
-            "SELECT event_time, severity, rule_id, title, source FROM alerts "
-            "WHERE event_time >= ? AND event_time < ? AND rule_id != ? "
-            "ORDER BY event_time, rule_id, id LIMIT ?",
-            (*window, ANCHOR_RULE, cap),
-        )
+        AlertRow(t.astimezone(period.tz), severity, rule_id, title, source)
+        for t, severity, rule_id, title, source in store.alerts_between(period.start, period.end, cap)
     ]
 
 
@@ -976,10 +940,7 @@ def _coverage_figures(
     for name in names:
         cursor = store.get_cursor(name)
         last = cursor.last_success_at if cursor else None
-        first_row = store.conn.execute(
-            "SELECT archived_at FROM events WHERE source = ? ORDER BY event_id LIMIT 1", (name,)
-        ).fetchone()
-        first_poll = datetime.fromisoformat(first_row[0]) if first_row else None
+        first_poll = store.first_archived_at(name)
         source_config = configured.get(name)
         retention = source_config.plan_retention if source_config else None
         interval = source_config.poll_interval if source_config else timedelta(minutes=5)
@@ -1045,12 +1006,11 @@ def _coverage_figures(
         )
 
     if store.get_meta("chain_anchor_hash") is not None:
-        row = store.conn.execute("SELECT created_at FROM events ORDER BY created_ms LIMIT 1").fetchone()
-        oldest = row[0] if row else None
-        if oldest is None or datetime.fromisoformat(oldest) > period.start:
+        oldest = store.oldest_event_time()
+        if oldest is None or oldest > period.start:
             notes.append(
                 "The archive has been pruned (state.retention_days): events older than "
-                f"{format_time(datetime.fromisoformat(oldest), tz) if oldest else 'the prune point'} are no "
+                f"{format_time(oldest, tz) if oldest else 'the prune point'} are no "
                 "longer in it and are not counted here."
             )
     gaps.sort(key=lambda g: (g.start, g.source))
@@ -1093,11 +1053,6 @@ def fullest_recent_month(store: Store, tz: ZoneInfo, now: datetime) -> Period:
     previous = current.previous()
 
     def count(period: Period) -> int:
-        return int(
-            store.conn.execute(
-                "SELECT count(*) FROM events WHERE created_ms >= ? AND created_ms < ?",
-                (_ms(period.start), _ms(period.end)),
-            ).fetchone()[0]
-        )
+        return store.count_between(_ms(period.start), _ms(period.end))
 
     return previous if count(previous) >= count(current) else current

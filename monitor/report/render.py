@@ -8,11 +8,10 @@ image library, and is never blocked as "remote content".
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -272,19 +271,6 @@ def render(figures: Figures, evidence: Evidence, rows: int = BODY_ROWS) -> Rende
 # --- files -------------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _read_snapshot(store: Store) -> Iterator[None]:
-    """One read transaction: the figures and the CSV see the same archive even while a poll commits."""
-    if store.conn.in_transaction:
-        yield
-        return
-    store.conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        store.conn.execute("ROLLBACK")  # nothing was written; ends the snapshot
-
-
 def atomic_write(path: Path, write: Callable[[TextIO], object]) -> None:
     """Write ``path`` via a temporary file and rename: a reader never sees half a report. Mode 0600,
     like the archive: reports name users."""
@@ -362,7 +348,7 @@ def build_report(
 
     walk = start_verify(store, parallel_min_events)
     try:
-        with _read_snapshot(store):
+        with store.read_snapshot():  # the figures and the CSV see the same archive
             figures = compute_figures(
                 store,
                 config,

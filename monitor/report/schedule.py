@@ -33,7 +33,7 @@ from monitor.events import format_timestamp
 from monitor.report.figures import Period
 from monitor.report.mail import Deliver, ReportSendError, send_report_email, smtp_deliver
 from monitor.report.render import ReportError, ReportFiles, build_report
-from monitor.store import Store, StoreError
+from monitor.store import Claim, Store, StoreError
 
 log = logging.getLogger("monitor.report")
 
@@ -49,40 +49,8 @@ def process_identity() -> str:
 # --- claims ------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Claim:
-    period: str
-    status: str  # sending | sent | failed | written
-    claimed_at: datetime
-    claimed_by: str
-    attempts: int
-    sent_at: datetime | None
-    message_id: str | None
-    error: str | None
-
-    @property
-    def done(self) -> bool:
-        return self.status in ("sent", "written")
-
-
 def get_claim(store: Store, period: str) -> Claim | None:
-    row = store.conn.execute(
-        "SELECT period, status, claimed_at, claimed_by, attempts, sent_at, message_id, error FROM reports "
-        "WHERE period = ?",
-        (period,),
-    ).fetchone()
-    if row is None:
-        return None
-    return Claim(
-        row[0],
-        row[1],
-        datetime.fromisoformat(row[2]),
-        row[3],
-        row[4],
-        datetime.fromisoformat(row[5]) if row[5] else None,
-        row[6],
-        row[7],
-    )
+    return store.get_claim(period)
 
 
 def claim_period(
@@ -90,17 +58,13 @@ def claim_period(
 ) -> Claim | None:
     """Take the period for sending, or return None when it is done or another process is sending it.
 
-    Compare-and-set: the read and the write happen inside one BEGIN IMMEDIATE transaction, which SQLite
-    grants to one connection at a time across processes.
+    Compare-and-set: the read and the write happen inside one write transaction, which the store grants
+    to one connection at a time across processes.
     """
     with store.transaction():
-        current = get_claim(store, period)
+        current = store.get_claim(period)
         if current is None:
-            store.conn.execute(
-                "INSERT INTO reports (period, status, claimed_at, claimed_by, attempts) "
-                "VALUES (?, 'sending', ?, ?, 1)",
-                (period, format_timestamp(now), owner),
-            )
+            store.insert_claim(period, owner, now)
         elif current.done:
             return None
         elif current.status == "sending" and now - current.claimed_at < stale_after:
@@ -115,12 +79,8 @@ def claim_period(
                         "claimed_at": current.claimed_at.isoformat(),
                     },
                 )
-            store.conn.execute(
-                "UPDATE reports SET status = 'sending', claimed_at = ?, claimed_by = ?, "
-                "attempts = attempts + 1 WHERE period = ? AND status = ? AND claimed_by = ?",
-                (format_timestamp(now), owner, period, current.status, current.claimed_by),
-            )
-        return get_claim(store, period)
+            store.take_over_claim(current, owner, now)
+        return store.get_claim(period)
 
 
 def finish_claim(
@@ -134,33 +94,12 @@ def finish_claim(
     error: str | None = None,
 ) -> bool:
     """Record the outcome of our claim; False if the claim is no longer ours (taken over as stale)."""
-    with store.transaction():
-        changed = store.conn.execute(
-            "UPDATE reports SET status = ?, sent_at = ?, message_id = ?, error = ? "
-            "WHERE period = ? AND claimed_by = ? AND status = 'sending'",
-            (
-                status,
-                format_timestamp(now) if status in ("sent", "written") else None,
-                message_id,
-                error,
-                period,
-                owner,
-            ),
-        ).rowcount
-    return bool(changed)
+    return store.finish_claim(period, owner, now, status, message_id, error)
 
 
 def record_manual_send(store: Store, period: str, owner: str, now: datetime, message_id: str) -> None:
     """``report --send`` mailed the period: the scheduler must not send it again."""
-    with store.transaction():
-        store.conn.execute(
-            """INSERT INTO reports (period, status, claimed_at, claimed_by, attempts, sent_at, message_id)
-               VALUES (?, 'sent', ?, ?, 1, ?, ?)
-               ON CONFLICT(period) DO UPDATE SET status = 'sent', claimed_at = excluded.claimed_at,
-                   claimed_by = excluded.claimed_by, attempts = attempts + 1, sent_at = excluded.sent_at,
-                   message_id = excluded.message_id, error = NULL""",
-            (period, format_timestamp(now), owner, format_timestamp(now), message_id),
-        )
+    store.record_sent_report(period, owner, now, message_id)
 
 
 # --- due periods -------------------------------------------------------------------------------------------
@@ -228,14 +167,7 @@ class ReportScheduler:
 
     def since(self) -> datetime:
         """When the scheduler first ran on this archive (recorded on the first call)."""
-        with self.store.transaction():
-            self.store.conn.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
-                (SINCE_KEY, format_timestamp(self.clock())),
-            )
-        value = self.store.get_meta(SINCE_KEY)
-        assert value is not None
-        return datetime.fromisoformat(value)
+        return datetime.fromisoformat(self.store.set_meta_once(SINCE_KEY, format_timestamp(self.clock())))
 
     def due(self) -> list[Period]:
         """Due periods not yet sent (a failed or abandoned one is due again)."""

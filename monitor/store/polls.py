@@ -12,10 +12,8 @@ than the archive's cutoff are deleted with the events (``prune_polls_before``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import TYPE_CHECKING
-
-import sqlite_utils
 
 from monitor.events import format_timestamp
 
@@ -23,28 +21,6 @@ if TYPE_CHECKING:
     from monitor.store import Store
 
 RECORDED_SINCE_KEY = "polls_recorded_since"
-
-
-def migration_7(db: sqlite_utils.Database) -> None:
-    # Poll outcomes per cycle: the cursor keeps only the last attempt, so a month's success rate needs
-    # its own rows. started_at is format_timestamp text (UTC, microseconds): text order is time order.
-    db.execute(
-        """CREATE TABLE polls (
-            source TEXT NOT NULL,
-            started_at TEXT NOT NULL,
-            ended_at TEXT NOT NULL,
-            ok INTEGER NOT NULL,                -- 1: committed; 0: failed
-            error_kind TEXT                     -- auth | config | unavailable | store | internal; NULL if ok
-        )"""
-    )
-    db.execute("CREATE INDEX polls_started ON polls (started_at, source)")
-    # An archive that already holds events was polled before outcomes were recorded: remember when recording
-    # began, so a month before it says "not recorded" rather than a rate over part of it.
-    if db.execute("SELECT 1 FROM events LIMIT 1").fetchone() is not None:
-        db.execute(
-            "INSERT INTO meta (key, value) VALUES (?, ?)",
-            (RECORDED_SINCE_KEY, format_timestamp(datetime.now(UTC))),
-        )
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ from types import FrameType
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from monitor.engine import MemoryStateStore, RuleSet, load_ruleset
 from monitor.events import AuditEvent, normalize
 from monitor.resources import bundled_rules_dir
-from monitor.store import MIGRATIONS, SqliteStateStore, Store
+from monitor.store import SqliteStateStore, Store
+from monitor.store.schema import upgrade_sqlite
 
 T0 = datetime(2026, 3, 4, 10, 0, tzinfo=UTC)
 
@@ -173,10 +173,7 @@ def test_the_longest_window_a_rule_may_name_is_stored(tmp_path: Path, load_rules
 def _schema_5_archive(path: Path, sources: list[str], rows: list[tuple[str, str, str]]) -> None:
     """An archive as the previous release left it: schema 5, rule state shared by every source."""
     conn = sqlite3.connect(path, isolation_level=None)
-    db = sqlite_utils.Database(conn)
-    for migration in MIGRATIONS[:5]:
-        migration(db)
-    conn.execute("PRAGMA user_version=5")
+    upgrade_sqlite(conn, "0005")
     for source in sources:
         conn.execute("INSERT INTO cursors (source, last_id) VALUES (?, 100)", (source,))
     conn.executemany("INSERT INTO rule_state (rule_id, key, value) VALUES (?, ?, ?)", rows)

@@ -294,6 +294,7 @@ def test_a_month_before_poll_outcomes_were_recorded_says_not_recorded(tmp_path: 
         # The archive as an older release left it: schema 6, no poll outcomes.
         with sqlite3.connect(config.state.path) as conn:
             conn.execute("DROP TABLE polls")
+            conn.execute("DROP TABLE alembic_version")  # releases before Alembic had none
             conn.execute("PRAGMA user_version=6")
         upgraded_at = datetime.now(UTC)
         monitor = Monitor(config, clock=lambda: CLOCK, stdout=io.StringIO())  # migrates to 7

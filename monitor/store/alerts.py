@@ -1,0 +1,246 @@
+"""Alerts and their delivery outbox: one alert row per alert id, one outbox row per (alert, channel)
+written in the same transaction; the outbox worker (monitor/alerts/outbox.py) moves rows through
+pending -> sent | dead with the named updates below."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from monitor.alerts.model import Alert
+from monitor.events import canonical_json, format_timestamp
+from monitor.store.chain import parse_time
+from monitor.store.connection import StoreCore
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    alert_id: str
+    channel: str
+    rule_id: str
+    severity: str
+    title: str
+    attempts: int
+    first_attempt_at: datetime | None
+    failed_at: datetime
+    last_error: str
+
+
+@dataclass(frozen=True)
+class DueDelivery:
+    """An outbox row due for sending."""
+
+    alert_id: str
+    channel: str
+    attempts: int
+    first_attempt_at: datetime | None
+
+
+class AlertsMixin(StoreCore):
+    # alerts -------------------------------------------------------------------------------------------
+
+    def record_alert(self, alert: Alert, channels: Iterable[str], recorded_at: datetime) -> bool:
+        """Inside a transaction: the alert and one outbox row per channel. False if already known."""
+        inserted = self.conn.execute(
+            """INSERT OR IGNORE INTO alerts (id, rule_id, severity, title, text, source, event_time,
+                   event_ids,
+                   group_key, fields, context, suppressed_count, tags, recorded_at)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+            (
+                alert.id,
+                alert.rule_id,
+                alert.severity,
+                alert.title,
+                alert.text,
+                alert.source,
+                format_timestamp(alert.event_time),
+                json.dumps(list(alert.event_ids)),
+                alert.group_key,
+                canonical_json(alert.fields),
+                canonical_json(alert.context),
+                alert.suppressed_count,
+                json.dumps(list(alert.tags)),
+                format_timestamp(recorded_at),
+            ),
+        ).rowcount
+        if not inserted:
+            return False
+        self.conn.executemany(
+            "INSERT OR IGNORE INTO outbox (alert_id, channel, status, next_attempt_at) "
+            "VALUES (?, ?, 'pending', ?)",
+            [(alert.id, channel, format_timestamp(recorded_at)) for channel in channels],
+        )
+        return True
+
+    def load_alert(self, alert_id: str) -> Alert | None:
+        row = self.conn.execute(
+            "SELECT rule_id, severity, title, text, source, event_time, event_ids, group_key, fields, "
+            "context, "
+            "suppressed_count, tags FROM alerts WHERE id = ?",
+            (alert_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return Alert(
+            rule_id=row[0],
+            severity=row[1],
+            title=row[2],
+            text=row[3],
+            source=row[4],
+            event_time=datetime.fromisoformat(row[5]),
+            event_ids=tuple(json.loads(row[6])),
+            group_key=row[7],
+            fields=json.loads(row[8]),
+            context=json.loads(row[9]),
+            suppressed_count=row[10],
+            tags=tuple(json.loads(row[11])),
+        )
+
+    def alert_count(self) -> int:
+        return int(self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
+
+    def outbox_counts(self) -> dict[str, int]:
+        counts = {"pending": 0, "sent": 0, "dead": 0}
+        for status, count in self.conn.execute("SELECT status, count(*) FROM outbox GROUP BY status"):
+            counts[status] = count
+        return counts
+
+    def alert_exists(self, alert_id: str) -> bool:
+        return self.conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is not None
+
+    def alert_counts(self) -> dict[tuple[str, str], int]:
+        """Alerts recorded per (rule id, severity)."""
+        return {
+            (str(rule), str(severity)): int(count)
+            for rule, severity, count in self.conn.execute(
+                "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
+            )
+        }
+
+    # the outbox: the worker's steps -------------------------------------------------------------------
+
+    def due_deliveries(self, now: datetime) -> list[DueDelivery]:
+        """Pending rows due at ``now``; rows that failed before first, so a channel that is down is probed
+        by its oldest failure."""
+        return [
+            DueDelivery(alert_id, channel, attempts, parse_time(first))
+            for alert_id, channel, attempts, first in self.conn.execute(
+                "SELECT o.alert_id, o.channel, o.attempts, o.first_attempt_at FROM outbox o "
+                "JOIN alerts a ON a.id = o.alert_id WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
+                "ORDER BY o.next_attempt_at, o.attempts DESC, a.event_time, o.alert_id",
+                (format_timestamp(now),),
+            )
+        ]
+
+    def mark_sent(self, channel: str, alert_ids: Sequence[str], remote_id: str | None, now: datetime) -> None:
+        """Inside a transaction: the channel accepted these alerts (``remote_id``: Slack ts, Message-ID)."""
+        stamp = format_timestamp(now)
+        self.conn.executemany(
+            "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = ?, remote_id = ?, "
+            "first_attempt_at = coalesce(first_attempt_at, ?), last_error = NULL "
+            "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
+            [(stamp, remote_id, stamp, alert_id, channel) for alert_id in alert_ids],
+        )
+
+    def mark_retry(
+        self, channel: str, alert_ids: Sequence[str], retry_at: datetime, error: str, now: datetime
+    ) -> None:
+        """Inside a transaction: a failed attempt; the rows are due again at ``retry_at``."""
+        stamp = format_timestamp(now)
+        self.conn.executemany(
+            "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "
+            "first_attempt_at = coalesce(first_attempt_at, ?), last_error = ? "
+            "WHERE alert_id = ? AND channel = ?",
+            [(format_timestamp(retry_at), stamp, error, alert_id, channel) for alert_id in alert_ids],
+        )
+
+    def mark_dead(self, channel: str, alert_ids: Sequence[str], error: str, now: datetime) -> None:
+        """Inside a transaction: give the rows up (dead letters). A dead row's next_attempt_at records when
+        it was given up."""
+        stamp = format_timestamp(now)
+        self.conn.executemany(
+            "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, "
+            "next_attempt_at = ?, "
+            "first_attempt_at = coalesce(first_attempt_at, ?) WHERE alert_id = ? AND channel = ?",
+            [(error, stamp, stamp, alert_id, channel) for alert_id in alert_ids],
+        )
+
+    def defer(self, rows: Iterable[tuple[str, str]], until: datetime) -> None:
+        """Pending (alert id, channel) rows are not due before ``until`` (a later due time stays)."""
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?) "
+                "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
+                [(format_timestamp(until), alert_id, channel) for alert_id, channel in rows],
+            )
+
+    def alert_channels(self, alert_id: str) -> list[str]:
+        """The channels the alert has outbox rows for."""
+        return [
+            str(row[0])
+            for row in self.conn.execute("SELECT channel FROM outbox WHERE alert_id = ?", (alert_id,))
+        ]
+
+    # dead letters -------------------------------------------------------------------------------------
+
+    def dead_letter_count(self, channel: str) -> int:
+        return int(
+            self.conn.execute(
+                "SELECT count(*) FROM outbox WHERE channel = ? AND status = 'dead'", (channel,)
+            ).fetchone()[0]
+        )
+
+    def dead_letters(self, channel: str | None = None, limit: int | None = None) -> list[DeadLetter]:
+        """Dead letters (of ``channel``), oldest first; with ``limit``, the newest ``limit`` of them, newest
+        first."""
+        sql = (
+            "SELECT o.alert_id, o.channel, a.rule_id, a.severity, a.title, o.attempts, o.first_attempt_at, "
+            "o.next_attempt_at, coalesce(o.last_error, '') FROM outbox o JOIN alerts a ON a.id = o.alert_id "
+            "WHERE o.status = 'dead'"
+        )
+        params: list[Any] = []
+        if channel is not None:
+            sql += " AND o.channel = ?"
+            params.append(channel)
+        if limit is None:
+            sql += " ORDER BY o.next_attempt_at, o.alert_id"
+        else:
+            sql += " ORDER BY o.next_attempt_at DESC LIMIT ?"
+            params.append(limit)
+        return [
+            DeadLetter(
+                r[0], r[1], r[2], r[3], r[4], r[5], parse_time(r[6]), datetime.fromisoformat(r[7]), r[8]
+            )
+            for r in self.conn.execute(sql, params)
+        ]
+
+    def last_dead_letter_at(self) -> dict[str, datetime]:
+        """Per channel, when its newest dead letter was given up."""
+        return {
+            str(channel): datetime.fromisoformat(at)
+            for channel, at in self.conn.execute(
+                "SELECT channel, max(next_attempt_at) FROM outbox WHERE status = 'dead' GROUP BY channel"
+            )
+            if at
+        }
+
+    def requeue(self, rows: Iterable[tuple[str, str]], now: datetime) -> None:
+        """Dead (alert id, channel) rows become pending again, due ``now``, with a fresh retry budget."""
+        with self.transaction():
+            self.conn.executemany(
+                "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, "
+                "first_attempt_at = NULL WHERE alert_id = ? AND channel = ? AND status = 'dead'",
+                [(format_timestamp(now), alert_id, channel) for alert_id, channel in rows],
+            )
+
+    def outbox_depth(self) -> dict[tuple[str, str], int]:
+        """Outbox rows per (channel, status)."""
+        return {
+            (str(channel), str(status)): int(count)
+            for channel, status, count in self.conn.execute(
+                "SELECT channel, status, count(*) FROM outbox GROUP BY channel, status"
+            )
+        }

@@ -1,0 +1,167 @@
+"""The hash chain: how an archived row and a prune record are linked, and how a row is checked.
+
+Pure functions and records, no SQL: ``archive.py`` writes and walks the chain through them.
+
+Each archived row carries ``hash = sha256(prev_hash + canonical_json(record))`` where record is
+``{"source", "id", "entry"}`` and ``entry`` the raw API entry. A prune is itself a link of the chain (a row
+of ``prunes``, in the same ``seq`` order as the events): it names the last row it cut and that row's hash,
+where the kept chain starts.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Any
+
+from monitor.events import (
+    AuditEvent,
+    NormalizationError,
+    canonical_json,
+    format_timestamp,
+    nested_str,
+    normalize,
+)
+
+GENESIS_HASH = "0" * 64
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored time: the one fixed-width UTC text form (sorts as time does), or None."""
+    return format_timestamp(value) if value is not None else None
+
+
+def parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@functools.lru_cache(maxsize=256)
+def _json_string(text: str) -> str:
+    # A source name, encoded once per cycle instead of once per archived event.
+    return json.dumps(text, ensure_ascii=False)
+
+
+def chain_hash(prev_hash: str, source: str, event_id: int, raw_json: str) -> str:
+    """The archive's hash link. ``raw_json`` is the entry's canonical JSON."""
+    record = f'{{"entry":{raw_json},"id":{event_id},"source":{_json_string(source)}}}'
+    return hashlib.sha256((prev_hash + record).encode("utf-8")).hexdigest()
+
+
+def derived_columns(event: AuditEvent) -> tuple[Any, ...]:
+    """The columns an archived row derives from its entry, in table order: created_at, created_ms, type,
+    msg, user_email, workspace_name, branch_label. Staging writes them and ``verify`` re-derives them.
+
+    Read from the raw entry directly rather than through AuditEvent's properties: this runs for every
+    entry a walk reads.
+    """
+    created_at, raw = event.created_at, event.raw
+    return (
+        format_timestamp(created_at),
+        int(created_at.timestamp() * 1000),
+        event.type,
+        event.msg,
+        nested_str(raw, "user", "email"),
+        nested_str(raw, "workspace", "name"),
+        nested_str(raw, "branch", "label"),
+    )
+
+
+def staging_row(event: AuditEvent, raw_json: str) -> tuple[Any, ...]:
+    """What ``stage`` takes for one event: source and id, the columns the archive derives, its JSON."""
+    return (event.source, event.id, *derived_columns(event), raw_json)
+
+
+def row_problem(
+    prev: str, source: str, event_id: int, columns: tuple[Any, ...], raw: str, stored: str
+) -> str | None:
+    """Why an archived row fails verification (None: it is sound). ``columns`` are the row's
+    ``derived_columns`` as stored."""
+    if chain_hash(prev, source, event_id, raw) != stored:
+        return "hash does not match the row's content or its predecessor"
+    try:
+        event = normalize(source, json.loads(raw))
+    except (ValueError, NormalizationError) as exc:
+        return f"raw entry no longer parses: {exc}"
+    if event.id != event_id or derived_columns(event) != columns:
+        return "indexed columns differ from the raw entry"
+    return None
+
+
+def missing(first: int, last: int) -> str:
+    return f"row {first} is missing" if first == last else f"rows {first}-{last} are missing"
+
+
+@dataclass(frozen=True)
+class VerifyResult:
+    ok: bool
+    rows_checked: int
+    head_hash: str
+    bad_seq: int | None = None
+    bad_source: str | None = None
+    bad_event_id: int | None = None
+    reason: str = ""
+    prunes: int = 0  # prune records in the verified part of the chain
+    head_seq: int = 0
+
+
+@dataclass(frozen=True)
+class PruneRecord:
+    """A prune, as a link of the chain: what it cut (rows up to ``through_seq``) and the hash they ended with.
+
+    ``cutoff`` and ``cut`` are None for a prune made by a release before prune records (taken over from
+    meta on upgrade).
+    """
+
+    seq: int
+    at: datetime
+    cutoff: datetime | None
+    cut: int | None
+    through_seq: int
+    through_hash: str
+    hash: str
+
+    def content(self) -> str:
+        """The canonical JSON the hash covers (everything but the hash itself)."""
+        return canonical_json(
+            {
+                "prune": {
+                    "seq": self.seq,
+                    "at": format_timestamp(self.at),
+                    "cutoff": iso(self.cutoff),
+                    "cut": self.cut,
+                    "through_seq": self.through_seq,
+                    "through_hash": self.through_hash,
+                }
+            }
+        )
+
+    def link_hash(self, prev_hash: str) -> str:
+        return hashlib.sha256((prev_hash + self.content()).encode("utf-8")).hexdigest()
+
+    def linked(self, prev_hash: str) -> PruneRecord:
+        return replace(self, hash=self.link_hash(prev_hash))
+
+    def row(self) -> tuple[Any, ...]:
+        return (
+            self.seq,
+            format_timestamp(self.at),
+            iso(self.cutoff),
+            self.cut,
+            self.through_seq,
+            self.through_hash,
+            self.hash,
+        )
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...]) -> PruneRecord:
+        seq, at, cutoff, cut, through_seq, through_hash, hash_ = row
+        return cls(seq, datetime.fromisoformat(at), parse_time(cutoff), cut, through_seq, through_hash, hash_)
+
+
+INSERT_PRUNE = (
+    "INSERT INTO prunes (seq, at, cutoff, cut, through_seq, through_hash, hash) VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+SELECT_PRUNES = "SELECT seq, at, cutoff, cut, through_seq, through_hash, hash FROM prunes"

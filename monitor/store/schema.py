@@ -1,0 +1,131 @@
+"""Schema versions: Alembic migrations on SQLAlchemy Core, one folder of revisions per dialect.
+
+As Prefect's server does it (``_migrations/versions/sqlite`` and ``.../postgresql``): the revisions live in
+``monitor/store/migrations/versions/<dialect>/``; ``migrations/env.py`` runs them on the connection the store
+already holds, one transaction per revision.
+
+SQLite archives written before Alembic counted their schema in ``PRAGMA user_version`` (1..6). The SQLite
+revisions are numbered the same way (revision ``0006`` is user_version 6): an archive without Alembic's
+version table is stamped at its user_version and upgraded from there, and every revision still sets
+user_version, so the number stays true for the fast path below and for an older release, which refuses an
+archive whose number is higher than its own instead of misreading it.
+
+A new revision is a new file in each dialect's folder: ``NNNN_what_it_does.py`` with ``revision = "NNNN"``,
+``down_revision`` the newest before it, and an ``upgrade()`` (archives only move forward; there is no
+downgrade). ``tests/test_store_schema.py`` checks that the revisions form one line.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+_REVISION_FILE = re.compile(r"^(\d{4})_\w+\.py$")
+
+
+def revisions(dialect: str) -> list[str]:
+    """The revision ids of ``dialect``'s folder, oldest first (each file is ``NNNN_what_it_does.py``)."""
+    names = (_REVISION_FILE.match(p.name) for p in (MIGRATIONS_DIR / "versions" / dialect).iterdir())
+    return sorted(m.group(1) for m in names if m)
+
+
+SCHEMA_VERSION = len(revisions("sqlite"))  # what PRAGMA user_version says once every revision ran
+
+
+class NewerSchema(Exception):
+    """The database was written by a newer release (a schema this program does not know)."""
+
+    def __init__(self, found: str, known: str) -> None:
+        super().__init__(f"schema {found} is newer than {known}")
+        self.found, self.known = found, known
+
+
+def upgrade_sqlite(conn: sqlite3.Connection, target: str = "head") -> None:
+    """Bring an SQLite archive to ``target`` (a revision id, or head), in place.
+
+    Alembic and SQLAlchemy are imported only when there is something to do: an archive at the current
+    schema (every start but the first after an upgrade) costs two cheap queries.
+    """
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if version > SCHEMA_VERSION:
+        raise NewerSchema(str(version), str(SCHEMA_VERSION))
+    stamped = _has_version_table(conn)
+    if target == "head" and version == SCHEMA_VERSION and stamped:
+        return
+    from sqlalchemy import create_engine, event
+    from sqlalchemy.pool import StaticPool
+
+    # The store's own connection, lent to SQLAlchemy: an in-memory archive has no other, and a migration
+    # must not wait on a lock the store itself holds. The connection is in autocommit mode (the store
+    # issues BEGIN itself), so SQLAlchemy's transactions are made real here, as its SQLite docs advise.
+    borrowed = _Borrowed(conn)
+    engine = create_engine("sqlite://", creator=lambda: borrowed, poolclass=StaticPool)
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    with engine.connect() as connection:
+        if version and not stamped:
+            _stamp(connection, f"{version:04d}")
+        _upgrade(connection, "sqlite", target)
+
+
+def _has_version_table(conn: sqlite3.Connection) -> bool:
+    row = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alembic_version'")
+    return row.fetchone() is not None
+
+
+def _config(connection: Any, dialect: str) -> Any:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    config.set_main_option("path_separator", "os")
+    config.set_main_option("version_locations", str(MIGRATIONS_DIR / "versions" / dialect))
+    config.attributes["connection"] = connection
+    return config
+
+
+def _upgrade(connection: Any, dialect: str, target: str) -> None:
+    from alembic import command
+    from alembic.util import CommandError
+
+    try:
+        command.upgrade(_config(connection, dialect), target)
+    except CommandError as exc:
+        # The version table names a revision this release does not have: a newer release wrote it.
+        known = revisions(dialect)[-1]
+        raise NewerSchema(str(exc), known) from None
+
+
+def _stamp(connection: Any, revision: str) -> None:
+    from alembic.migration import MigrationContext
+
+    with connection.begin():
+        MigrationContext.configure(connection).stamp(_script(), revision)
+
+
+def _script() -> Any:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(
+        str(MIGRATIONS_DIR), version_locations=[str(MIGRATIONS_DIR / "versions" / "sqlite")]
+    )
+
+
+class _Borrowed:
+    """The store's sqlite3 connection as SQLAlchemy sees it: everything passes through but ``close``, so
+    the pool giving it back does not close the store's connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def close(self) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._conn, name)

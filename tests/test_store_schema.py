@@ -1,0 +1,117 @@
+"""Schema versions through Alembic: the revision line, in-place upgrades of archives written before it,
+and the rule that SQL stays inside monitor/store/."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from alembic.script import ScriptDirectory
+
+from monitor.store import SCHEMA_VERSION, Store, StoreError
+from monitor.store.schema import MIGRATIONS_DIR, revisions, upgrade_sqlite
+
+ROOT = Path(__file__).parent.parent
+ARCHIVES = Path(__file__).parent / "data" / "archives"
+
+
+def _load(dump: str, path: Path) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.executescript((ARCHIVES / dump).read_text())
+    conn.close()
+
+
+def _counts(path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    counts = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}  # noqa: S608
+    conn.close()
+    return counts
+
+
+def test_the_sqlite_revisions_form_one_line_whose_length_is_the_schema_version() -> None:
+    script = ScriptDirectory(
+        str(MIGRATIONS_DIR), version_locations=[str(MIGRATIONS_DIR / "versions" / "sqlite")]
+    )
+    assert script.get_heads() == [f"{SCHEMA_VERSION:04d}"]
+    line = [rev.revision for rev in script.walk_revisions()]
+    assert line == [f"{n:04d}" for n in range(SCHEMA_VERSION, 0, -1)]
+    assert revisions("sqlite") == sorted(line)
+
+
+def test_an_archive_of_the_release_before_alembic_upgrades_in_place_with_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    _load("schema6-full.sql", path)
+    before = _counts(path)
+    with Store.open(path) as store:
+        result = store.verify()
+        assert result.ok and result.rows_checked == 10 and result.prunes == 1
+        head = [(f"{SCHEMA_VERSION:04d}",)]
+        assert store.conn.execute("SELECT version_num FROM alembic_version").fetchall() == head
+        assert store.conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert store.outbox_counts() == {"pending": 4, "sent": 1, "dead": 1}
+        assert store.get_claim("2026-02") is not None
+    after = _counts(path)
+    assert after.pop("alembic_version") == 1
+    # every row kept; revisions after 0006 add tables and may note in meta when they began recording
+    assert {table: after[table] for table in before if table != "meta"} == {
+        table: count for table, count in before.items() if table != "meta"
+    }
+    assert after["meta"] >= before["meta"]
+
+
+def test_an_archive_of_schema_1_is_upgraded_revision_by_revision(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    conn = sqlite3.connect(path, isolation_level=None)
+    upgrade_sqlite(conn, "0001")
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == 1
+    conn.execute("INSERT INTO rule_state (rule_id, key, value) VALUES ('monitor.auth_failed', 'prod', '{}')")
+    conn.close()
+    with Store.open(path) as store:
+        assert (
+            store.conn.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+            == f"{SCHEMA_VERSION:04d}"
+        )
+        assert store.state_get("monitor.auth_failed", "prod") == {}
+        assert store.verify().ok
+
+
+def test_a_schema_this_release_does_not_know_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "a.db"
+    Store.open(path).close()
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA user_version={SCHEMA_VERSION + 1}")
+    conn.close()
+    newer = rf"a\.db: the archive has schema version {SCHEMA_VERSION + 1}, newer"
+    with pytest.raises(StoreError, match=newer):
+        Store.open(path)
+
+
+def test_an_up_to_date_archive_opens_without_loading_alembic(tmp_path: Path) -> None:
+    """Alembic and SQLAlchemy cost a few hundred milliseconds to import: only an upgrade pays for them."""
+    path = tmp_path / "a.db"
+    Store.open(path).close()
+    code = (
+        "import sys; from monitor.store import Store; Store.open(sys.argv[1]).close(); "
+        "print(sorted(m for m in ('alembic', 'sqlalchemy') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+SQL_OUTSIDE = re.compile(r"\.execute(many|script)?\(|\.conn\b|\bimport sqlite_utils\b")
+
+
+def test_no_module_outside_the_store_package_talks_to_the_database() -> None:
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}: {line.strip()}"
+        for path in sorted((ROOT / "monitor").rglob("*.py"))
+        if "store" not in path.relative_to(ROOT / "monitor").parts[:1]
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if SQL_OUTSIDE.search(line)
+    ]
+    assert offenders == []
