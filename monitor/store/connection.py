@@ -194,7 +194,7 @@ class StoreCore:
                 f"{self.path}: the archive has schema version {exc.found}, newer than this program's "
                 f"{exc.known}; upgrade audit-monitor"
             ) from None
-        except sqlite3.OperationalError as exc:
+        except (schema.UpgradeFailed, sqlite3.Error) as exc:
             raise StoreError(f"{self.path}: cannot upgrade the archive's schema: {exc}") from None
 
     def release_thread(self) -> None:

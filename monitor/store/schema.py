@@ -43,6 +43,11 @@ class NewerSchema(Exception):
         self.found, self.known = found, known
 
 
+class UpgradeFailed(Exception):
+    """A revision could not be applied; the archive stays at the last revision that was (the message is
+    the database's own, without the SQL)."""
+
+
 def upgrade_sqlite(conn: sqlite3.Connection, target: str = "head") -> None:
     """Bring an SQLite archive to ``target`` (a revision id, or head), in place.
 
@@ -56,6 +61,7 @@ def upgrade_sqlite(conn: sqlite3.Connection, target: str = "head") -> None:
     if target == "head" and version == SCHEMA_VERSION and stamped:
         return
     from sqlalchemy import create_engine, event
+    from sqlalchemy.exc import DBAPIError
     from sqlalchemy.pool import StaticPool
 
     # The store's own connection, lent to SQLAlchemy: an in-memory archive has no other, and a migration
@@ -68,10 +74,13 @@ def upgrade_sqlite(conn: sqlite3.Connection, target: str = "head") -> None:
     def _begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
 
-    with engine.connect() as connection:
-        if version and not stamped:
-            _stamp(connection, f"{version:04d}")
-        _upgrade(connection, "sqlite", target)
+    try:
+        with engine.connect() as connection:
+            if version and not stamped:
+                _stamp(connection, f"{version:04d}")
+            _upgrade(connection, "sqlite", target)
+    except DBAPIError as exc:
+        raise UpgradeFailed(str(exc.orig)) from None
 
 
 def _has_version_table(conn: sqlite3.Connection) -> bool:
