@@ -34,10 +34,10 @@ from monitor.events import format_timestamp
 from monitor.export import write_csv, write_jsonl
 from monitor.logs import config_secrets, setup_logging
 from monitor.report import Period, ReportError, ReportSendError, produce_report
-from monitor.server import ServerError
 from monitor.status import render_status_data, status_data
 from monitor.store import Store, StoreError
 from monitor.store.files import ArchiveLocked
+from monitor.web import ServerError
 
 
 @click.group(

@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import sqlite_utils
 
@@ -39,6 +39,7 @@ from monitor.events import (
     nested_str,
     normalize,
 )
+from monitor.store import lifecycle
 from monitor.store.files import FileIdentity, identity_problem, readonly_uri
 from monitor.store.polls import migration_7
 
@@ -307,6 +308,46 @@ def _migration_6(db: sqlite_utils.Database) -> None:
     )
 
 
+def _migration_8(db: sqlite_utils.Database) -> None:
+    # The alert lifecycle (monitor/store/lifecycle.py). `status` is the alert's state now, kept in step with
+    # its history by the same transaction; the history itself (alert_actions) is a link of the chain, in the
+    # events' seq order like prune records, so an acknowledgement cannot be edited or removed unnoticed.
+    # Alerts recorded before this release start open: nobody has triaged them.
+    db.execute("ALTER TABLE alerts ADD COLUMN status TEXT NOT NULL DEFAULT 'open'")
+    db.execute("ALTER TABLE alerts ADD COLUMN silence_id INTEGER")  # the silence that held it back
+    db.execute("CREATE INDEX alerts_status_time ON alerts (status, event_time)")
+    db.execute(
+        """CREATE TABLE alert_actions (
+            seq INTEGER PRIMARY KEY,            -- its place in the chain, in the events' seq order
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,                -- a token's name, or cli:<login> for the CLI
+            kind TEXT NOT NULL,                 -- alert.acknowledged | alert.resolved | silence.added | ...
+            alert_id TEXT,
+            silence_id INTEGER,
+            detail TEXT NOT NULL,               -- canonical JSON: from, to, note, disposition, the silence
+            hash TEXT NOT NULL
+        )"""
+    )
+    db.execute("CREATE INDEX alert_actions_alert ON alert_actions (alert_id, seq)")
+    db.execute(
+        """CREATE TABLE silences (
+            id INTEGER PRIMARY KEY,
+            rule_id TEXT,                       -- null: any rule
+            match TEXT NOT NULL,                -- JSON object {field: value}, every pair must match
+            starts_at TEXT NOT NULL,
+            until TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            expired_at TEXT,                    -- set when expired early
+            expired_by TEXT
+        )"""
+    )
+    # The API's event search filters by user and walks newest first: (user, time) is a seek and already in
+    # the walk's order (the rowid, seq, breaks ties), where the user_email index alone meant a sort.
+    db.execute("CREATE INDEX events_user_time ON events (user_email, created_ms)")
+    db.execute("CREATE INDEX events_type_time ON events (type, created_ms)")
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_1,
     _migration_2,
@@ -315,6 +356,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _migration_5,
     _migration_6,
     migration_7,  # poll outcomes (monitor/store/polls.py)
+    _migration_8,  # alert lifecycle, silences, search indexes
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -347,6 +389,7 @@ class VerifyResult:
     reason: str = ""
     prunes: int = 0  # prune records in the verified part of the chain
     head_seq: int = 0
+    actions: int = 0  # alert history records in the verified part of the chain
 
 
 @dataclass(frozen=True)
@@ -356,6 +399,8 @@ class PruneRecord:
     ``cutoff`` and ``cut`` are None for a prune made by a release before prune records (taken over from
     meta on upgrade).
     """
+
+    label: ClassVar[str] = "prune record"
 
     seq: int
     at: datetime
@@ -977,10 +1022,12 @@ class Store:
     # archive ------------------------------------------------------------------------------------------
 
     def head(self) -> tuple[int, str]:
-        """The chain's newest link, an event or a prune record: (seq, hash); (0, genesis) when empty."""
+        """The chain's newest link, an event, a prune record or an alert history record: (seq, hash);
+        (0, genesis) when empty."""
         row = self.conn.execute(
             "SELECT seq, hash FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) "
             "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes ORDER BY seq DESC LIMIT 1) "
+            "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions ORDER BY seq DESC LIMIT 1) "
             "ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
@@ -991,7 +1038,9 @@ class Store:
     def chain_link(self, seq: int) -> str | None:
         """The hash of the chain link at ``seq`` (an event or a prune record), None if there is none."""
         row = self.conn.execute(
-            "SELECT hash FROM events WHERE seq = ?1 UNION ALL SELECT hash FROM prunes WHERE seq = ?1", (seq,)
+            "SELECT hash FROM events WHERE seq = ?1 UNION ALL SELECT hash FROM prunes WHERE seq = ?1 "
+            "UNION ALL SELECT hash FROM alert_actions WHERE seq = ?1",
+            (seq,),
         ).fetchone()
         return str(row[0]) if row else None
 
@@ -1189,8 +1238,12 @@ class Store:
                     reason=f"the prune record at seq {start.seq} cut events older than "
                     f"{format_timestamp(start.cutoff)}, but kept this older row first",
                 )
-        pending = [p for p in prunes if start_seq < p.seq <= stop]
-        walked_prunes = len(pending)
+        # The links beside the events (prune records, alert history records), merged in seq order.
+        walked_prunes = sum(1 for p in prunes if start_seq < p.seq <= stop)
+        actions = lifecycle.actions_between(self, start_seq, stop)
+        pending: list[PruneRecord | lifecycle.ActionRecord] = sorted(
+            [*(p for p in prunes if start_seq < p.seq <= stop), *actions], key=lambda link: link.seq
+        )
         expected, checked = start_seq + 1, 0
 
         def gap(seq: int) -> str:
@@ -1215,7 +1268,7 @@ class Store:
                         checked,
                         prev,
                         record.seq,
-                        reason="prune record hash does not match its content or its predecessor",
+                        reason=f"{record.label} hash does not match its content or its predecessor",
                     )
                 prev, expected = record.hash, record.seq + 1
             return None
@@ -1250,7 +1303,9 @@ class Store:
                     reason=f"the cursor of source {source} is at event id {last_id}, but the archive holds "
                     "none of its events and no prune record",
                 )
-        return VerifyResult(True, checked, prev, prunes=walked_prunes, head_seq=expected - 1)
+        return VerifyResult(
+            True, checked, prev, prunes=walked_prunes, head_seq=expected - 1, actions=len(actions)
+        )
 
     def _cursors_past_an_empty_archive(self) -> list[tuple[str, int]]:
         """Sources whose cursor moved past events it must have archived, with none of them in the archive.
@@ -1384,6 +1439,11 @@ class Store:
         ).rowcount
         if not inserted:
             return False
+        silence = lifecycle.silence_for(self, alert, recorded_at)
+        if silence is not None:
+            # Held back by a silence: recorded (and reported) as silenced, sent to no channel.
+            lifecycle.mark_silenced(self, alert.id, silence.id)
+            return True
         self.conn.executemany(
             "INSERT OR IGNORE INTO outbox (alert_id, channel, status, next_attempt_at) "
             "VALUES (?, ?, 'pending', ?)",
@@ -1462,7 +1522,8 @@ class Store:
         row = self.conn.execute(
             "SELECT seq, hash FROM (SELECT seq, hash FROM events WHERE archived_at < ?1 ORDER BY seq DESC "
             "LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes WHERE at < ?1 "
-            "ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 1",
+            "ORDER BY seq DESC LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions "
+            "WHERE at < ?1 ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 1",
             (when,),
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
