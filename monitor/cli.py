@@ -461,6 +461,12 @@ from monitor.cli_channels import channels as _channels  # noqa: E402 - the `chan
 
 cli.add_command(_channels)
 
+from monitor.cli_alerts import alerts as _alerts  # noqa: E402 - alert triage, its own module
+from monitor.cli_alerts import silences as _silences  # noqa: E402
+
+cli.add_command(_alerts)
+cli.add_command(_silences)
+
 
 def main() -> None:
     cli(prog_name="audit-monitor")
