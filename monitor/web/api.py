@@ -105,11 +105,15 @@ PARAMETERS: dict[str, tuple[Param, ...]] = {
 class Query:
     """A request's query string, checked against its endpoint's parameters."""
 
-    def __init__(self, request: Request, endpoint: str, context: WebContext) -> None:
+    def __init__(
+        self, request: Request, endpoint: str, context: WebContext, *, drop_empty: bool = False
+    ) -> None:
         self.context = context
         self.params = {p.name: p for p in PARAMETERS[endpoint]}
         self.values: dict[str, list[str]] = {}
         for name, value in request.query_params.multi_items():
+            if drop_empty and not value:
+                continue  # a console form's empty field: no filter
             param = self.params.get(name)
             if param is None:
                 known = ", ".join(self.params) or "none"

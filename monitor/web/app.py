@@ -205,8 +205,9 @@ def health_routes(context: WebContext) -> list[BaseRoute]:
 
 def build_app(context: WebContext) -> ASGIApp:
     from monitor.web.api import api_routes
+    from monitor.web.console import console_routes
 
-    routes = health_routes(context) + api_routes(context)
+    routes = health_routes(context) + api_routes(context) + console_routes(context)
 
     async def not_found(request: Request, exc: Exception) -> Response:
         return json_error(404, "not found", {"path": request.url.path})
