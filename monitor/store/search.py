@@ -188,3 +188,15 @@ def event_groups(
         sql += " LIMIT :limit"
         params["limit"] = limit
     return [(value, int(count)) for value, count in store.conn.execute(sql, params)]
+
+
+def count_in_ranges(store: Store, ranges: list[tuple[int, int]]) -> int:
+    """Events created in any of the [start_ms, end_ms) ranges (a calendar's closed hours: a few dozen)."""
+    total = 0
+    for start_ms, end_ms in ranges:
+        row = store.conn.execute(
+            "SELECT count(*) FROM events WHERE created_ms >= :start AND created_ms < :end",
+            {"start": start_ms, "end": end_ms},
+        ).fetchone()
+        total += int(row[0])
+    return total

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import orjson
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -96,8 +97,8 @@ class WebContext:
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    payload = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    return Response(payload, status, headers=headers, media_type="application/json")
+    # orjson: a 1,000-event page encodes several times faster than with the stdlib (the walk's cost).
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
 def json_error(status: int, error: str, detail: Any = None) -> Response:

@@ -33,7 +33,13 @@ from starlette.staticfiles import StaticFiles
 
 from monitor.display import safe_output, safe_text
 from monitor.events import format_timestamp
-from monitor.report.figures import CATEGORIES, CRITICAL_TYPES, category_of
+from monitor.report.figures import (
+    CATEGORIES,
+    CRITICAL_TYPES,
+    business_calendar,
+    category_of,
+    closed_intervals,
+)
 from monitor.resources import templates_dir
 from monitor.status import status_data
 from monitor.store import Store, lifecycle, search
@@ -57,6 +63,7 @@ LOGIN_COOKIE = "am_login"
 SESSION_LIFETIME = timedelta(hours=12)
 PAGE_SIZE = 50
 DEFAULT_PERIOD = timedelta(days=7)
+MAX_PERIOD = timedelta(days=400)
 DATABASE_CHANGE_TYPES = (
     "Create Table", "Update Table", "Delete Table", "Restore Table", "Add Field", "Update Field",
     "Delete Field", "Create Record", "Update Record", "Delete Record",
@@ -236,6 +243,10 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
             raise ApiError(
                 400, "bad parameter until", {"parameter": "until", "message": "must be after since"}
             )
+        if until - since > MAX_PERIOD:
+            # Off-hours walk the business calendar's closed runs: bounded so a typo cannot busy the server.
+            message = f"the dashboard shows at most {MAX_PERIOD.days} days (use the API's stats for more)"
+            raise ApiError(400, "bad parameter since", {"parameter": "since", "message": message})
         return since, until
 
     async def dashboard(request: Request, session: Session, principal: Principal) -> Response:
@@ -442,6 +453,8 @@ def dashboard_figures(
     failed_logins = sum(n for t, n in by_type.items() if (t or "").lower() == "login failed")
     database_changes = sum(n for t, n in by_type.items() if t in DATABASE_CHANGE_TYPES)
     users = search.event_groups(store, period, group_by="user", limit=15)
+    calendar, calendar_origin = business_calendar(context.config, context.extra.get("calendars"))
+    off_hours = search.count_in_ranges(store, closed_intervals(calendar.contains, since, until))
     biggest_day = max(per_day.values(), default=0)
     status = status_data(store, context.config, now)
     open_alerts = lifecycle.list_alerts(store, lifecycle.AlertQuery(("open",)), limit=10)
@@ -458,6 +471,8 @@ def dashboard_figures(
         "critical": critical,
         "failed_logins": failed_logins,
         "database_changes": database_changes,
+        "off_hours": off_hours,
+        "calendar": calendar_origin,
         "users": users,
         "open_alerts": [alert_summary(a) for a in open_alerts],
         "alert_counts": alert_counts,

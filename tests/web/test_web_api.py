@@ -238,7 +238,7 @@ def new_alert(web: Web) -> str:
         items = web.viewer.get("/api/v1/alerts", params={"status": "all", "limit": 1000}).json()["items"]
         return next((a["id"] for a in items if a["id"] not in before), None)
 
-    return str(wait_until(fresh, 30, "a new alert"))
+    return str(wait_until(fresh, 60, "a new alert"))
 
 
 def any_alert(web: Web) -> str:
@@ -337,7 +337,7 @@ def test_silences_hold_back_matching_alerts(web: Web) -> None:
     def silenced() -> list[dict[str, object]]:
         return web.viewer.get("/api/v1/alerts", params={"status": "silenced"}).json()["items"]  # type: ignore[no-any-return]
 
-    held = wait_until(silenced, 30, "a silenced alert")
+    held = wait_until(silenced, 60, "a silenced alert")
     assert held[0]["silence_id"] == silence["id"]
     assert query(web.db, "SELECT count(*) FROM outbox WHERE alert_id = ?", (held[0]["id"],))[0][0] == 0
     # Another user's delete is not silenced.

@@ -98,10 +98,41 @@ def test_script_in_every_event_field_is_rendered_as_text(web: Web) -> None:
     web.wait_archived(web.archived() + 1)
     wait_until(lambda: web.viewer.get(f"/api/v1/events/sim/{event_id}").status_code == 200, 30, "archived")
     client = sign_in(web, web.viewer_token)
-    for path in ("/events", f"/events/sim/{event_id}", "/?since=2000-01-01", "/events?q=dropped"):
+    since = (datetime.now(UTC) - timedelta(days=5)).date().isoformat()
+    for path in ("/events", f"/events/sim/{event_id}", f"/?since={since}", "/events?q=dropped"):
         html = client.get(path).text
         assert "<script>window.__xss" not in html and "<img src=x" not in html, path
         assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html, path
+
+
+def test_a_dashboard_period_over_400_days_is_refused(web: Web) -> None:
+    client = sign_in(web, web.viewer_token)
+    response = client.get("/", params={"since": "2000-01-01"})
+    assert response.status_code == 400 and "at most 400 days" in response.text
+
+
+def test_dashboard_figures_match_the_simulators_ground_truth(web: Web) -> None:
+    from monitor.events import normalize
+    from monitor.report.figures import CRITICAL_TYPES
+
+    entries = [(normalize("sim", e).created_at, str(e["type"])) for e in web.sim.visible_events()]
+    until = max(t for t, _ in entries) + timedelta(seconds=1)
+    since = until - timedelta(days=2)
+    inside = [(t, kind) for t, kind in entries if since <= t < until]
+    database = {"Create Table", "Update Table", "Delete Table", "Restore Table", "Add Field", "Update Field",
+                "Delete Field", "Create Record", "Update Record", "Delete Record"}  # fmt: skip
+    expected = {
+        "total": len(inside),
+        "critical": sum(1 for _, kind in inside if kind in CRITICAL_TYPES),
+        "failed_logins": sum(1 for _, kind in inside if kind == "Login Failed"),
+        "database_changes": sum(1 for _, kind in inside if kind in database),
+        # The default business hours (the config sets no calendar): mon-fri 08:00-19:00, zone UTC.
+        "off_hours": sum(1 for t, _ in inside if t.weekday() >= 5 or not 8 <= t.hour < 19),
+    }
+    client = sign_in(web, web.viewer_token)
+    html = client.get("/", params={"since": format_timestamp(since), "until": format_timestamp(until)}).text
+    shown = {name: int(value) for name, value in re.findall(r'data-figure="(\w+)">(\d+)<', html)}
+    assert {k: shown[k] for k in expected} == expected
 
 
 try:
