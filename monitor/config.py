@@ -623,7 +623,9 @@ class ServerConfig(_Strict):
     def _origins(cls, value: list[str]) -> list[str]:
         for origin in value:
             if not re.match(r"^https?://[^/\s]+$", origin):
-                raise ValueError(f"{origin!r} is not an origin (scheme://host[:port], no path, e.g. https://my-app.weweb.io)")
+                raise ValueError(
+                    f"{origin!r} is not an origin (scheme://host[:port], no path, e.g. https://my-app.weweb.io)"
+                )
         return value
 
     @field_validator("listen")

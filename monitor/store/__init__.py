@@ -345,6 +345,9 @@ def _migration_8(db: sqlite_utils.Database) -> None:
     # The API's event search filters by user and walks newest first: (user, time) is a seek and already in
     # the walk's order (the rowid, seq, breaks ties), where the user_email index alone meant a sort.
     db.execute("CREATE INDEX events_user_time ON events (user_email, created_ms)")
+    # The dashboard counts a period per type and per user as one index range per value (search.py):
+    # no row is read and no temporary B-tree is built (a GROUP BY over a month of a million rows took 15 s
+    # through the rows, 4-9 s through a covering index, on a busy machine).
     db.execute("CREATE INDEX events_type_time ON events (type, created_ms)")
 
 

@@ -182,17 +182,19 @@ def decode_cursor(text: str | None, shape: tuple[type, ...]) -> tuple[Any, ...] 
     return tuple(parts)
 
 
-def event_item(row: dict[str, Any]) -> dict[str, Any]:
+def event_item(row: tuple[Any, ...]) -> dict[str, Any]:
+    """An API item from a row of ``search.search_events``."""
+    _seq, _ms, source, event_id, created_at, type_, msg, user, workspace, branch = row
     return {
-        "source": row["source"],
-        "id": row["id"],
-        "created_at": row["created_at"],
-        "type": row["type"],
-        "msg": row["msg"],
-        "user": row["user"],
-        "workspace": row["workspace"],
-        "branch": row["branch"],
-        "category": category_of(row["type"]),
+        "source": source,
+        "id": event_id,
+        "created_at": created_at,
+        "type": type_,
+        "msg": msg,
+        "user": user,
+        "workspace": workspace,
+        "branch": branch,
+        "category": category_of(type_),
     }
 
 
@@ -292,14 +294,14 @@ def api_routes(context: WebContext) -> list[BaseRoute]:
         events, limit = event_query(query), query.limit()
         after = decode_cursor(query.text("cursor"), (int, int))
 
-        def work(store: Store) -> list[dict[str, Any]]:
+        def work(store: Store) -> list[tuple[Any, ...]]:
             # One more than asked: whether a next page exists, without a count.
             return search.search_events(store, events, limit=limit + 1, after=after)  # type: ignore[arg-type]
 
         rows = await context.run_db(work)
         page = rows[:limit]
         more = len(rows) > limit
-        next_cursor = encode_cursor(page[-1]["created_ms"], page[-1]["seq"]) if more else None
+        next_cursor = encode_cursor(page[-1][1], page[-1][0]) if more else None  # (created_ms, seq)
         return json_response({"items": [event_item(r) for r in page], "next_cursor": next_cursor})
 
     async def show_event(request: Request, principal: Principal) -> Response:

@@ -41,7 +41,6 @@ from monitor.report.figures import (
     closed_intervals,
 )
 from monitor.resources import templates_dir
-from monitor.status import status_data
 from monitor.store import Store, lifecycle, search
 from monitor.timeutil import format_time, parse_cli_date
 from monitor.web.api import (
@@ -273,7 +272,7 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
         filters = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor" and v]
         next_link = None
         if len(rows) > PAGE_SIZE:
-            cursor = encode_cursor(page_rows[-1]["created_ms"], page_rows[-1]["seq"])
+            cursor = encode_cursor(page_rows[-1][1], page_rows[-1][0])  # (created_ms, seq)
             next_link = "/events?" + urlencode([*filters, ("cursor", cursor)])
         values = {k: request.query_params.get(k, "") for k in ("since", "until", "source", "type", "user",
                                                                   "workspace", "branch", "q")}  # fmt: skip
@@ -435,28 +434,41 @@ def _local(target: str | None) -> str:
 def dashboard_figures(
     store: Store, context: WebContext, since: datetime, until: datetime, now: datetime
 ) -> dict[str, Any]:
-    """Everything the dashboard shows for [since, until): the same queries the API's stats use."""
-    period = search.EventQuery(since=since, until=until)
-    by_type = dict(search.event_groups(store, period, group_by="type"))
+    """Everything the dashboard shows for [since, until), to the millisecond.
+
+    The event figures are index range counts (per type, per user, per day), none of which reads a row.
+    """
+    by_type = {str(k): v for k, v in search.counts_by(store, "type", since, until).items()}
+    by_user = search.counts_by(store, "user", since, until)
+    per_day = {
+        datetime.fromtimestamp(day_ms / 1000, tz=UTC).date().isoformat(): count
+        for day_ms, count in search.counts_per_day(store, since, until).items()
+    }
     total = sum(by_type.values())
     by_category = dict.fromkeys(CATEGORIES, 0)
     for event_type, count in by_type.items():
-        by_category[category_of(event_type or "")] += count
-    per_day: dict[str, int] = {}
-    for start, _value, count in search.event_buckets(
-        store, period, bucket_ms=search.DAY_MS, group_by="source"
-    ):
-        day = datetime.fromtimestamp(start / 1000, tz=UTC).date().isoformat()
-        per_day[day] = per_day.get(day, 0) + count
+        by_category[category_of(event_type)] += count
     critical_types = {t.lower() for t in CRITICAL_TYPES}
-    critical = sum(n for t, n in by_type.items() if (t or "").lower() in critical_types)
-    failed_logins = sum(n for t, n in by_type.items() if (t or "").lower() == "login failed")
+    critical = sum(n for t, n in by_type.items() if t.lower() in critical_types)
+    failed_logins = sum(n for t, n in by_type.items() if t.lower() == "login failed")
     database_changes = sum(n for t, n in by_type.items() if t in DATABASE_CHANGE_TYPES)
-    users = search.event_groups(store, period, group_by="user", limit=15)
+    users = sorted(by_user.items(), key=lambda item: (-item[1], item[0] or ""))[:15]
     calendar, calendar_origin = business_calendar(context.config, context.extra.get("calendars"))
     off_hours = search.count_in_ranges(store, closed_intervals(calendar.contains, since, until))
     biggest_day = max(per_day.values(), default=0)
-    status = status_data(store, context.config, now)
+    coverage = []
+    for cursor in store.cursors():
+        newest = store.newest_event_time(cursor.source)
+        coverage.append(
+            {
+                "source": cursor.source,
+                "last_success_at": format_timestamp(cursor.last_success_at)
+                if cursor.last_success_at
+                else None,
+                "lag_seconds": round((now - newest).total_seconds(), 1) if newest else None,
+                "last_error_kind": cursor.error_kind,
+            }
+        )
     open_alerts = lifecycle.list_alerts(store, lifecycle.AlertQuery(("open",)), limit=10)
     alert_counts = lifecycle.alert_counts(store)
     gaps = store.gaps(since, until)
@@ -476,7 +488,7 @@ def dashboard_figures(
         "users": users,
         "open_alerts": [alert_summary(a) for a in open_alerts],
         "alert_counts": alert_counts,
-        "sources": status["sources"],
+        "sources": coverage,
         "gaps": gaps,
         "chain_head": {"seq": head_seq, "hash": head_hash},
     }
