@@ -25,13 +25,6 @@ def _actor() -> str:
         return "cli:unknown"
 
 
-def _store(ctx: CliContext) -> Store:
-    try:
-        return Store.open(ctx.config().state.path)
-    except StoreError as exc:
-        fail(str(exc), EXIT_FAILED)
-
-
 def _alert_id(store: Store, given: str) -> str:
     full = lifecycle.resolve_alert_id(store, given)
     if full is None:
@@ -58,7 +51,7 @@ def alerts() -> None:
 def alerts_list(ctx: CliContext, status: str, limit: int, as_json: bool) -> None:
     """Alerts newest first: id (12 characters), event time, severity, status, rule, title."""
     config = ctx.config()
-    with _store(ctx) as store:
+    with ctx.open_archive() as store:
         query = lifecycle.AlertQuery(statuses=() if status == "all" else (status,))
         rows = lifecycle.list_alerts(store, query, limit=limit)
     for row in rows:
@@ -77,7 +70,7 @@ def alerts_list(ctx: CliContext, status: str, limit: int, as_json: bool) -> None
 @click.pass_obj
 def alerts_show(ctx: CliContext, alert_id: str) -> None:
     """One alert as JSON: its fields, delivery per channel and history. ALERT_ID may be a unique prefix."""
-    with _store(ctx) as store:
+    with ctx.open_archive() as store:
         alert = lifecycle.get_alert(store, _alert_id(store, alert_id))
     click.echo(json_escape_unsafe(json.dumps(alert, indent=2, ensure_ascii=False)))
 
@@ -85,7 +78,7 @@ def alerts_show(ctx: CliContext, alert_id: str) -> None:
 def _transition(
     ctx: CliContext, alert_id: str, to_status: str, note: str | None, disposition: str | None
 ) -> None:
-    with _store(ctx) as store:
+    with ctx.open_archive(write=True) as store:
         full = _alert_id(store, alert_id)
         try:
             lifecycle.transition(
@@ -163,7 +156,7 @@ def silences_add(ctx: CliContext, rule: str | None, pairs: tuple[str, ...], unti
     now = datetime.now(UTC)
     if end <= now:
         fail("usage error: --until must be in the future", EXIT_USAGE)
-    with _store(ctx) as store:
+    with ctx.open_archive(write=True) as store:
         silence = lifecycle.add_silence(
             store, rule_id=rule, match=match, until=end, reason=reason, actor=_actor(), at=now
         )
@@ -177,7 +170,7 @@ def silences_list(ctx: CliContext, show_all: bool) -> None:
     """Active silences (with --all, every one): id, until, rule, match, by whom, reason."""
     config = ctx.config()
     now = datetime.now(UTC)
-    with _store(ctx) as store:
+    with ctx.open_archive() as store:
         found = lifecycle.list_silences(store, active_at=None if show_all else now)
     for s in found:
         state = "active" if s.active_at(now) else "ended"
@@ -193,7 +186,7 @@ def silences_list(ctx: CliContext, show_all: bool) -> None:
 @click.pass_obj
 def silences_expire(ctx: CliContext, silence_id: int) -> None:
     """End a silence now. Exit 1 when it is unknown or already ended."""
-    with _store(ctx) as store:
+    with ctx.open_archive(write=True) as store:
         try:
             lifecycle.expire_silence(store, silence_id, actor=_actor(), at=datetime.now(UTC))
         except lifecycle.LifecycleError as exc:

@@ -88,3 +88,18 @@ def test_triage_from_the_shell(tmp_path: Path) -> None:
         capture_output=True, text=True, cwd=REPO, timeout=100,
     )  # fmt: skip
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+def test_reading_alerts_never_creates_an_archive(tmp_path: Path) -> None:
+    db = tmp_path / "none.db"
+    config = tmp_path / "c.yml"
+    config.write_text(f"state: {{path: {db}}}\n", encoding="utf-8")
+    for args in (
+        ("alerts", "list"),
+        ("alerts", "show", "abc"),
+        ("silences", "list"),
+        ("alerts", "ack", "abc"),
+    ):
+        outcome = cli(config, *args)
+        assert outcome.returncode == 2 and "no archive at this path" in outcome.stderr, args
+    assert not db.exists()
