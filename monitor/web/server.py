@@ -186,7 +186,10 @@ class WebServer:
             limit_concurrency=None,  # the protocol closes connections beyond the cap at once
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             timeout_graceful_shutdown=3,
-            proxy_headers=False,  # X-Forwarded-* from anyone would be believed otherwise
+            # X-Forwarded-Proto/-For are believed from a reverse proxy on this host only (TLS ended there:
+            # the console's cookie is then marked Secure); from anyone else they are ignored.
+            proxy_headers=True,
+            forwarded_allow_ips="127.0.0.1,::1",
         )
         self._server = uvicorn.Server(settings)
         self._thread = threading.Thread(

@@ -65,6 +65,22 @@ def test_sign_in_sets_a_strict_httponly_cookie_and_sign_out_ends_it(web: Web) ->
     assert web.daemon.wait_event("console sign-in", 10)[0]["actor"] == "weweb"
 
 
+def test_behind_a_local_https_proxy_the_session_cookie_is_secure(web: Web) -> None:
+    # A reverse proxy on this host that ended TLS says so in X-Forwarded-Proto (believed from loopback only).
+    client = httpx.Client(base_url=web.base_url, timeout=10, headers={"X-Forwarded-Proto": "https"})
+    form = client.get("/login")
+    login_cookie = next(h for h in form.headers.get_list("set-cookie") if h.startswith("am_login="))
+    assert "secure" in {part.strip().lower() for part in login_cookie.split(";")}
+    nonce = form.headers["set-cookie"].split("am_login=", 1)[1].split(";", 1)[0]
+    signed = client.post(
+        "/login", data={"csrf": page_csrf(form.text), "token": web.viewer_token},
+        cookies={"am_login": nonce},
+    )  # fmt: skip
+    assert signed.status_code == 303
+    cookie = next(h for h in signed.headers.get_list("set-cookie") if h.startswith("am_session="))
+    assert "secure" in {part.strip().lower() for part in cookie.split(";")}
+
+
 def test_forms_without_the_csrf_token_are_refused(web: Web) -> None:
     client = sign_in(web, web.responder_token)
     web.sim.add_event("Delete Table", msg="csrf target")
