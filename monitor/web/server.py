@@ -184,6 +184,9 @@ class WebServer:
             server_header=False,
             timeout_keep_alive=KEEP_ALIVE_TIMEOUT,
             limit_concurrency=None,  # the protocol closes connections beyond the cap at once
+            # asyncio accepts up to `backlog` connections per loop pass before any is closed: bounded by the
+            # cap, so a flood of idle clients never holds more descriptors than twice the cap at once.
+            backlog=_CAP[0],
             h11_max_incomplete_event_size=MAX_HEAD_BYTES,
             timeout_graceful_shutdown=3,
             # X-Forwarded-Proto/-For are believed from a reverse proxy on this host only (TLS ended there:
