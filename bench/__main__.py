@@ -95,6 +95,36 @@ def _archive_rows(f: Figures) -> list[Row]:
     ]
 
 
+def _web_rows(f: Figures) -> list[Row]:
+    total = f"{f['events_total']:,.0f} events archived"
+    return [
+        (
+            f"API: `GET /api/v1/events?user=U&limit=100`, {total} ({f['user_requests']:.0f} requests)",
+            f"p95 {f['user_p95_ms']:.0f} ms (median {f['user_p50_ms']:.0f} ms)",
+            "p95 < 300 ms",
+            f["user_p95_ms"] < 300,
+        ),
+        (
+            f"Console: dashboard for 30 days, {total}",
+            f"{f['dashboard_median_s']:.2f} s median, {f['dashboard_max_s']:.2f} s worst of 5",
+            "< 1 s",
+            f["dashboard_max_s"] < 1,
+        ),
+        (
+            f"API: walking all {f['walked']:,.0f} events, 1,000 a page",
+            f"{f['walk_events_per_s']:,.0f} events/s ({f['walk_seconds']:.0f} s)",
+            ">= 20,000 events/s",
+            f["walk_events_per_s"] >= 20_000,
+        ),
+        (
+            "Daemon: peak RSS with the web server up and idle",
+            f"{f['idle_rss_mb']:.0f} MB (after the load above: {f['after_load_rss_mb']:.0f} MB)",
+            "< 120 MB",
+            f["idle_rss_mb"] < 120,
+        ),
+    ]
+
+
 def _delay_rows(f: Figures) -> list[Row]:
     of = f"median / max of {f['repeat']:.0f}"
     return [
@@ -201,6 +231,19 @@ BENCHMARKS = [
         lambda quick, shared: ["--events", _sizes(quick)["month"], "--keep", str(shared)],
         _archive_rows,
     ),
+    Benchmark(
+        "web",
+        "bench.bench_web",
+        lambda quick, shared: [
+            "--events",
+            _sizes(quick)["month"],
+            "--keep",
+            str(shared),
+            "--idle",
+            "1" if quick else "5",
+        ],
+        _web_rows,
+    ),  # fmt: skip
     Benchmark(
         "delay",
         "bench.bench_delay",

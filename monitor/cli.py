@@ -34,10 +34,10 @@ from monitor.events import format_timestamp
 from monitor.export import write_csv, write_jsonl
 from monitor.logs import config_secrets, setup_logging
 from monitor.report import Period, ReportError, ReportSendError, produce_report
-from monitor.server import ServerError
 from monitor.status import render_status_data, status_data
 from monitor.store import Store, StoreError
 from monitor.store.files import ArchiveLocked
+from monitor.web import ServerError
 
 
 @click.group(
@@ -460,6 +460,12 @@ cli.add_command(_rules)
 from monitor.cli_channels import channels as _channels  # noqa: E402 - the `channels` group, its own module
 
 cli.add_command(_channels)
+
+from monitor.cli_alerts import alerts as _alerts  # noqa: E402 - alert triage, its own module
+from monitor.cli_alerts import silences as _silences  # noqa: E402
+
+cli.add_command(_alerts)
+cli.add_command(_silences)
 
 
 def main() -> None:

@@ -582,10 +582,52 @@ class AnchorsConfig(_Strict):
         return [t if t == "email" else "webhook:" + t.partition(" ")[2] for t in self.to]
 
 
+class ApiToken(_Strict):
+    """One bearer token of the console and the API: its name is what the logs and the alert history show."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.@-]+$", max_length=64)
+    token: Secret
+    role: Literal["viewer", "responder"] = "viewer"  # responder: may also acknowledge, resolve, silence
+
+    @field_validator("token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        # A short token can be guessed over the network; the value itself is never repeated.
+        if not isinstance(value, UnsetSecret) and len(value.get_secret_value()) < 16:
+            raise ValueError("is shorter than 16 characters (e.g. `openssl rand -hex 24`; not shown)")
+        return value
+
+
 class ServerConfig(_Strict):
     listen: str = "127.0.0.1:9108"  # "" = no HTTP endpoint; the image sets AUDIT_MONITOR_LISTEN=0.0.0.0:9108
     # /healthz fails when a source's last success is older than this; default max(3 x poll_interval, 30s).
     stale_after: Duration | None = None
+    # Who may use the console and the JSON API (/healthz and /metrics stay open). None: both are off.
+    tokens: list[ApiToken] = Field(default_factory=list)
+    # Browser origins allowed to call the API (a WeWeb or Retool app); default none.
+    cors_origins: list[str] = Field(default_factory=list)
+
+    @field_validator("tokens")
+    @classmethod
+    def _distinct_tokens(cls, value: list[ApiToken]) -> list[ApiToken]:
+        names = [t.name for t in value]
+        duplicated = sorted({n for n in names if names.count(n) > 1})
+        if duplicated:
+            raise ValueError(f"token names must be distinct: {', '.join(duplicated)} appears twice")
+        secrets = [t.token.get_secret_value() for t in value if not isinstance(t.token, UnsetSecret)]
+        if len(set(secrets)) != len(secrets):
+            raise ValueError("two tokens have the same value (each name must have its own token)")
+        return value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not re.match(r"^https?://[^/\s]+$", origin):
+                raise ValueError(
+                    f"{origin!r} is not an origin (scheme://host[:port], no path, e.g. https://my-app.weweb.io)"
+                )
+        return value
 
     @field_validator("listen")
     @classmethod

@@ -7,7 +7,8 @@ every cycle and every 5 s; the report, its catch-up and retention run on APSched
 Every thread reads and writes the archive through its own SQLite connection; writes are serialised by
 the store (one transaction at a time in this process, BEGIN IMMEDIATE across processes). Each cycle's
 reading has an overall deadline (``cycle_deadline``); a longer walk goes on from its last staged page.
-The HTTP endpoint (/healthz, /metrics) runs in its own threads and reads only ``Monitor.metrics``.
+The HTTP application (monitor.web) runs in its own thread: /healthz and /metrics read only
+``Monitor.metrics``; the API and the console open their own connections to the archive.
 
 Signals: SIGTERM/SIGINT set the stop event. Every wait in a cycle looks at it: between pages and between
 chunks of an answer, a retry's backoff, a Slack rate-limit wait, a wait for the archive's write lock;
@@ -51,9 +52,9 @@ from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
 from monitor.metrics import Metrics
 from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, default_client_factory
 from monitor.report.schedule import ReportRun, ReportScheduler
-from monitor.server import HealthServer
 from monitor.store import Store, StoreError, StoreInterrupted
 from monitor.store.polls import prune_polls_before
+from monitor.web import WebServer
 from monitor.xano import XanoClient
 
 log = logging.getLogger("monitor.daemon")
@@ -443,7 +444,7 @@ def run_daemon(
         channels=monitor.outbox.channels,
         rules=[(rule.id, rule.severity) for rule in monitor.ruleset.rules],
     )
-    server = HealthServer(monitor.config, monitor.metrics) if monitor.config.server.listen else None
+    server = WebServer(monitor.config, monitor.metrics) if monitor.config.server.listen else None
     if server is not None:
         server.start()
     in_flight = _InFlight()

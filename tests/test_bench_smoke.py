@@ -21,6 +21,8 @@ ROWS = [
     "Peak RSS, 5,500 events archived: `run --once` (incremental poll)",
     "Peak RSS, 5,500 events archived: `verify`",
     "Peak RSS, 5,500 events archived: `export` of the month to a file",
+    "API: `GET /api/v1/events?user=U&limit=100`, 5,500 events archived",
+    "Console: dashboard for 30 days, 5,500 events archived",
     "Alert delay: poll that sees the event -> Slack stub (median / max of 2)",
     "Slack burst: 3 alerts, Slack limiting to 1 message/s",
     "5 sources at poll_interval 2 s in one process, one trickling: time between polls",

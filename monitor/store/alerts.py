@@ -12,6 +12,7 @@ from typing import Any
 
 from monitor.alerts.model import Alert
 from monitor.events import canonical_json, format_timestamp
+from monitor.store import lifecycle
 from monitor.store.chain import parse_time
 from monitor.store.connection import StoreCore
 
@@ -68,6 +69,11 @@ class AlertsMixin(StoreCore):
         ).rowcount
         if not inserted:
             return False
+        silence = lifecycle.silence_for(self, alert, recorded_at)  # type: ignore[arg-type]
+        if silence is not None:
+            # Held back by a silence: recorded (and reported) as silenced, sent to no channel.
+            lifecycle.mark_silenced(self, alert.id, silence.id)  # type: ignore[arg-type]
+            return True
         self.conn.executemany(
             "INSERT OR IGNORE INTO outbox (alert_id, channel, status, next_attempt_at) "
             "VALUES (?, ?, 'pending', ?)",

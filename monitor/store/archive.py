@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from monitor.events import AuditEvent, canonical_json, format_timestamp
+from monitor.store import lifecycle
 from monitor.store.chain import (
     GENESIS_HASH,
     INSERT_PRUNE,
@@ -43,10 +44,12 @@ class ArchiveMixin(MetaMixin):
     # the chain's head ---------------------------------------------------------------------------------
 
     def head(self) -> tuple[int, str]:
-        """The chain's newest link, an event or a prune record: (seq, hash); (0, genesis) when empty."""
+        """The chain's newest link, an event, a prune record or an alert history record: (seq, hash);
+        (0, genesis) when empty."""
         row = self.conn.execute(
             "SELECT seq, hash FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) "
             "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes ORDER BY seq DESC LIMIT 1) "
+            "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions ORDER BY seq DESC LIMIT 1) "
             "ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
@@ -55,9 +58,12 @@ class ArchiveMixin(MetaMixin):
         return self.head()[1]
 
     def chain_link(self, seq: int) -> str | None:
-        """The hash of the chain link at ``seq`` (an event or a prune record), None if there is none."""
+        """The hash of the chain link at ``seq`` (an event, a prune or an alert history record), None if
+        there is none."""
         row = self.conn.execute(
-            "SELECT hash FROM events WHERE seq = ?1 UNION ALL SELECT hash FROM prunes WHERE seq = ?1", (seq,)
+            "SELECT hash FROM events WHERE seq = ?1 UNION ALL SELECT hash FROM prunes WHERE seq = ?1 "
+            "UNION ALL SELECT hash FROM alert_actions WHERE seq = ?1",
+            (seq,),
         ).fetchone()
         return str(row[0]) if row else None
 
@@ -276,8 +282,12 @@ class ArchiveMixin(MetaMixin):
                     reason=f"the prune record at seq {start.seq} cut events older than "
                     f"{format_timestamp(start.cutoff)}, but kept this older row first",
                 )
-        pending = [p for p in prunes if start_seq < p.seq <= stop]
-        walked_prunes = len(pending)
+        # The links beside the events (prune records, alert history records), merged in seq order.
+        walked_prunes = sum(1 for p in prunes if start_seq < p.seq <= stop)
+        actions = lifecycle.actions_between(self, start_seq, stop)  # type: ignore[arg-type]
+        pending: list[PruneRecord | lifecycle.ActionRecord] = sorted(
+            [*(p for p in prunes if start_seq < p.seq <= stop), *actions], key=lambda link: link.seq
+        )
         expected, checked = start_seq + 1, 0
 
         def gap(seq: int) -> str:
@@ -302,7 +312,7 @@ class ArchiveMixin(MetaMixin):
                         checked,
                         prev,
                         record.seq,
-                        reason="prune record hash does not match its content or its predecessor",
+                        reason=f"{record.label} hash does not match its content or its predecessor",
                     )
                 prev, expected = record.hash, record.seq + 1
             return None
@@ -337,7 +347,9 @@ class ArchiveMixin(MetaMixin):
                     reason=f"the cursor of source {source} is at event id {last_id}, but the archive holds "
                     "none of its events and no prune record",
                 )
-        return VerifyResult(True, checked, prev, prunes=walked_prunes, head_seq=expected - 1)
+        return VerifyResult(
+            True, checked, prev, prunes=walked_prunes, head_seq=expected - 1, actions=len(actions)
+        )
 
     def _cursors_past_an_empty_archive(self) -> list[tuple[str, int]]:
         """Sources whose cursor moved past events it must have archived, with none of them in the archive.

@@ -15,7 +15,7 @@ import hashlib
 import json
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, ClassVar
 
 from monitor.events import (
     AuditEvent,
@@ -105,6 +105,7 @@ class VerifyResult:
     reason: str = ""
     prunes: int = 0  # prune records in the verified part of the chain
     head_seq: int = 0
+    actions: int = 0  # alert history records in the verified part of the chain
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,8 @@ class PruneRecord:
     ``cutoff`` and ``cut`` are None for a prune made by a release before prune records (taken over from
     meta on upgrade).
     """
+
+    label: ClassVar[str] = "prune record"
 
     seq: int
     at: datetime

@@ -27,7 +27,8 @@ class ReadsMixin(StoreCore):
         row = self.conn.execute(
             "SELECT seq, hash FROM (SELECT seq, hash FROM events WHERE archived_at < ?1 ORDER BY seq DESC "
             "LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes WHERE at < ?1 "
-            "ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 1",
+            "ORDER BY seq DESC LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions "
+            "WHERE at < ?1 ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 1",
             (when,),
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)

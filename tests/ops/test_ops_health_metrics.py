@@ -24,8 +24,8 @@ from monitor.config import Config, SourceConfig
 from monitor.events import canonical_json, format_timestamp, normalize
 from monitor.metrics import Metrics
 from monitor.poller import Poller
-from monitor.server import HealthServer, ServerError, evaluate_health, parse_listen, stale_after
 from monitor.store import Cursor, Store
+from monitor.web import ServerError, WebServer, evaluate_health, parse_listen, stale_after
 from monitor.xano import XanoClient
 from tests.conftest import FakeClock
 
@@ -378,7 +378,7 @@ def test_two_registries_in_one_process_do_not_clash(clock: FakeClock) -> None:
 @pytest.fixture
 def served(tmp_path: Path, clock: FakeClock) -> Iterator[tuple[str, Metrics]]:
     metrics = Metrics(clock)
-    server = HealthServer(config(tmp_path), metrics, clock=clock)
+    server = WebServer(config(tmp_path), metrics, clock=clock)
     host, port = server.start()
     try:
         yield f"http://{host}:{port}", metrics
@@ -418,7 +418,7 @@ def test_endpoint_that_cannot_listen_says_where(tmp_path: Path, clock: FakeClock
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        server = HealthServer(config(tmp_path, listen=f"127.0.0.1:{port}"), Metrics(clock), clock=clock)
+        server = WebServer(config(tmp_path, listen=f"127.0.0.1:{port}"), Metrics(clock), clock=clock)
         with pytest.raises(ServerError, match=f"server.listen 127.0.0.1:{port}: cannot listen"):
             server.start()
 
