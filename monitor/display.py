@@ -51,8 +51,8 @@ def safe_output(value: Any) -> Any:
 
 def json_escape_unsafe(encoded: str) -> str:
     """Inside already encoded JSON: write the unsafe characters that ``json.dumps(ensure_ascii=False)`` leaves
-    raw (C1 controls, bidi controls, U+2028/U+2029) as ``\\u`` escapes with four hex digits. The value a parser reads is
-    unchanged; a person reading the line in a terminal sees the escape, not its effect."""
+    raw (C1 controls, bidi controls, U+2028/U+2029) as ``\\u`` escapes with four hex digits. The value a
+    parser reads is unchanged; a person reading the line in a terminal sees the escape, not its effect."""
     return _JSON_RAW.sub(lambda match: f"\\u{ord(match.group()):04x}", encoded)
 
 
