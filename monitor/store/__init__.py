@@ -12,6 +12,10 @@ a module of its own, and ``Store`` is their union:
 - ``alerts``      alerts, the delivery outbox and dead letters
 - ``meta``        key/value meta, coverage gaps, monthly report claims
 - ``reads``       read queries for the report, ``status`` and /metrics
+- ``polls``       poll outcomes per cycle (module functions), for the report's poll success rate
+- ``lifecycle``   the alert lifecycle (acknowledge, resolve) and silences, its history a link of the chain
+- ``search``      event search and dashboard counts for the API and the console
+- ``files``       the archive file: writer lock, file modes, identity, read-only opens (no SQL)
 """
 
 from __future__ import annotations
