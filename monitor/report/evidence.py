@@ -192,9 +192,13 @@ def report_json(
     responses = []
     for r in f.responses:
         item = _plain(r)
-        item["delivered_at"] = _plain(r.delivered_at)
-        # The alert lifecycle is not recorded yet: these stay null ("not recorded"), never estimated.
-        item.update(mtta_seconds=None, mttr_seconds=None, open=None, silenced=None)
+        item.update(
+            delivered_at=_plain(r.delivered_at),
+            mtta_seconds=r.mtta_seconds,
+            mttr_seconds=r.mttr_seconds,
+            open=r.status in ("open", "acknowledged"),
+            silenced=r.status == "silenced",
+        )
         responses.append(item)
     return {
         "schema": SCHEMA,
@@ -253,6 +257,14 @@ def report_json(
             "alerts": {"total": f.alerts_total, "listed": len(responses), "rows": responses},
             "deliveries": _plain(f.deliveries),
             "dead_letters": f.dead_letters,
+            "statuses": dict(f.status_counts),
+            "still_open": f.still_open,
+            "silenced": f.silenced_total,
+            "acknowledged": f.acknowledged_total,
+            "resolved": f.resolved_total,
+            "mtta_seconds": f.mtta_seconds,
+            "mttr_seconds": f.mttr_seconds,
+            "dispositions": dict(f.dispositions),
         },
         "health": {"monitor_alerts": _plain(f.monitor_alerts)},
         "activity": {

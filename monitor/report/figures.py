@@ -21,13 +21,14 @@ from zoneinfo import ZoneInfo
 
 from pydantic import SecretStr
 
-from monitor.alerts.model import severity_rank
+from monitor.alerts.model import ANCHOR_RULE, severity_rank
 from monitor.config import Config
 from monitor.engine.calendars import Calendar, build_calendar
 from monitor.engine.errors import ErrorSink
 from monitor.engine.loader import rule_files
 from monitor.events import format_timestamp
 from monitor.store import Store, VerifyResult
+from monitor.store.lifecycle import STATUSES, alert_outcomes
 from monitor.store.polls import poll_stats, recording_began
 from monitor.timeutil import format_duration, format_time
 
@@ -371,8 +372,9 @@ class Delivery:
 
 @dataclass(frozen=True)
 class AlertResponse:
-    """One alert's detection and delivery. The alert lifecycle (acknowledge, resolve, disposition) is not
-    recorded yet: those fields stay None, as "not recorded", never guessed."""
+    """One alert's detection, delivery and lifecycle: acknowledged/resolved times and disposition come from
+    the alert history (None when no one acknowledged or resolved it; never guessed). ``status`` is the
+    alert's state when the report was made; a silenced alert was sent to no channel."""
 
     alert_id: str
     rule_id: str
@@ -385,6 +387,17 @@ class AlertResponse:
     acknowledged_at: datetime | None = None
     resolved_at: datetime | None = None
     disposition: str | None = None
+    status: str = "open"  # open | acknowledged | resolved | silenced
+    silence_id: int | None = None
+    silence_reason: str | None = None
+
+    @property
+    def mtta_seconds(self) -> float | None:
+        return _seconds(self.detected_at, self.acknowledged_at)
+
+    @property
+    def mttr_seconds(self) -> float | None:
+        return _seconds(self.detected_at, self.resolved_at)
 
     @property
     def delivered_at(self) -> datetime | None:
@@ -461,6 +474,14 @@ class Figures:
     responses: list[AlertResponse] = field(default_factory=list)  # capped like alerts
     deliveries: list[DeliveryCount] = field(default_factory=list)
     dead_letters: int = 0
+    # The lifecycle over every alert of the month (not only the listed ones), status as at generated_at.
+    status_counts: dict[str, int] = field(default_factory=dict)  # open | acknowledged | resolved | silenced
+    dispositions: dict[str, int] = field(default_factory=dict)  # of the resolved alerts that gave one
+    acknowledged_total: int = 0  # alerts ever acknowledged (resolved ones included)
+    resolved_total: int = 0
+    mtta_seconds: float | None = None  # mean detected -> first acknowledged, over acknowledged alerts
+    mttr_seconds: float | None = None  # mean detected -> resolved, over resolved alerts
+    silenced: list[AlertResponse] = field(default_factory=list)  # of the listed responses
     monitor_alerts: list[AlertCount] = field(default_factory=list)  # the monitor's own health (monitor.*)
 
     @property
@@ -480,6 +501,25 @@ class Figures:
     @property
     def sources_without_poll(self) -> list[SourceCoverage]:
         return [s for s in self.sources if not s.polled_in_month]
+
+    @property
+    def still_open(self) -> int:
+        """Alerts of the month not resolved (open or acknowledged) and not silenced, as at generated_at."""
+        return self.status_counts.get("open", 0) + self.status_counts.get("acknowledged", 0)
+
+    @property
+    def silenced_total(self) -> int:
+        return self.status_counts.get("silenced", 0)
+
+    @property
+    def response_text(self) -> str:
+        """The lifecycle in one line (the control summary's CC7.3 / A.8.16 and the Response section)."""
+        mtta = format_duration(self.mtta_seconds) if self.mtta_seconds is not None else "not measured"
+        mttr = format_duration(self.mttr_seconds) if self.mttr_seconds is not None else "not measured"
+        return (
+            f"{self.acknowledged_total:,} acknowledged (MTTA {mtta}), {self.resolved_total:,} resolved "
+            f"(MTTR {mttr}), {self.still_open:,} still open, {self.silenced_total:,} silenced"
+        )
 
     @property
     def poll_totals(self) -> tuple[int, int]:
@@ -784,6 +824,7 @@ def _evidence_figures(
     figures.changes_off_hours = sum(1 for c in figures.changes if c.off_hours)
     figures.first_admins = [a for a in _all_alerts(store, period, cap) if a.rule_id == FIRST_ADMIN_RULE]
 
+    outcomes = alert_outcomes(store, period.start, period.end, exclude_rule=ANCHOR_RULE)
     responses: dict[str, AlertResponse] = {}
     for (
         alert_id, rule_id, severity, title, source, event_time, recorded_at, channel, status, attempts,
@@ -791,10 +832,17 @@ def _evidence_figures(
     ) in store.alert_deliveries(period.start, period.end, cap):  # fmt: skip
         response = responses.get(alert_id)
         if response is None:
+            outcome = outcomes.get(alert_id)
             response = AlertResponse(
                 alert_id, rule_id, severity, title, source,
                 datetime.fromisoformat(event_time).astimezone(period.tz),
                 datetime.fromisoformat(recorded_at).astimezone(period.tz), [],
+                acknowledged_at=_local(outcome.acknowledged_at if outcome else None, period.tz),
+                resolved_at=_local(outcome.resolved_at if outcome else None, period.tz),
+                disposition=outcome.disposition if outcome else None,
+                status=outcome.status if outcome else "open",
+                silence_id=outcome.silence_id if outcome else None,
+                silence_reason=outcome.silence_reason if outcome else None,
             )  # fmt: skip
             responses[alert_id] = response
         if channel is not None:
@@ -807,8 +855,33 @@ def _evidence_figures(
     figures.responses = list(responses.values())
     figures.deliveries = [DeliveryCount(*row) for row in store.delivery_counts(period.start, period.end)]
     figures.dead_letters = sum(d.count for d in figures.deliveries if d.status == "dead")
+    figures.silenced = [r for r in figures.responses if r.status == "silenced"]
+    figures.status_counts = dict.fromkeys(STATUSES, 0)
+    dispositions: Counter[str] = Counter()
+    to_ack: list[float] = []
+    to_resolve: list[float] = []
+    for outcome in outcomes.values():
+        figures.status_counts[outcome.status] = figures.status_counts.get(outcome.status, 0) + 1
+        if outcome.acknowledged_at is not None:
+            to_ack.append((outcome.acknowledged_at - outcome.detected_at).total_seconds())
+        if outcome.resolved_at is not None:
+            to_resolve.append((outcome.resolved_at - outcome.detected_at).total_seconds())
+            if outcome.disposition:
+                dispositions[outcome.disposition] += 1
+    figures.acknowledged_total, figures.resolved_total = len(to_ack), len(to_resolve)
+    figures.mtta_seconds = sum(to_ack) / len(to_ack) if to_ack else None
+    figures.mttr_seconds = sum(to_resolve) / len(to_resolve) if to_resolve else None
+    figures.dispositions = dict(sorted(dispositions.items()))
     figures.monitor_alerts = [a for a in figures.alert_counts if a.rule_id.startswith("monitor.")]
     figures.controls = _controls(figures)
+
+
+def _local(moment: datetime | None, tz: ZoneInfo) -> datetime | None:
+    return moment.astimezone(tz) if moment is not None else None
+
+
+def _seconds(start: datetime, end: datetime | None) -> float | None:
+    return (end - start).total_seconds() if end is not None else None
 
 
 def _all_alerts(store: Store, period: Period, cap: int) -> list[AlertRow]:
@@ -847,11 +920,13 @@ def _controls(f: Figures) -> list[Control]:
     coverage_text += f"; {_poll_rate_text(f)}; {_reconciled_text(f)}"
     access = "review" if f.privileged_total or f.first_admins else "evidence"
     changes = "review" if f.changes_total else "evidence"
+    # A delivery given up is an exception; alerts still open are for the reviewer (the line counts them).
     response = "exception" if f.dead_letters else ("review" if f.alerts_total else "evidence")
     monitoring = f"{f.alerts_total} alert(s) from {len(f.alert_counts)} rule/severity pair(s)"
     delivered = (
         f"{f.dead_letters} dead letter(s)" if f.dead_letters else "every due alert delivered or pending"
     )
+    delivered += f"; {f.response_text}"
     return [
         Control("SOC 2", "CC6.2", "Registration and authorisation of users", access,
                 f"{f.privileged_total} privileged-access change(s)", "privileged-access"),

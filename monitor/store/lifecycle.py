@@ -496,3 +496,56 @@ def silenced_counts(store: Store, since: datetime, until: datetime) -> dict[int,
             {"since": format_timestamp(since), "until": format_timestamp(until)},
         )
     }
+
+
+# --- the monthly report's response section ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    """What became of one alert: its status now and, from the history, when it was first acknowledged and
+    last resolved, with the disposition the resolving action gave (None when not recorded)."""
+
+    alert_id: str
+    status: str
+    detected_at: datetime  # recorded_at: when the monitor raised it
+    silence_id: int | None
+    silence_reason: str | None
+    acknowledged_at: datetime | None
+    resolved_at: datetime | None
+    disposition: str | None
+
+
+def alert_outcomes(
+    store: Store, since: datetime, until: datetime, *, exclude_rule: str
+) -> dict[str, AlertOutcome]:
+    """Every alert with event time in [since, until) (but ``exclude_rule``'s), by id, with its lifecycle.
+
+    Uncapped: the month's MTTA/MTTR and status counts are over all of them, not the listed ones."""
+    rows = store.conn.execute(
+        "SELECT a.id, a.status, a.recorded_at, a.silence_id, s.reason, x.kind, x.at, x.detail "
+        "FROM alerts a LEFT JOIN silences s ON s.id = a.silence_id "
+        "LEFT JOIN alert_actions x ON x.alert_id = a.id AND x.kind IN (:ack, :res) "
+        "WHERE a.event_time >= :since AND a.event_time < :until AND a.rule_id != :excluded "
+        "ORDER BY a.id, x.seq",
+        {
+            "ack": ACTION_OF["acknowledged"],
+            "res": ACTION_OF["resolved"],
+            "since": format_timestamp(since),
+            "until": format_timestamp(until),
+            "excluded": exclude_rule,
+        },
+    )
+    outcomes: dict[str, AlertOutcome] = {}
+    for alert_id, status, recorded_at, silence_id, reason, kind, at, detail in rows:
+        outcome = outcomes.get(alert_id) or AlertOutcome(
+            alert_id, str(status), datetime.fromisoformat(recorded_at),
+            int(silence_id) if silence_id is not None else None, reason, None, None, None,
+        )  # fmt: skip
+        if kind == ACTION_OF["acknowledged"] and outcome.acknowledged_at is None:
+            outcome = replace(outcome, acknowledged_at=datetime.fromisoformat(at))  # the first one counts
+        elif kind == ACTION_OF["resolved"]:
+            disposition = json.loads(detail).get("disposition")
+            outcome = replace(outcome, resolved_at=datetime.fromisoformat(at), disposition=disposition)
+        outcomes[alert_id] = outcome
+    return outcomes

@@ -127,7 +127,7 @@ def test_response_per_alert_with_deliveries_and_dead_letters(tmp_path: Path, con
     assert by_channel["console"].status == "sent" and by_channel["slack"].status == "dead"
     assert response.delivered_at == utc("2026-03-27T18:32:00Z")
     assert by_channel["slack"].error and "invalid_auth" in by_channel["slack"].error
-    # The lifecycle is not recorded yet: left empty, never guessed.
+    # No one acknowledged or resolved it: left empty, never guessed.
     assert (response.acknowledged_at, response.resolved_at, response.disposition) == (None, None, None)
     assert figures.dead_letters == 1
     assert ("slack", "dead", 1) in {(d.channel, d.status, d.count) for d in figures.deliveries}
