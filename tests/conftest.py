@@ -24,3 +24,32 @@ class FakeClock:
 def clock() -> FakeClock:
     # A Wednesday in business hours (Europe/Berlin), so "now" is never at a DST edge by accident.
     return FakeClock(datetime(2026, 3, 4, 10, 0, tzinfo=UTC))
+
+
+# PostgreSQL: a real server started from the system's binaries (tests/postgres.py) ------------------------
+
+from collections.abc import Iterator  # noqa: E402
+
+from tests import postgres  # noqa: E402
+
+PG_UNAVAILABLE = postgres.unavailable_reason()
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[postgres.PostgresServer]:
+    """One PostgreSQL server for the session; the tests that need it are skipped where it cannot run."""
+    if PG_UNAVAILABLE is not None:
+        pytest.skip(f"PostgreSQL tests skipped: {PG_UNAVAILABLE}")
+    with postgres.running_server() as server:
+        yield server
+
+
+@pytest.fixture
+def pg_url(pg_server: postgres.PostgresServer) -> str:
+    """The URL of an empty PostgreSQL database of this test's own."""
+    return pg_server.new_database()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if PG_UNAVAILABLE is not None:
+        terminalreporter.write_line(f"PostgreSQL half of the suite skipped: {PG_UNAVAILABLE}", yellow=True)
