@@ -88,7 +88,8 @@ class PostgresServer:
             [*self._run_as, *argv], capture_output=True, text=True, timeout=120, check=False
         )
         if completed.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv)} failed ({completed.returncode}): {completed.stderr.strip()}")
+            command = " ".join(argv)
+            raise RuntimeError(f"{command} failed ({completed.returncode}): {completed.stderr.strip()}")
 
     def start(self) -> None:
         self._run(
