@@ -20,63 +20,18 @@ import argparse
 import json
 import math
 import signal
-import socketserver
 import subprocess
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from bench.common import monitor_command
-from monitor.simulator import Simulator
+from monitor.simulator import Simulator, TricklingUpstream
 
 SOURCES_PER_SIMULATOR = 10
 TOKEN = "bench-sources-token"  # noqa: S105 - the simulators' own test token
-
-
-class TricklingUpstream(socketserver.ThreadingTCPServer):
-    """200 at once, then the body a byte every ``gap`` seconds."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, gap: float) -> None:
-        self.gap = gap
-        self.closed = threading.Event()
-        items = [{"id": n, "created_at": 1_700_000_000_000} for n in range(40, 0, -1)]
-        body = json.dumps({"items": items, "curPage": 1, "nextPage": None}).encode()
-        upstream = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                request = b""
-                while b"\r\n\r\n" not in request:
-                    chunk = self.request.recv(65536)
-                    if not chunk:
-                        return
-                    request += chunk
-                head = (
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n"
-                )
-                try:
-                    self.request.sendall(head.encode())
-                    for byte in body:
-                        if upstream.closed.wait(upstream.gap):
-                            return
-                        self.request.sendall(bytes([byte]))
-                except OSError:
-                    return
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, args=(0.1,), daemon=True).start()
-
-    def stop(self) -> None:
-        self.closed.set()
-        self.shutdown()
-        self.server_close()
 
 
 def percentile(values: list[float], q: float) -> float:

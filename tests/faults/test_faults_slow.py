@@ -10,72 +10,20 @@ test measures the time from SIGTERM to the exit (10 s is generous; before the pe
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socketserver
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from monitor.simulator import TricklingUpstream
 from tests.faults.conftest import REPO, Daemon, Scenario, query, wait_until
 
 SIGTERM_LIMIT = 10.0  # seconds from SIGTERM to exit
-
-
-class TricklingUpstream(socketserver.ThreadingTCPServer):
-    """Answers every request 200 with a valid audit-log page, one byte of the body every ``gap`` seconds
-    (each read gets a byte well inside any read timeout; the whole answer takes minutes)."""
-
-    daemon_threads = True
-    allow_reuse_address = True
-
-    def __init__(self, gap: float) -> None:
-        self.gap = gap
-        self.closed = threading.Event()
-        self.connections = 0
-        page = {"items": [{"id": n, "created_at": 1_700_000_000_000} for n in range(40, 0, -1)]}
-        self.body = json.dumps({**page, "curPage": 1, "nextPage": None}).encode()
-        upstream = self
-
-        class Handler(socketserver.BaseRequestHandler):
-            def handle(self) -> None:
-                upstream.connections += 1
-                request = b""
-                while b"\r\n\r\n" not in request:  # the headers; the JSON body follows, unread
-                    chunk = self.request.recv(65536)
-                    if not chunk:
-                        return
-                    request += chunk
-                head = (
-                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(upstream.body)}\r\n\r\n"
-                )
-                try:
-                    self.request.sendall(head.encode())
-                    for byte in upstream.body:
-                        if upstream.closed.wait(upstream.gap):
-                            return
-                        self.request.sendall(bytes([byte]))
-                except OSError:
-                    return
-
-        super().__init__(("127.0.0.1", 0), Handler)
-        threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True).start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    def stop(self) -> None:
-        self.closed.set()
-        self.shutdown()
-        self.server_close()
 
 
 @pytest.fixture
