@@ -18,14 +18,17 @@ import pytest
 from monitor.simulator import Simulator
 
 TODAY = datetime.now(UTC).date()
-SINCE = (TODAY - timedelta(days=3)).isoformat()
+# A week of history, whatever today is: the simulated team works weekdays, and a day back from a Saturday
+# afternoon holds too few events for the export check.
+HISTORY_DAYS = 7
+SINCE = (TODAY - timedelta(days=HISTORY_DAYS + 1)).isoformat()
 UNTIL = (TODAY + timedelta(days=2)).isoformat()
 
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Simulator]:
     with Simulator(
-        seed=4, history_start=datetime.now(UTC) - timedelta(days=1), events_per_day=120
+        seed=4, history_start=datetime.now(UTC) - timedelta(days=HISTORY_DAYS), events_per_day=120
     ) as simulator:
         yield simulator
 
