@@ -434,7 +434,7 @@ class SlackChannel:
         message = build_resolved_message(alert, resolution, self.tz)
         if self._web is not None and trigger.remote_id and trigger.reply_to:
             receipt = self._post(trigger.reply_to, message, thread_ts=trigger.remote_id)
-        else:  # a webhook, or an alert that went out through one before the bot token was configured
+        else:  # a webhook; or the alert went out through one, or before channel ids were kept (0009)
             receipt = self._post(self.destination(alert), message)
         return receipt.remote_id if receipt is not None else None
 

@@ -32,7 +32,13 @@ from click.testing import CliRunner
 from standardwebhooks import Webhook
 
 from monitor.alerts.model import RESOLVE, TRIGGER, Alert, tells_resolve
-from monitor.alerts.outbox import OutboxWorker, list_dead_letters, requeue_dead_letters
+from monitor.alerts.outbox import (
+    OutboxWorker,
+    dead_letter_record,
+    list_dead_letters,
+    render_dead_letters,
+    requeue_dead_letters,
+)
 from monitor.cli import cli
 from monitor.daemon import build_channels
 from monitor.store import Store, lifecycle
@@ -171,6 +177,8 @@ def test_a_refused_notice_is_a_dead_letter_of_its_own_and_requeues_alone(
     assert deliver(store, channels).dead == 1
     (letter,) = list_dead_letters(store)
     assert (letter.alert_id, letter.kind) == (alert.id, RESOLVE)
+    assert "webhook:n8n (resolve)" in render_dead_letters([letter], UTC)
+    assert dead_letter_record(letter)["kind"] == RESOLVE
     assert kinds(store, "webhook:n8n") == {TRIGGER: "sent", RESOLVE: "dead"}
     assert requeue_dead_letters(store, RESOLVED_AT, alert_ids=[alert.id[:10]]) == 1
     deliver(store, channels, RESOLVED_AT + timedelta(minutes=1))
