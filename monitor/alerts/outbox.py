@@ -271,8 +271,8 @@ class OutboxWorker:
 
     @staticmethod
     def _send_resolved(channel: Channel, item: _Due) -> str | None:
-        send_resolved = getattr(channel, "send_resolved", None)
-        if send_resolved is None:
+        send_resolved = getattr(channel, "send_resolved", None)  # a ResolveChannel's
+        if send_resolved is None:  # never, while tells_resolve and the channel classes agree (tested)
             raise DeliveryError(f"channel {channel.name} is not told of resolutions", permanent=True)
         if item.resolution is None:  # the history is part of the chain: a missing record is damage
             raise DeliveryError(f"alert {item.alert_id} has no resolution in its history", permanent=True)
