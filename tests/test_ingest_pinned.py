@@ -35,7 +35,10 @@ TABLES = {
     # apart below: a poll cycle records every alert open and silenced by nothing.
     "alerts": "SELECT id, rule_id, severity, title, text, source, event_time, event_ids, group_key, fields, "
     "context, suppressed_count, tags, recorded_at FROM alerts ORDER BY id",
-    "outbox": "SELECT * FROM outbox ORDER BY alert_id, channel",
+    # The columns the outbox had when the digest was pinned; (kind, reply_to) are checked apart below: a poll
+    # cycle enqueues alerts (triggers) only, and nothing was sent, so no reply target is known.
+    "outbox": "SELECT alert_id, channel, status, attempts, next_attempt_at, first_attempt_at, last_error, "
+    "sent_at, remote_id FROM outbox ORDER BY alert_id, channel",
     "rule_state": "SELECT * FROM rule_state ORDER BY rule_id, key",
     "cursors": "SELECT * FROM cursors ORDER BY source",
     "rejected": "SELECT * FROM rejected ORDER BY raw_sha256",
@@ -101,6 +104,8 @@ def test_two_cycles_archive_exactly_the_pinned_rows(
         assert harness.store.verify().ok
         assert harness.store.head_hash() == PINNED_HEAD
         assert archive_digest(harness) == PINNED_DIGEST
+        outbox = harness.store.conn.execute("SELECT DISTINCT kind, reply_to FROM outbox").fetchall()
+        assert outbox == [("trigger", None)]
         lifecycle = harness.store.conn.execute("SELECT DISTINCT status, silence_id FROM alerts").fetchall()
         assert lifecycle == [("open", None)]
     finally:

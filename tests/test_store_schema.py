@@ -7,12 +7,13 @@ import re
 import sqlite3
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from alembic.script import ScriptDirectory
 
-from monitor.store import SCHEMA_VERSION, Store, StoreError
+from monitor.store import SCHEMA_VERSION, Store, StoreError, lifecycle
 from monitor.store.schema import MIGRATIONS_DIR, revisions, upgrade_sqlite
 
 ROOT = Path(__file__).parent.parent
@@ -62,6 +63,34 @@ def test_an_archive_of_the_release_before_alembic_upgrades_in_place_with_every_r
         table: count for table, count in before.items() if table != "meta"
     }
     assert after["meta"] >= before["meta"]
+
+
+def test_outbox_rows_of_an_older_archive_become_triggers_and_their_alerts_can_tell_a_resolution(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "a.db"
+    _load("schema6-full.sql", path)
+    with Store.open(path) as store:
+        rows = store.conn.execute("SELECT DISTINCT kind FROM outbox").fetchall()
+        assert rows == [("trigger",)]
+        sent = store.conn.execute(
+            "SELECT remote_id, reply_to FROM outbox WHERE alert_id = '34e19859f7f6599289b5568f7556b442' "
+            "AND channel = 'slack'"
+        ).fetchone()
+        assert sent == ("1700000000.000100", None)  # the ts is kept; the channel id was never recorded
+        at = datetime(2026, 3, 3, tzinfo=UTC)
+        for alert_id in ("34e19859f7f6599289b5568f7556b442", "e7618e75f755c70cf88611a596db4fbb"):
+            lifecycle.transition(store, alert_id, "resolved", actor="cli:root", at=at)
+        notices = store.conn.execute(
+            "SELECT alert_id, channel FROM outbox WHERE kind = 'resolve' ORDER BY alert_id, channel"
+        ).fetchall()
+        # The dead Slack delivery of e761... tells Slack nothing; the rest are told.
+        assert notices == [
+            ("34e19859f7f6599289b5568f7556b442", "email"),
+            ("34e19859f7f6599289b5568f7556b442", "slack"),
+            ("e7618e75f755c70cf88611a596db4fbb", "email"),
+        ]
+        assert store.verify().ok
 
 
 def test_an_archive_of_schema_1_is_upgraded_revision_by_revision(tmp_path: Path) -> None:

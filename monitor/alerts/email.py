@@ -4,7 +4,10 @@ TLS always verifies (``ssl.create_default_context``, optionally trusting ``ca_fi
 has an explicit timeout. The Message-ID is derived from the alert id (``<alert-id@sender-domain>``), so a
 re-send after a crash carries the same id and mail clients can thread or collapse it. The envelope carries
 bare addresses and the headers RFC 2047 encoded names, so a relay without SMTPUTF8 takes a sender such as
-``Zoë <monitor@example.com>``. ``classify_smtp_error`` is the table-driven
+``Zoë <monitor@example.com>``. A resolve notice is a reply to the alert's message (``In-Reply-To`` and
+``References`` = the Message-ID the alert, or the digest that carried it, went out with), so mail clients
+file it in the alert's conversation; its own Message-ID is derived from the alert id too.
+``classify_smtp_error`` is the table-driven
 decision between retrying and dead-lettering.
 """
 
@@ -22,7 +25,7 @@ from email.utils import format_datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from monitor.alerts.model import Alert
+from monitor.alerts.model import Alert, Receipt, Resolution
 from monitor.alerts.outbox import DeliveryError
 from monitor.alerts.render import (
     alert_view,
@@ -31,6 +34,7 @@ from monitor.alerts.render import (
     html_environment,
     one_line,
     render,
+    resolution_view,
     text_environment,
 )
 from monitor.anchors import ChainAnchor, notice_anchor
@@ -127,6 +131,34 @@ def build_alert_email(
             "X-Audit-Monitor-Rule": alert.rule_id,
             "X-Audit-Monitor-Severity": alert.severity,
         },
+        now,
+    )
+
+
+def build_resolved_email(
+    alert: Alert,
+    resolution: Resolution,
+    sender: str,
+    recipients: Sequence[str],
+    tz: ZoneInfo,
+    *,
+    replying_to: str | None,
+    now: datetime,
+) -> EmailMessage:
+    view = alert_view(alert, tz)
+    resolved = resolution_view(resolution, tz)
+    headers = {"X-Audit-Monitor-Alert-Id": alert.id, "X-Audit-Monitor-Status": "resolved"}
+    if replying_to:
+        headers["In-Reply-To"] = replying_to
+        headers["References"] = replying_to
+    return _message(
+        sender,
+        recipients,
+        render(text_environment(), "resolved_email_subject.txt.j2", a=view),
+        render(text_environment(), "resolved_email.txt.j2", a=view, r=resolved),
+        render(html_environment(), "resolved_email.html.j2", a=view, r=resolved),
+        message_id(f"{alert.id}.resolved", sender),
+        headers,
         now,
     )
 
@@ -293,6 +325,19 @@ class EmailChannel:
     def send_digest(self, alerts: Sequence[Alert]) -> str | None:
         return self.send_message(
             build_digest_email(alerts, self.sender, self.recipients, self.tz, now=self.clock())
+        )
+
+    def send_resolved(self, alert: Alert, resolution: Resolution, trigger: Receipt) -> str | None:
+        return self.send_message(
+            build_resolved_email(
+                alert,
+                resolution,
+                self.sender,
+                self.recipients,
+                self.tz,
+                replying_to=trigger.remote_id,
+                now=self.clock(),
+            )
         )
 
     def _context(self) -> ssl.SSLContext:

@@ -53,3 +53,41 @@ class Alert:
     @property
     def id(self) -> str:
         return alert_id(self.source, self.rule_id, self.group_key, self.event_ids)
+
+
+# --- what the outbox carries beside the alert --------------------------------------------------------------
+
+# An outbox row is the alert itself (``trigger``) or the notice that a responder resolved it (``resolve``).
+TRIGGER = "trigger"
+RESOLVE = "resolve"
+
+# The outbox channels that are told when an alert is resolved (each has ``send_resolved``): a webhook gets
+# ``alert.resolved``, PagerDuty a ``resolve`` event, Slack a thread reply, email a reply to the alert's
+# message, Teams a short card. The console is not: the API and the CLI log the change themselves.
+RESOLVE_NOTICE_CHANNELS = frozenset({"slack", "email", "teams", "pagerduty"})
+WEBHOOK_CHANNEL_PREFIX = "webhook:"
+
+
+def tells_resolve(channel: str) -> bool:
+    """Whether the outbox channel ``channel`` is sent a resolve notice (``tests`` check every channel class
+    against it, so a channel that learns ``send_resolved`` cannot be left out here)."""
+    return channel in RESOLVE_NOTICE_CHANNELS or channel.startswith(WEBHOOK_CHANNEL_PREFIX)
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """Who resolved an alert, when, and what they said (from the alert's history in the archive)."""
+
+    at: datetime
+    actor: str
+    disposition: str | None = None
+    note: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Receipt:
+    """What a channel answered when it accepted a message: the message's id there (Slack ts, Message-ID,
+    PagerDuty dedup key) and where a reply to it goes (Slack: the channel id)."""
+
+    remote_id: str | None
+    reply_to: str | None = None

@@ -13,6 +13,12 @@ Per ``deliver_due`` call and channel:
   per backoff step instead of once per row (an SMTP timeout per row would stall the worker for hours);
 - a permanent failure, or 24 h of failures, moves the row to dead letters and, once per episode, raises
   ``monitor.delivery_failing`` through the other channels; the channel's next success says it recovered.
+
+Resolve notices (rows of kind ``resolve``, see monitor/store/alerts.py) travel the same way, one message
+each (never in a digest), through the channel's ``send_resolved`` with what the channel answered to the
+alert itself (the Slack thread, the Message-ID to reply to). The store hands one out only after its trigger
+was sent; a pass that sends triggers therefore asks for another pass, which sends the notices that became
+due.
 """
 
 from __future__ import annotations
@@ -26,10 +32,10 @@ from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 from monitor import selfmon
-from monitor.alerts.model import Alert
+from monitor.alerts.model import RESOLVE, TRIGGER, Alert, Receipt, Resolution
 from monitor.alerts.render import one_line
 from monitor.events import format_timestamp
-from monitor.store import DeadLetter, Store
+from monitor.store import DeadLetter, Store, lifecycle
 from monitor.timeutil import format_time
 
 log = logging.getLogger("monitor.outbox")
@@ -38,7 +44,9 @@ FIRST_RETRY = timedelta(seconds=5)
 MAX_RETRY = timedelta(minutes=10)
 GIVE_UP_AFTER = timedelta(hours=24)
 DEFAULT_DIGEST_AFTER = 10
-MAX_PASSES = 3  # a pass may record monitor.delivery_failing (or its recovery); the next pass sends it
+# A pass may record monitor.delivery_failing (or its recovery), or send the trigger a resolve notice waits
+# for; the next pass sends those.
+MAX_PASSES = 4
 
 
 class DeliveryError(Exception):
@@ -61,8 +69,18 @@ class Channel(Protocol):
 
     name: str
 
-    def send(self, alert: Alert) -> str | None:
-        """Deliver one alert; return the remote id (Slack ts, Message-ID) or None. Raise DeliveryError."""
+    def send(self, alert: Alert) -> str | Receipt | None:
+        """Deliver one alert; return the remote id (Slack ts, Message-ID), a Receipt when a reply needs more
+        than the id (Slack's channel id), or None. Raise DeliveryError."""
+        ...
+
+
+class ResolveChannel(Channel, Protocol):
+    """A channel that is told when an alert is resolved (``monitor.alerts.model.tells_resolve``)."""
+
+    def send_resolved(self, alert: Alert, resolution: Resolution, trigger: Receipt) -> str | None:
+        """Say that ``alert`` was resolved; ``trigger`` is what the channel answered to the alert itself.
+        Return the notice's remote id or None. Raise DeliveryError."""
         ...
 
 
@@ -98,12 +116,23 @@ class _Due:
     attempts: int
     first_attempt_at: datetime | None
     alert: Alert
+    kind: str = TRIGGER
+    trigger: Receipt | None = None  # resolve rows: what the channel answered to the alert
+    resolution: Resolution | None = None  # resolve rows: who resolved it, when, why
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.alert_id, self.kind)
 
 
 @dataclass
 class _Batch:
-    items: list[_Due]
+    items: list[_Due]  # all of one kind
     digest: bool
+
+    @property
+    def kind(self) -> str:
+        return self.items[0].kind
 
 
 class OutboxWorker:
@@ -141,23 +170,38 @@ class OutboxWorker:
             alert = self.store.load_alert(row.alert_id)
             if alert is None:
                 continue
+            resolution = lifecycle.resolution_of(self.store, row.alert_id) if row.kind == RESOLVE else None
             by_channel.setdefault(row.channel, []).append(
-                _Due(row.alert_id, row.channel, row.attempts, row.first_attempt_at, alert)
+                _Due(
+                    row.alert_id,
+                    row.channel,
+                    row.attempts,
+                    row.first_attempt_at,
+                    alert,
+                    row.kind,
+                    row.trigger,
+                    resolution,
+                )
             )
-        recorded = False
+        more = False
         for channel_name, due in by_channel.items():
             channel = self.channels.get(channel_name)
             if channel is None:
                 # Removed from the config: keep the rows visible as dead letters (requeue after re-adding it).
                 error = DeliveryError(f"channel {channel_name} is not configured any more", permanent=True)
-                self._failed(channel_name, _Batch(due, False), error, now, report, alarm=False)
+                for kind in (TRIGGER, RESOLVE):
+                    rows = [item for item in due if item.kind == kind]
+                    if rows:
+                        self._failed(channel_name, _Batch(rows, False), error, now, report, alarm=False)
                 continue
-            recorded |= self._deliver_channel(channel, channel_name, due, now, report)
-        return recorded
+            more |= self._deliver_channel(channel, channel_name, due, now, report)
+        return more
 
     def _deliver_channel(
         self, channel: Channel, name: str, due: list[_Due], now: datetime, report: DeliveryReport
     ) -> bool:
+        """Send the channel's due rows. True when another pass has work: a self-monitoring alert was
+        recorded, or a trigger was sent (its resolve notice may be waiting)."""
         recorded = False
         batches = self._batches(channel, due)
         for index, batch in enumerate(batches):
@@ -174,6 +218,8 @@ class OutboxWorker:
                     break
                 continue
             recorded |= self._sent(name, batch, remote_id, now, report)
+            if batch.kind == TRIGGER:
+                recorded |= self.store.resolve_waiting(name, [i.alert_id for i in batch.items])
         return recorded
 
     def _batches(self, channel: Channel, due: list[_Due]) -> list[_Batch]:
@@ -182,16 +228,21 @@ class OutboxWorker:
         digest_after = self.digest_after
         if send_digest is None or destination is None or digest_after is None:
             return [_Batch([item], False) for item in due]
+        triggers = [item for item in due if item.kind == TRIGGER]
         # The threshold counts per destination (a Slack route, a recipient list): a burst for one channel must
         # not fold the few alerts due for a severity route into a digest, nor move one out of its route.
+        # Resolve notices are never folded: each answers one alert (a thread reply, a PagerDuty resolve).
         groups: dict[str, list[_Due]] = {}
-        for item in due:
+        for item in triggers:
             groups.setdefault(destination(item.alert), []).append(item)
         # In due order (the oldest failure first probes a channel that is down); a digest takes the place
         # of its first row.
         batches: list[_Batch] = []
         digested: set[str] = set()
         for item in due:
+            if item.kind != TRIGGER:
+                batches.append(_Batch([item], False))
+                continue
             key = destination(item.alert)
             if len(groups[key]) <= digest_after:
                 batches.append(_Batch([item], False))
@@ -201,8 +252,10 @@ class OutboxWorker:
         return batches
 
     @staticmethod
-    def _send(channel: Channel, batch: _Batch) -> str | None:
+    def _send(channel: Channel, batch: _Batch) -> str | Receipt | None:
         try:
+            if batch.kind == RESOLVE:
+                return OutboxWorker._send_resolved(channel, batch.items[0])
             if batch.digest:
                 send_digest = getattr(channel, "send_digest")  # noqa: B009 - only DigestChannels get here
                 return send_digest([item.alert for item in batch.items])  # type: ignore[no-any-return]
@@ -216,20 +269,33 @@ class OutboxWorker:
                 f"internal error in channel {channel.name}: {type(exc).__name__}", permanent=False
             ) from exc
 
+    @staticmethod
+    def _send_resolved(channel: Channel, item: _Due) -> str | None:
+        send_resolved = getattr(channel, "send_resolved", None)  # a ResolveChannel's
+        if send_resolved is None:  # never, while tells_resolve and the channel classes agree (tested)
+            raise DeliveryError(f"channel {channel.name} is not told of resolutions", permanent=True)
+        if item.resolution is None:  # the history is part of the chain: a missing record is damage
+            raise DeliveryError(f"alert {item.alert_id} has no resolution in its history", permanent=True)
+        trigger = item.trigger or Receipt(None)
+        return send_resolved(item.alert, item.resolution, trigger)  # type: ignore[no-any-return]
+
     # outcomes --------------------------------------------------------------------------------------------
 
     def _sent(
-        self, name: str, batch: _Batch, remote_id: str | None, now: datetime, report: DeliveryReport
+        self, name: str, batch: _Batch, remote_id: str | Receipt | None, now: datetime, report: DeliveryReport
     ) -> bool:
+        receipt = remote_id if isinstance(remote_id, Receipt) else Receipt(remote_id)
         with self.store.transaction():
-            self.store.mark_sent(name, [item.alert_id for item in batch.items], remote_id, now)
+            self.store.mark_sent(name, [item.key for item in batch.items], receipt, now)
             recovered = self._end_failing_episode(name, now)
         count = len(batch.items)
         report.sent += count
         report.outcomes[(name, "sent")] += count
         if batch.digest:
             report.digests += 1
-            log.info("digest sent", extra={"channel": name, "alerts": count, "remote_id": remote_id})
+            log.info("digest sent", extra={"channel": name, "alerts": count, "remote_id": receipt.remote_id})
+        elif batch.kind == RESOLVE:
+            log.info("resolve notice sent", extra={"channel": name, "alert_id": batch.items[0].alert_id})
         return recovered
 
     def _failed(
@@ -245,16 +311,16 @@ class OutboxWorker:
         """Back off or dead-letter the batch's rows. Returns (alert recorded?, when the retry is due)."""
         error = str(exc)
         dead = [i for i in batch.items if exc.permanent or now - (i.first_attempt_at or now) >= GIVE_UP_AFTER]
-        dead_ids = {i.alert_id for i in dead}
-        retry = [i for i in batch.items if i.alert_id not in dead_ids]
+        dead_keys = {i.key for i in dead}
+        retry = [i for i in batch.items if i.key not in dead_keys]
         retry_at: datetime | None = None
         if retry:
             retry_at = now + self._delay(max(i.attempts for i in retry) + 1, exc.retry_after)
         recorded = False
         with self.store.transaction():
             if retry_at is not None:
-                self.store.mark_retry(name, [i.alert_id for i in retry], retry_at, error, now)
-            self.store.mark_dead(name, [i.alert_id for i in dead], error, now)
+                self.store.mark_retry(name, [i.key for i in retry], retry_at, error, now)
+            self.store.mark_dead(name, [i.key for i in dead], error, now)
             if dead and alarm:
                 recorded = self._start_failing_episode(name, error, now)
         report.retried += len(retry)
@@ -268,6 +334,7 @@ class OutboxWorker:
                 "channel": name,
                 "alerts": len(batch.items),
                 "alert_id": batch.items[0].alert_id,
+                "kind": batch.kind,
                 "permanent": exc.permanent,
                 "dead": len(dead),
                 "retry_at": format_timestamp(retry_at) if retry_at else None,
@@ -361,6 +428,7 @@ def dead_letter_record(letter: DeadLetter) -> dict[str, object]:
     return {
         "alert_id": letter.alert_id,
         "channel": letter.channel,
+        "kind": letter.kind,
         "rule_id": letter.rule_id,
         "severity": letter.severity,
         "title": letter.title,
@@ -379,7 +447,7 @@ def render_dead_letters(letters: Sequence[DeadLetter], tz: tzinfo) -> str:
     rows = [header] + [
         (
             d.alert_id[:12],
-            d.channel,
+            d.channel if d.kind == TRIGGER else f"{d.channel} ({d.kind})",
             d.severity,
             d.rule_id,
             format_time(d.failed_at, tz),

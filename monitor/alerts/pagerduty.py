@@ -1,8 +1,9 @@
 """PagerDuty through the Events API v2: one ``trigger`` per alert, ``dedup_key`` = the alert id.
 
 The dedup key makes a re-send after a crash (or a retry whose first answer was lost) update the same
-PagerDuty incident instead of paging twice. ``resolve`` with the same key belongs to the alert lifecycle,
-which does not exist yet. Answers (https://developer.pagerduty.com/docs/events-api-v2/overview/):
+PagerDuty incident instead of paging twice. When a responder resolves the alert (API, console, CLI), a
+``resolve`` event with the same key closes the incident; the outbox sends it only after the trigger was
+accepted, and a repeated resolve of a closed incident changes nothing there. Answers (https://developer.pagerduty.com/docs/events-api-v2/overview/):
 202 accepted; 400 invalid event (permanent); 429 and 5xx retried; anything else permanent.
 """
 
@@ -12,7 +13,7 @@ import json
 from zoneinfo import ZoneInfo
 
 from monitor.alerts.http import JsonPoster, status_error
-from monitor.alerts.model import Alert
+from monitor.alerts.model import Alert, Receipt, Resolution
 from monitor.alerts.render import cut, one_line
 from monitor.alerts.webhook import USER_AGENT, RuleTitles, alert_record, no_rule_title
 from monitor.config import PagerDutyConfig
@@ -55,8 +56,23 @@ class PagerDutyChannel:
             },
         }
 
+    def resolve_event(self, alert: Alert) -> dict[str, object]:
+        """The Events API v2 resolve: routing key, action and the trigger's dedup key are all it takes (a
+        payload is ignored for resolve; who resolved it lives in the monitor's history)."""
+        return {
+            "routing_key": self.config.routing_key.get_secret_value(),
+            "event_action": "resolve",
+            "dedup_key": alert.id,
+        }
+
     def send(self, alert: Alert) -> str | None:
-        body = json.dumps(self.event(alert), ensure_ascii=False).encode("utf-8")
+        return self._enqueue(self.event(alert), alert)
+
+    def send_resolved(self, alert: Alert, resolution: Resolution, trigger: Receipt) -> str | None:
+        return self._enqueue(self.resolve_event(alert), alert)
+
+    def _enqueue(self, event: dict[str, object], alert: Alert) -> str:
+        body = json.dumps(event, ensure_ascii=False).encode("utf-8")
         response = self._poster.post(self.url, body, {"User-Agent": USER_AGENT})
         error = status_error("PagerDuty", response)
         if error is not None:

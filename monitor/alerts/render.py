@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 from jinja2 import FileSystemLoader, StrictUndefined
 from jinja2.sandbox import SandboxedEnvironment
 
-from monitor.alerts.model import Alert, severity_rank
+from monitor.alerts.model import Alert, Resolution, severity_rank
 from monitor.display import one_line, safe_output, safe_text
 from monitor.resources import templates_dir
 from monitor.timeutil import format_time
@@ -123,6 +123,37 @@ def alert_view(alert: Alert, tz: ZoneInfo) -> AlertView:
             if not (k in _SHOWN and _display(v) == _display(ctx.get(_SHOWN[k])))
         ],
         is_recovery=RECOVERY_TAG in alert.tags,
+    )
+
+
+DISPOSITION_LABELS = {
+    "true_positive": "true positive",
+    "benign": "benign",
+    "false_positive": "false positive",
+}
+
+
+@dataclass(frozen=True)
+class ResolutionView:
+    """What a resolve notice says besides the alert: who, when (configured zone and UTC), disposition,
+    note. The actor (a token's name, ``cli:<login>``) and the note are typed by people: untrusted like
+    event text, and escaped the same way by each channel."""
+
+    actor: str
+    time_local: str
+    time_utc: str
+    disposition: str  # a label ("false positive"), empty when none was given
+    note: str
+
+
+def resolution_view(resolution: Resolution, tz: ZoneInfo) -> ResolutionView:
+    disposition = resolution.disposition or ""
+    return ResolutionView(
+        actor=safe_text(resolution.actor),
+        time_local=format_time(resolution.at, tz),
+        time_utc=format_utc(resolution.at),
+        disposition=DISPOSITION_LABELS.get(disposition, safe_text(disposition)),
+        note=safe_text(resolution.note or "").strip(),
     )
 
 

@@ -8,6 +8,11 @@ The rendered JSON is then cut to Block Kit's limits.
 Failures are classified by the tables ``SLACK_API_ERRORS`` and ``webhook_status_is_permanent``: the outbox
 retries what is transient (honouring Retry-After) and dead-letters what is not.
 
+Resolve notices: through the bot token, a reply in the alert's thread (``thread_ts`` = the ts stored with
+the delivery, in the channel id chat.postMessage answered with, so a changed route still finds the thread;
+under a digest, the digest's thread); through an incoming webhook (no ts), a message of its own that names
+the alert in full.
+
 Redirects are never followed (the rule for every HTTP channel): urllib would repeat a 302'd POST as a GET to
 whatever host the answer names, bot token in ``Authorization`` included, and that host's 200 would mark the
 alert sent. A 3xx is a failed delivery, permanent: the configured URL is wrong or someone is in between.
@@ -35,9 +40,9 @@ from slack_sdk.errors import SlackApiError, SlackClientError, SlackRequestError
 from slack_sdk.web import WebClient
 from slack_sdk.webhook import WebhookClient, WebhookResponse
 
-from monitor.alerts.model import Alert
+from monitor.alerts.model import Alert, Receipt, Resolution
 from monitor.alerts.outbox import DeliveryError
-from monitor.alerts.render import alert_view, digest_view, make_environment
+from monitor.alerts.render import alert_view, digest_view, make_environment, resolution_view
 from monitor.display import safe_text
 from monitor.timeutil import retry_after_seconds
 
@@ -182,6 +187,10 @@ def build_alert_message(alert: Alert, tz: ZoneInfo) -> SlackMessage:
     return _render(
         "slack_alert.json.j2", a=alert_view(alert, tz), emoji=SEVERITY_EMOJI.get(alert.severity, "")
     )
+
+
+def build_resolved_message(alert: Alert, resolution: Resolution, tz: ZoneInfo) -> SlackMessage:
+    return _render("slack_resolved.json.j2", a=alert_view(alert, tz), r=resolution_view(resolution, tz))
 
 
 def build_digest_message(alerts: Sequence[Alert], tz: ZoneInfo) -> SlackMessage:
@@ -375,7 +384,8 @@ def _is_redirect(status: int) -> bool:
 
 
 class SlackChannel:
-    """``send``/``send_digest`` post one message and return its ``ts`` (None through a webhook)."""
+    """``send``/``send_digest`` post one message and return its ``ts`` with the channel id (a Receipt; None
+    through a webhook); ``send_resolved`` replies in that thread."""
 
     name = "slack"
 
@@ -414,13 +424,21 @@ class SlackChannel:
             return "webhook"
         return self.routes.get(alert.severity) or self.channel or ""
 
-    def send(self, alert: Alert) -> str | None:
+    def send(self, alert: Alert) -> Receipt | None:
         return self._post(self.destination(alert), build_alert_message(alert, self.tz))
 
-    def send_digest(self, alerts: Sequence[Alert]) -> str | None:
+    def send_digest(self, alerts: Sequence[Alert]) -> Receipt | None:
         return self._post(self.destination(alerts[0]), build_digest_message(alerts, self.tz))
 
-    def _post(self, channel: str, message: SlackMessage) -> str | None:
+    def send_resolved(self, alert: Alert, resolution: Resolution, trigger: Receipt) -> str | None:
+        message = build_resolved_message(alert, resolution, self.tz)
+        if self._web is not None and trigger.remote_id and trigger.reply_to:
+            receipt = self._post(trigger.reply_to, message, thread_ts=trigger.remote_id)
+        else:  # a webhook; or the alert went out through one, or before channel ids were kept (0009)
+            receipt = self._post(self.destination(alert), message)
+        return receipt.remote_id if receipt is not None else None
+
+    def _post(self, channel: str, message: SlackMessage, thread_ts: str | None = None) -> Receipt | None:
         """Post, waiting out short rate limits here: Slack answers 429 with ``Retry-After: 1`` as soon as
         a burst exceeds about one message per second, and the outbox's backoff (5 s or more, the channel's
         other alerts deferred with it) would turn every burst into a failed delivery."""
@@ -428,7 +446,7 @@ class SlackChannel:
         while True:
             try:
                 if self._web is not None:
-                    return self._post_api(channel, message)
+                    return self._post_api(channel, message, thread_ts)
                 return self._post_webhook(message)
             except DeliveryError as exc:
                 wait = exc.retry_after if exc.rate_limited else None
@@ -439,11 +457,14 @@ class SlackChannel:
                 if self.stop.wait(max(wait, 0.05)):
                     raise
 
-    def _post_api(self, channel: str, message: SlackMessage) -> str | None:
+    def _post_api(self, channel: str, message: SlackMessage, thread_ts: str | None) -> Receipt | None:
         assert self._web is not None
+        # A reply stays in the thread (reply_broadcast off): the channel saw the alert; the thread its end.
+        threading_args: dict[str, Any] = {"thread_ts": thread_ts} if thread_ts else {}
         try:
             response = self._web.chat_postMessage(
                 channel=channel,
+                **threading_args,
                 text=message.text,
                 blocks=message.blocks,
                 # The fallback text (notifications) holds event text: Slack-escaped, and not read as mrkdwn.
@@ -468,9 +489,13 @@ class SlackChannel:
         except _TRANSPORT_ERRORS as exc:
             raise classify_transport_error(exc) from None
         ts = response.get("ts")
-        return str(ts) if ts is not None else None
+        if ts is None:
+            return None
+        # The channel's id, not the configured name: replies address the thread by it.
+        answered = response.get("channel")
+        return Receipt(str(ts), str(answered) if answered else channel)
 
-    def _post_webhook(self, message: SlackMessage) -> str | None:
+    def _post_webhook(self, message: SlackMessage) -> Receipt | None:
         assert self._webhook is not None
         try:
             # send() has no ``mrkdwn`` argument; the body is the same one it would build, plus that.

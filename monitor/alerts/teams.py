@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 from jinja2.sandbox import SandboxedEnvironment
 
 from monitor.alerts.http import JsonPoster, status_error
-from monitor.alerts.model import Alert, severity_rank
-from monitor.alerts.render import alert_view, cut, digest_view, make_environment
+from monitor.alerts.model import Alert, Receipt, Resolution, severity_rank
+from monitor.alerts.render import alert_view, cut, digest_view, make_environment, resolution_view
 from monitor.alerts.webhook import USER_AGENT
 from monitor.config import TeamsConfig
 
@@ -116,6 +116,23 @@ def build_alert_card(alert: Alert, tz: ZoneInfo) -> dict[str, Any]:
     return _render("teams_alert.json.j2", a=view, facts=facts, color=COLORS.get(alert.severity, "Default"))
 
 
+def build_resolved_card(alert: Alert, resolution: Resolution, tz: ZoneInfo) -> dict[str, Any]:
+    """A short card: a Workflows webhook answers no message id, so there is no thread to reply in; the card
+    names the alert in full."""
+    view = alert_view(alert, tz)
+    resolved = resolution_view(resolution, tz)
+    facts = [
+        ("Resolved by", cut(resolved.actor, 200)),
+        ("Resolved at", f"{resolved.time_local} ({resolved.time_utc})"),
+        ("Disposition", resolved.disposition or "-"),
+        ("Rule", view.rule_id),
+        ("Severity", view.severity_label),
+        ("Event time", f"{view.time_local} ({view.time_utc})"),
+        ("Source", view.source),
+    ]
+    return _render("teams_resolved.json.j2", a=view, r=resolved, facts=facts)
+
+
 def build_digest_card(alerts: Sequence[Alert], tz: ZoneInfo) -> dict[str, Any]:
     worst = max(alerts, key=lambda a: severity_rank(a.severity)).severity
     return _render(
@@ -142,6 +159,9 @@ class TeamsChannel:
 
     def send_digest(self, alerts: Sequence[Alert]) -> str | None:
         return self._post(build_digest_card(alerts, self.tz))
+
+    def send_resolved(self, alert: Alert, resolution: Resolution, trigger: Receipt) -> str | None:
+        return self._post(build_resolved_card(alert, resolution, self.tz))
 
     def _post(self, message: dict[str, Any]) -> str | None:
         # The same compact form fit_card measured: its size is what Teams' 28 KB limit applies to.

@@ -1,9 +1,11 @@
 """Generic outgoing webhooks (n8n, Make, Zapier, a Xano endpoint): one signed JSON POST per alert.
 
 The body is ``{"type": "alert.fired", "timestamp": ..., "data": {...}}``; ``type`` names what happened to
-the alert (or ``chain.anchor``: ``data`` is then the archive's chain head, see monitor/anchors.py), so the
-same shape will carry ``alert.acknowledged`` / ``alert.resolved`` once alerts have a
-lifecycle. ``data`` holds the alert and its triggering events as archived (normalised fields + raw entry).
+the alert (or ``chain.anchor``: ``data`` is then the archive's chain head, see monitor/anchors.py). ``data``
+holds the alert and its triggering events as archived (normalised fields + raw entry). When a responder
+resolves the alert, ``alert.resolved`` carries the same ``data`` plus ``status`` and ``resolution`` (who,
+when, disposition, note); its ``webhook-id`` is ``<alert id>.resolved``, so a receiver that drops repeated
+ids keeps both messages of one alert. Acknowledgements are not sent.
 
 Signatures:
 - ``standard`` (Standard Webhooks): ``webhook-id`` = the alert id, the same on every retry, so a receiver
@@ -30,7 +32,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from monitor.alerts.http import JsonPoster, status_error
-from monitor.alerts.model import Alert
+from monitor.alerts.model import Alert, Receipt, Resolution
 from monitor.alerts.outbox import DeliveryError
 from monitor.alerts.render import alert_view
 from monitor.anchors import notice_anchor
@@ -39,7 +41,8 @@ from monitor.events import AuditEvent, format_timestamp
 
 USER_AGENT = "xano-audit-monitor"
 
-# What happened to the alert. Only ``alert.fired`` is sent today; the others are reserved for the lifecycle.
+# What happened to the alert: ``alert.fired``, then ``alert.resolved`` when a responder resolves it
+# (``alert.acknowledged`` is reserved: acknowledging tells no channel).
 # ``chain.anchor`` is no alert: the archive's chain head, published by ``anchors`` (monitor/anchors.py).
 WebhookEventType = Literal["alert.fired", "alert.acknowledged", "alert.resolved", "chain.anchor"]
 
@@ -150,6 +153,25 @@ class WebhookChannel:
         )
         return webhook_body(event_type, alert.event_time, data)
 
+    def resolved_payload(self, alert: Alert, resolution: Resolution) -> bytes:
+        """``alert.resolved``: the alert as ``alert.fired`` carried it, its status and the resolution; the
+        envelope's timestamp is when it was resolved."""
+        data = alert_record(
+            alert,
+            self.tz,
+            rule_title=self.rule_titles(alert.rule_id),
+            events=self.events(alert.source, alert.event_ids),
+        )
+        data["status"] = "resolved"
+        data["resolution"] = {
+            "at": format_timestamp(resolution.at),
+            "at_local": resolution.at.astimezone(self.tz).isoformat(),
+            "by": resolution.actor,
+            "disposition": resolution.disposition,
+            "note": resolution.note,
+        }
+        return webhook_body("alert.resolved", resolution.at, data)
+
     def headers(self, msg_id: str, body: bytes, now: datetime) -> dict[str, str]:
         """Static headers first, so a configured header can never replace the id or the signature."""
         headers = {name: value.get_secret_value() for name, value in self.config.headers.items()}
@@ -168,11 +190,16 @@ class WebhookChannel:
         return headers
 
     def send(self, alert: Alert) -> str | None:
+        return self._deliver(alert.id, self.payload(alert))
+
+    def send_resolved(self, alert: Alert, resolution: Resolution, trigger: Receipt) -> str | None:
+        return self._deliver(f"{alert.id}.resolved", self.resolved_payload(alert, resolution))
+
+    def _deliver(self, msg_id: str, body: bytes) -> str | None:
         if self._gone is not None:
             raise DeliveryError(self._gone, permanent=True)
-        body = self.payload(alert)
         response = self._poster.post(
-            self.config.url.get_secret_value(), body, self.headers(alert.id, body, self.clock())
+            self.config.url.get_secret_value(), body, self.headers(msg_id, body, self.clock())
         )
         if response.status_code == 410:
             self._gone = (

@@ -1,6 +1,12 @@
 """Alerts and their delivery outbox: one alert row per alert id, one outbox row per (alert, channel)
 written in the same transaction; the outbox worker (monitor/alerts/outbox.py) moves rows through
-pending -> sent | dead with the named updates below."""
+pending -> sent | dead with the named updates below.
+
+A row's ``kind`` is ``trigger`` (the alert) or ``resolve`` (the notice that it was resolved, enqueued by
+``enqueue_resolve_notices`` in the lifecycle change's transaction). A resolve row is due only once its
+channel's trigger row is sent, and dies with it when the trigger is given up, so no channel ever hears of a
+resolution before the alert; requeueing the pair (dead letters are requeued per alert and channel) sends
+them again in order."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from monitor.alerts.model import Alert
+from monitor.alerts.model import ANCHOR_RULE, RESOLVE, TRIGGER, Alert, Receipt, tells_resolve
 from monitor.events import canonical_json, format_timestamp
 from monitor.store import lifecycle
 from monitor.store.chain import parse_time
@@ -28,16 +34,22 @@ class DeadLetter:
     first_attempt_at: datetime | None
     failed_at: datetime
     last_error: str
+    kind: str = TRIGGER
 
 
 @dataclass(frozen=True)
 class DueDelivery:
-    """An outbox row due for sending."""
+    """An outbox row due for sending; a resolve row carries what its channel answered to the trigger."""
 
     alert_id: str
     channel: str
     attempts: int
     first_attempt_at: datetime | None
+    kind: str = TRIGGER
+    trigger: Receipt | None = None
+
+
+OutboxKey = tuple[str, str]  # (alert id, kind): one row of a channel
 
 
 class AlertsMixin(StoreCore):
@@ -80,6 +92,28 @@ class AlertsMixin(StoreCore):
             [(alert.id, channel, format_timestamp(recorded_at)) for channel in channels],
         )
         return True
+
+    def enqueue_resolve_notices(self, alert_id: str, rule_id: str, now: datetime) -> list[str]:
+        """Inside the transaction that resolves the alert: a pending resolve row for every channel that
+        delivered the alert or still will (its trigger row is not dead) and is told of resolutions. Returns
+        those channels. A silenced alert, or one routed nowhere, has no trigger row: nobody is told."""
+        if rule_id == ANCHOR_RULE:
+            return []  # a published chain head is no incident: nothing to resolve anywhere
+        channels = [
+            str(row[0])
+            for row in self.conn.execute(
+                "SELECT channel FROM outbox WHERE alert_id = ? AND kind = ? AND status != 'dead' "
+                "ORDER BY channel",
+                (alert_id, TRIGGER),
+            )
+            if tells_resolve(str(row[0]))
+        ]
+        self.conn.executemany(
+            "INSERT INTO outbox (alert_id, channel, kind, status, next_attempt_at) "
+            "VALUES (?, ?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
+            [(alert_id, channel, RESOLVE, format_timestamp(now)) for channel in channels],
+        )
+        return channels
 
     def load_alert(self, alert_id: str) -> Alert | None:
         row = self.conn.execute(
@@ -130,48 +164,82 @@ class AlertsMixin(StoreCore):
 
     def due_deliveries(self, now: datetime) -> list[DueDelivery]:
         """Pending rows due at ``now``; rows that failed before first, so a channel that is down is probed
-        by its oldest failure."""
+        by its oldest failure. A resolve row only once its trigger row was sent (the order a reader needs:
+        a PagerDuty resolve before its trigger would open an incident nobody closes)."""
         return [
-            DueDelivery(alert_id, channel, attempts, parse_time(first))
-            for alert_id, channel, attempts, first in self.conn.execute(
-                "SELECT o.alert_id, o.channel, o.attempts, o.first_attempt_at FROM outbox o "
-                "JOIN alerts a ON a.id = o.alert_id WHERE o.status = 'pending' AND o.next_attempt_at <= ? "
-                "ORDER BY o.next_attempt_at, o.attempts DESC, a.event_time, o.alert_id",
-                (format_timestamp(now),),
+            DueDelivery(
+                alert_id,
+                channel,
+                attempts,
+                parse_time(first),
+                kind,
+                Receipt(remote_id, reply_to) if kind == RESOLVE else None,
+            )
+            for alert_id, channel, kind, attempts, first, remote_id, reply_to in self.conn.execute(
+                "SELECT o.alert_id, o.channel, o.kind, o.attempts, o.first_attempt_at, t.remote_id, "
+                "t.reply_to FROM outbox o JOIN alerts a ON a.id = o.alert_id "
+                "LEFT JOIN outbox t ON t.alert_id = o.alert_id AND t.channel = o.channel AND t.kind = ? "
+                "WHERE o.status = 'pending' AND o.next_attempt_at <= ? AND (o.kind = ? OR t.status = 'sent') "
+                "ORDER BY o.next_attempt_at, o.attempts DESC, a.event_time, o.alert_id, o.kind DESC",
+                (TRIGGER, format_timestamp(now), TRIGGER),
             )
         ]
 
-    def mark_sent(self, channel: str, alert_ids: Sequence[str], remote_id: str | None, now: datetime) -> None:
-        """Inside a transaction: the channel accepted these alerts (``remote_id``: Slack ts, Message-ID)."""
+    def mark_sent(self, channel: str, keys: Sequence[OutboxKey], receipt: Receipt, now: datetime) -> None:
+        """Inside a transaction: the channel accepted these rows (``receipt``: Slack ts and channel id,
+        Message-ID, PagerDuty dedup key)."""
         stamp = format_timestamp(now)
         self.conn.executemany(
             "UPDATE outbox SET status = 'sent', attempts = attempts + 1, sent_at = ?, remote_id = ?, "
-            "first_attempt_at = coalesce(first_attempt_at, ?), last_error = NULL "
-            "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
-            [(stamp, remote_id, stamp, alert_id, channel) for alert_id in alert_ids],
+            "reply_to = ?, first_attempt_at = coalesce(first_attempt_at, ?), last_error = NULL "
+            "WHERE alert_id = ? AND channel = ? AND kind = ? AND status = 'pending'",
+            [
+                (stamp, receipt.remote_id, receipt.reply_to, stamp, alert_id, channel, kind)
+                for alert_id, kind in keys
+            ],
         )
 
     def mark_retry(
-        self, channel: str, alert_ids: Sequence[str], retry_at: datetime, error: str, now: datetime
+        self, channel: str, keys: Sequence[OutboxKey], retry_at: datetime, error: str, now: datetime
     ) -> None:
         """Inside a transaction: a failed attempt; the rows are due again at ``retry_at``."""
         stamp = format_timestamp(now)
         self.conn.executemany(
             "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = ?, "
             "first_attempt_at = coalesce(first_attempt_at, ?), last_error = ? "
-            "WHERE alert_id = ? AND channel = ?",
-            [(format_timestamp(retry_at), stamp, error, alert_id, channel) for alert_id in alert_ids],
+            "WHERE alert_id = ? AND channel = ? AND kind = ?",
+            [(format_timestamp(retry_at), stamp, error, alert_id, channel, kind) for alert_id, kind in keys],
         )
 
-    def mark_dead(self, channel: str, alert_ids: Sequence[str], error: str, now: datetime) -> None:
+    def mark_dead(self, channel: str, keys: Sequence[OutboxKey], error: str, now: datetime) -> None:
         """Inside a transaction: give the rows up (dead letters). A dead row's next_attempt_at records when
-        it was given up."""
+        it was given up. A trigger takes its pending resolve row with it: that notice would tell of an
+        alert the channel never received (``requeue`` revives the two together)."""
         stamp = format_timestamp(now)
         self.conn.executemany(
             "UPDATE outbox SET status = 'dead', attempts = attempts + 1, last_error = ?, "
-            "next_attempt_at = ?, "
-            "first_attempt_at = coalesce(first_attempt_at, ?) WHERE alert_id = ? AND channel = ?",
-            [(error, stamp, stamp, alert_id, channel) for alert_id in alert_ids],
+            "next_attempt_at = ?, first_attempt_at = coalesce(first_attempt_at, ?) "
+            "WHERE alert_id = ? AND channel = ? AND kind = ?",
+            [(error, stamp, stamp, alert_id, channel, kind) for alert_id, kind in keys],
+        )
+        self.conn.executemany(
+            "UPDATE outbox SET status = 'dead', next_attempt_at = ?, last_error = ? "
+            "WHERE alert_id = ? AND channel = ? AND kind = ? AND status = 'pending'",
+            [
+                (stamp, f"not sent: the alert itself was not delivered ({error})", alert_id, channel, RESOLVE)
+                for alert_id, kind in keys
+                if kind == TRIGGER
+            ],
+        )
+
+    def resolve_waiting(self, channel: str, alert_ids: Sequence[str]) -> bool:
+        """Whether a pending resolve notice of ``channel`` waits for one of these alerts (just sent)."""
+        return any(
+            self.conn.execute(
+                "SELECT 1 FROM outbox WHERE alert_id = ? AND channel = ? AND kind = ? AND status = 'pending'",
+                (alert_id, channel, RESOLVE),
+            ).fetchone()
+            for alert_id in alert_ids
         )
 
     def defer(self, rows: Iterable[tuple[str, str]], until: datetime) -> None:
@@ -184,10 +252,12 @@ class AlertsMixin(StoreCore):
             )
 
     def alert_channels(self, alert_id: str) -> list[str]:
-        """The channels the alert has outbox rows for."""
+        """The channels the alert was routed to (has a trigger row for)."""
         return [
             str(row[0])
-            for row in self.conn.execute("SELECT channel FROM outbox WHERE alert_id = ?", (alert_id,))
+            for row in self.conn.execute(
+                "SELECT channel FROM outbox WHERE alert_id = ? AND kind = ?", (alert_id, TRIGGER)
+            )
         ]
 
     # dead letters -------------------------------------------------------------------------------------
@@ -204,7 +274,8 @@ class AlertsMixin(StoreCore):
         first."""
         sql = (
             "SELECT o.alert_id, o.channel, a.rule_id, a.severity, a.title, o.attempts, o.first_attempt_at, "
-            "o.next_attempt_at, coalesce(o.last_error, '') FROM outbox o JOIN alerts a ON a.id = o.alert_id "
+            "o.next_attempt_at, coalesce(o.last_error, ''), o.kind FROM outbox o "
+            "JOIN alerts a ON a.id = o.alert_id "
             "WHERE o.status = 'dead'"
         )
         params: list[Any] = []
@@ -212,13 +283,13 @@ class AlertsMixin(StoreCore):
             sql += " AND o.channel = ?"
             params.append(channel)
         if limit is None:
-            sql += " ORDER BY o.next_attempt_at, o.alert_id"
+            sql += " ORDER BY o.next_attempt_at, o.alert_id, o.kind DESC"
         else:
             sql += " ORDER BY o.next_attempt_at DESC LIMIT ?"
             params.append(limit)
         return [
             DeadLetter(
-                r[0], r[1], r[2], r[3], r[4], r[5], parse_time(r[6]), datetime.fromisoformat(r[7]), r[8]
+                r[0], r[1], r[2], r[3], r[4], r[5], parse_time(r[6]), datetime.fromisoformat(r[7]), r[8], r[9]
             )
             for r in self.conn.execute(sql, params)
         ]
@@ -234,7 +305,8 @@ class AlertsMixin(StoreCore):
         }
 
     def requeue(self, rows: Iterable[tuple[str, str]], now: datetime) -> None:
-        """Dead (alert id, channel) rows become pending again, due ``now``, with a fresh retry budget."""
+        """Dead (alert id, channel) rows become pending again, due ``now``, with a fresh retry budget: the
+        trigger and the resolve notice together (the notice then waits for the trigger again)."""
         with self.transaction():
             self.conn.executemany(
                 "UPDATE outbox SET status = 'pending', attempts = 0, next_attempt_at = ?, "

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from monitor.alerts.model import Resolution
 from monitor.events import canonical_json, format_timestamp
 
 if TYPE_CHECKING:
@@ -162,16 +163,22 @@ def transition(
     note: str | None = None,
     disposition: str | None = None,
 ) -> ActionRecord:
-    """Acknowledge or resolve an alert, in its own transaction. Raises LifecycleError."""
+    """Acknowledge or resolve an alert, in its own transaction. Raises LifecycleError.
+
+    Resolving also enqueues, in the same transaction, the resolve notice of every channel that carried the
+    alert and is told of resolutions (``AlertsMixin.enqueue_resolve_notices``): the notice is as durable as
+    the resolution itself."""
     if to_status not in TRANSITIONS:
         raise ValueError(f"unknown status {to_status!r}")
     if disposition is not None and disposition not in DISPOSITIONS:
         raise ValueError(f"disposition must be one of {', '.join(DISPOSITIONS)}")
     with store.transaction():
-        row = store.conn.execute("SELECT status FROM alerts WHERE id = :id", {"id": alert_id}).fetchone()
+        row = store.conn.execute(
+            "SELECT status, rule_id FROM alerts WHERE id = :id", {"id": alert_id}
+        ).fetchone()
         if row is None:
             raise LifecycleError("not_found", f"no alert {alert_id}")
-        current = str(row[0])
+        current, rule_id = str(row[0]), str(row[1])
         if current not in TRANSITIONS[to_status]:
             raise LifecycleError(
                 "conflict",
@@ -186,9 +193,28 @@ def transition(
             detail["note"] = note
         if disposition:
             detail["disposition"] = disposition
-        return append_action(
+        record = append_action(
             store, kind=ACTION_OF[to_status], actor=actor, at=at, detail=detail, alert_id=alert_id
         )
+        if to_status == "resolved":
+            store.enqueue_resolve_notices(alert_id, rule_id, at)
+        return record
+
+
+def resolution_of(store: Store, alert_id: str) -> Resolution | None:
+    """Who resolved the alert, when, with what disposition and note (its last ``alert.resolved`` record;
+    resolved is final, so there is at most one); None when it was never resolved."""
+    row = store.conn.execute(
+        "SELECT at, actor, detail FROM alert_actions WHERE alert_id = :id AND kind = :kind "
+        "ORDER BY seq DESC LIMIT 1",
+        {"id": alert_id, "kind": ACTION_OF["resolved"]},
+    ).fetchone()
+    if row is None:
+        return None
+    detail = json.loads(row[2])
+    return Resolution(
+        datetime.fromisoformat(row[0]), str(row[1]), detail.get("disposition"), detail.get("note")
+    )
 
 
 def resolve_alert_id(store: Store, prefix: str) -> str | None:
@@ -311,15 +337,16 @@ def get_alert(store: Store, alert_id: str) -> dict[str, Any] | None:
     alert["deliveries"] = [
         {
             "channel": channel,
+            "kind": kind,
             "status": status,
             "attempts": attempts,
             "first_attempt_at": first,
             "sent_at": sent_at,
             "last_error": last_error,
         }
-        for channel, status, attempts, first, sent_at, last_error in store.conn.execute(
-            "SELECT channel, status, attempts, first_attempt_at, sent_at, last_error FROM outbox "
-            "WHERE alert_id = :id ORDER BY channel",
+        for channel, kind, status, attempts, first, sent_at, last_error in store.conn.execute(
+            "SELECT channel, kind, status, attempts, first_attempt_at, sent_at, last_error FROM outbox "
+            "WHERE alert_id = :id ORDER BY channel, kind DESC",
             {"id": alert_id},
         )
     ]

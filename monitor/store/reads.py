@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from monitor.alerts.model import ANCHOR_RULE
+from monitor.alerts.model import ANCHOR_RULE, TRIGGER
 from monitor.events import format_timestamp
 from monitor.store.chain import GENESIS_HASH
 from monitor.store.connection import StoreCore
@@ -99,8 +99,9 @@ class ReadsMixin(StoreCore):
 
     def alert_deliveries(self, since: datetime, until: datetime, limit: int) -> list[tuple[Any, ...]]:
         """Alerts (not anchor notices) whose event time is in [since, until), first ``limit`` in time order,
-        each with its outbox rows: (id, rule_id, severity, title, source, event_time, recorded_at, channel,
-        status, attempts, sent_at, last_error); channel and the rest are None for an alert with no channel."""
+        each with its trigger outbox rows (a resolve notice is not a delivery of the alert): (id, rule_id,
+        severity, title, source, event_time, recorded_at, channel, status, attempts, sent_at, last_error);
+        channel and the rest are None for an alert with no channel."""
         return [
             tuple(r)
             for r in self.conn.execute(
@@ -109,20 +110,21 @@ class ReadsMixin(StoreCore):
                 "ORDER BY event_time, rule_id, id LIMIT ?) "
                 "SELECT p.id, p.rule_id, p.severity, p.title, p.source, p.event_time, p.recorded_at, "
                 "o.channel, o.status, o.attempts, o.sent_at, o.last_error FROM picked p "
-                "LEFT JOIN outbox o ON o.alert_id = p.id ORDER BY p.event_time, p.rule_id, p.id, o.channel",
-                (format_timestamp(since), format_timestamp(until), ANCHOR_RULE, limit),
+                "LEFT JOIN outbox o ON o.alert_id = p.id AND o.kind = ? "
+                "ORDER BY p.event_time, p.rule_id, p.id, o.channel",
+                (format_timestamp(since), format_timestamp(until), ANCHOR_RULE, limit, TRIGGER),
             )
         ]
 
     def delivery_counts(self, since: datetime, until: datetime) -> list[tuple[str, str, int]]:
-        """(channel, status, count) of the outbox rows of alerts with event time in [since, until)."""
+        """(channel, status, count) of the trigger outbox rows of alerts with event time in [since, until)."""
         return [
             (str(r[0]), str(r[1]), int(r[2]))
             for r in self.conn.execute(
                 "SELECT o.channel, o.status, count(*) FROM outbox o JOIN alerts a ON a.id = o.alert_id "
-                "WHERE a.event_time >= ? AND a.event_time < ? AND a.rule_id != ? "
+                "WHERE a.event_time >= ? AND a.event_time < ? AND a.rule_id != ? AND o.kind = ? "
                 "GROUP BY o.channel, o.status ORDER BY o.channel, o.status",
-                (format_timestamp(since), format_timestamp(until), ANCHOR_RULE),
+                (format_timestamp(since), format_timestamp(until), ANCHOR_RULE, TRIGGER),
             )
         ]
 

@@ -19,7 +19,7 @@ from alerts_support import Receiver, make_alert, make_config, record
 from monitor.alerts.outbox import OutboxWorker
 from monitor.alerts.webhook import WebhookChannel
 from monitor.config import parse_config
-from monitor.store import Store
+from monitor.store import Store, lifecycle
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "integrations.md"
@@ -182,9 +182,24 @@ def test_the_request_example_shows_times_as_the_product_writes_them(receiver: Re
     (request,) = receiver.requests
     real = request.json()
     text = DOC.read_text(encoding="utf-8")
-    shown = dict(re.findall(r'"(timestamp|event_time|event_time_local)": "([^"]+)"', text))
+    fired_part, resolved_part = text.split("### When an alert is resolved", 1)
+    shown = dict(re.findall(r'"(timestamp|event_time|event_time_local)": "([^"]+)"', fired_part))
     assert shown == {
         "timestamp": real["timestamp"],
         "event_time": real["data"]["event_time"],
         "event_time_local": real["data"]["event_time_local"],
     }
+    # The alert.resolved example: resolved at 10:42 UTC by the token "oncall".
+    (alert_id,) = [row[0] for row in store.conn.execute("SELECT id FROM alerts")]
+    resolved_at = datetime(2026, 3, 4, 10, 42, tzinfo=UTC)
+    lifecycle.transition(
+        store, alert_id, "resolved", actor="oncall", at=resolved_at, note="planned cleanup",
+        disposition="benign",
+    )  # fmt: skip
+    assert OutboxWorker(store, {channel.name: channel}, clock=lambda: resolved_at).deliver_due().sent == 1
+    notice = receiver.requests[1].json()
+    assert receiver.requests[1].headers["webhook-id"] == f"{alert_id}.resolved"
+    shown = dict(re.findall(r'"(type|timestamp)": "([^"]+)"', resolved_part.split("```")[1]))
+    assert shown == {"type": notice["type"], "timestamp": notice["timestamp"]}
+    example = re.search(r'"resolution": (\{[^}]*\})', resolved_part)
+    assert example is not None and json.loads(example.group(1)) == notice["data"]["resolution"]
