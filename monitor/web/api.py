@@ -25,7 +25,7 @@ from monitor.report.figures import CATEGORIES, category_of
 from monitor.status import status_data
 from monitor.store import Store, lifecycle, search
 from monitor.timeutil import parse_cli_date
-from monitor.web.app import WebContext, json_error, json_response
+from monitor.web.app import WebContext, json_error, json_response, throttled, wrong_token
 from monitor.web.auth import Principal
 
 log = logging.getLogger("monitor.web")
@@ -250,8 +250,19 @@ def api_routes(context: WebContext) -> list[BaseRoute]:
         """Authenticate, run, turn ApiError into a JSON error, and log who asked."""
 
         async def run(request: Request) -> Response:
-            principal = authenticate(request)
+            retry_after = throttled(context, request, "api")
+            if retry_after is not None:
+                response = json_error(
+                    429,
+                    "too many wrong tokens from this address",
+                    {"retry_after_s": retry_after},
+                )
+                response.headers["retry-after"] = str(retry_after)
+                return response
+            principal, presented = authenticate(request)
             if principal is None:
+                if presented:
+                    wrong_token(context, request, "api")
                 response = json_error(
                     401,
                     "unauthorized" if context.tokens.enabled else "the API is off: server.tokens is empty",
@@ -282,12 +293,13 @@ def api_routes(context: WebContext) -> list[BaseRoute]:
 
         return run
 
-    def authenticate(request: Request) -> Principal | None:
+    def authenticate(request: Request) -> tuple[Principal | None, bool]:
+        """(the token's holder or None, whether a token was presented at all: only that is a guess)."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return context.tokens.authenticate(token.strip())
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, False
+        return context.tokens.authenticate(token.strip()), True
 
     async def list_events(request: Request, principal: Principal) -> Response:
         query = Query(request, "events", context)

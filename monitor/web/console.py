@@ -52,7 +52,7 @@ from monitor.web.api import (
     event_item,
     event_query,
 )
-from monitor.web.app import WebContext
+from monitor.web.app import WebContext, throttled, wrong_token
 from monitor.web.auth import Principal
 
 log = logging.getLogger("monitor.web")
@@ -197,6 +197,13 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
         return response
 
     async def login(request: Request) -> Response:
+        retry_after = throttled(context, request, "console")
+        if retry_after is not None:
+            return HTMLResponse(
+                f"Too many wrong tokens from this address: try again in {retry_after} seconds.",
+                429,
+                headers={"retry-after": str(retry_after)},
+            )
         form = await form_fields(request)
         nonce = request.cookies.get(LOGIN_COOKIE, "")
         submitted = form.get("csrf", "")
@@ -206,6 +213,7 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
         principal = context.tokens.authenticate(token if isinstance(token, str) else "")
         if principal is None:
             log.info("console sign-in refused", extra={"method": "POST", "path": "/login", "status": 401})
+            wrong_token(context, request, "console")
             fresh = secrets.token_urlsafe(32)
             response = render(
                 request, "login.html.j2", 401, csrf=fresh, error="That token is not valid.", next="/"
@@ -473,6 +481,7 @@ def dashboard_figures(
     alert_counts = lifecycle.alert_counts(store)
     gaps = store.gaps(since, until)
     head_seq, head_hash = store.head()
+    last_verify = store.last_verify()
     return {
         "total": total,
         "per_day": [
@@ -491,4 +500,5 @@ def dashboard_figures(
         "sources": coverage,
         "gaps": gaps,
         "chain_head": {"seq": head_seq, "hash": head_hash},
+        "last_verify": last_verify.to_json() if last_verify is not None else None,
     }
