@@ -37,8 +37,8 @@ from monitor.report.figures import (
     CATEGORIES,
     CRITICAL_TYPES,
     business_calendar,
+    calendar_closed_intervals,
     category_of,
-    closed_intervals,
 )
 from monitor.resources import templates_dir
 from monitor.store import Store, lifecycle, search
@@ -462,7 +462,7 @@ def dashboard_figures(
     database_changes = sum(n for t, n in by_type.items() if t in DATABASE_CHANGE_TYPES)
     users = sorted(by_user.items(), key=lambda item: (-item[1], item[0] or ""))[:15]
     calendar, calendar_origin = business_calendar(context.config, context.extra.get("calendars"))
-    off_hours = search.count_in_ranges(store, closed_intervals(calendar.contains, since, until))
+    off_hours = search.count_in_ranges(store, calendar_closed_intervals(calendar, since, until))
     biggest_day = max(per_day.values(), default=0)
     coverage = []
     for cursor in store.cursors():
