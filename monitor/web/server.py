@@ -122,7 +122,7 @@ def exposure_problem(listen: str) -> str:
     return (
         f"server.listen is {listen}, an address other hosts can reach, and server.tokens is empty: "
         "refusing to start. Configure a token in server.tokens (e.g. "
-        "`tokens: [{name: prometheus, token: ${API_TOKEN}}]`, or set AUDIT_MONITOR_API_TOKEN in the "
+        "`tokens: [{name: ops, token: ${API_TOKEN}}]`, or set AUDIT_MONITOR_API_TOKEN in the "
         "container), or bind a loopback address (server.listen: 127.0.0.1:9108)"
     )
 
