@@ -3,7 +3,7 @@
 #   docker build -t xano-audit-monitor .
 #   docker run -d --name audit-monitor -v audit-data:/data \
 #     -v "$PWD/audit-monitor.yaml:/config/audit-monitor.yaml:ro" -e AUDIT_MONITOR_CONFIG=/config/audit-monitor.yaml \
-#     -e XANO_META_TOKEN -p 127.0.0.1:9108:9108 xano-audit-monitor
+#     -e XANO_META_TOKEN -e AUDIT_MONITOR_API_TOKEN -p 127.0.0.1:9108:9108 xano-audit-monitor
 #
 # See README.md "Deployment" and docker-compose.example.yml.
 # Pinned to a patch release so that a rebuild gets the same interpreter; bump it deliberately.
@@ -30,7 +30,9 @@ WORKDIR /data
 VOLUME ["/data"]
 
 # AUDIT_MONITOR_LISTEN is server.listen when the config file does not set it: in a container the
-# endpoint must be reachable from outside the container's loopback.
+# endpoint must be reachable from outside the container's loopback. Such an address needs an API token to
+# start: give AUDIT_MONITOR_API_TOKEN (or _FILE), or server.tokens in the config. /healthz and /metrics
+# stay open, so the HEALTHCHECK below needs none.
 ENV AUDIT_MONITOR_CONFIG=/data/audit-monitor.yaml \
     AUDIT_MONITOR_LISTEN=0.0.0.0:9108 \
     AUDIT_MONITOR_HEALTHCHECK_URL=http://127.0.0.1:9108/healthz

@@ -43,6 +43,10 @@ from monitor.timeutil import iana_zone
 DEFAULT_CONFIG_PATH = "audit-monitor.yaml"
 CONFIG_ENV = "AUDIT_MONITOR_CONFIG"
 LISTEN_ENV = "AUDIT_MONITOR_LISTEN"  # server.listen when the file does not set it (the image: 0.0.0.0:9108)
+# A viewer token named "api" when the file sets no server.tokens (also as TOKEN_ENV_FILE): the image listens
+# on 0.0.0.0, which needs a token to start, and a container is configured through its environment.
+TOKEN_ENV = "AUDIT_MONITOR_API_TOKEN"  # noqa: S105 - the variable's name
+TOKEN_ENV_NAME = "api"  # noqa: S105 - the token's name in logs
 
 SEVERITIES = ("info", "low", "medium", "high", "critical")
 Severity = Literal["info", "low", "medium", "high", "critical"]
@@ -855,6 +859,23 @@ def load_config(path: str | os.PathLike[str] | None = None, env: dict[str, str] 
     return parse_config(text, str(file_path), env)
 
 
+def _token_from_env(data: dict[str, Any], file_label: str, env: dict[str, str], document: _Document) -> None:
+    """``AUDIT_MONITOR_API_TOKEN`` (or ``_FILE``) as the viewer token "api", when the file sets no tokens."""
+    server = data.get("server")
+    if server is not None and (not isinstance(server, dict) or "tokens" in server):
+        return  # the file's own server.tokens (even an empty list) wins; a bad section is reported later
+    token = _expand("${" + TOKEN_ENV + ":-}", f"{file_label}: {TOKEN_ENV}", env, document.from_env)
+    if not token:
+        return
+    if len(token) < 16:
+        raise ConfigError(
+            f"{file_label}: {TOKEN_ENV}: is shorter than 16 characters "
+            "(e.g. `openssl rand -hex 24`; not shown)"
+        )
+    viewer = {"name": TOKEN_ENV_NAME, "token": token, "role": "viewer"}
+    data["server"] = {**(server or {}), "tokens": [viewer]}
+
+
 _MAX_DEPTH = 64  # far beyond any real config; PyYAML's composer recurses and would hit RecursionError
 
 
@@ -894,6 +915,7 @@ def parse_config(text: str, file_label: str, env: dict[str, str]) -> Config:
     if env.get(LISTEN_ENV) is not None and listen_unset:
         # An image-level default: the file's own server.listen, when present, wins.
         data["server"] = {**(server or {}), "listen": env[LISTEN_ENV]}
+    _token_from_env(data, file_label, env, document)
     config_dir = Path(file_label).parent
     rules = data.get("rules")
     if isinstance(rules, dict) and isinstance(rules.get("paths"), list):

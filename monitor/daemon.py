@@ -3,7 +3,8 @@
 Each source is polled by a worker thread of its own, on its interval (a cycle that overruns is followed
 at once by the next, never by two at a time), so one source trickling its answers cannot delay another
 source, the delivery of alerts or the monthly report. Delivery has a worker of its own, woken after
-every cycle and every 5 s; the report, its catch-up and retention run on APScheduler's one worker.
+every cycle and every 5 s; the report, its catch-up, retention and the daily verify of the hash chain run
+on APScheduler's one worker (so a verify never walks the chain while a prune cuts it).
 Every thread reads and writes the archive through its own SQLite connection; writes are serialised by
 the store (one transaction at a time in this process, BEGIN IMMEDIATE across processes). Each cycle's
 reading has an overall deadline (``cycle_deadline``); a longer walk goes on from its last staged page.
@@ -52,7 +53,7 @@ from monitor.engine import RuleLoadError, RuleSet, ruleset_from_config
 from monitor.metrics import Metrics
 from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, default_client_factory
 from monitor.report.schedule import ReportRun, ReportScheduler
-from monitor.store import Store, StoreError, StoreInterrupted
+from monitor.store import Store, StoreError, StoreInterrupted, VerifyRecord
 from monitor.store.polls import prune_polls_before
 from monitor.web import WebServer
 from monitor.xano import XanoClient
@@ -63,6 +64,7 @@ Clock = Callable[[], datetime]
 RulesLoader = Callable[[], RuleSet]
 
 RETENTION_EVERY = timedelta(days=1)
+VERIFY_EVERY = timedelta(days=1)  # and once at start: the console's integrity panel shows the last one
 DELIVERY_EVERY = 5.0  # seconds between deliveries when no cycle asks for one sooner
 SHUTDOWN_GRACE = 5.0  # seconds work in flight gets after SIGTERM before the process exits regardless
 MIN_CYCLE_DEADLINE = timedelta(minutes=10)
@@ -230,6 +232,29 @@ class Monitor:
             },
         )
         return deleted
+
+    def verify_chain(self) -> VerifyRecord:
+        """Walk the whole hash chain, as ``audit-monitor verify`` does, and keep the outcome for the console,
+        ``status`` and /metrics; a chain that does not verify raises ``monitor.chain_broken``.
+
+        Runs on the scheduler's worker, never on a poll thread; SIGTERM ends the walk between batches
+        (``StoreInterrupted``), and the next start verifies again.
+        """
+        started = time.monotonic()
+        result = self.store.verify()
+        seconds = time.monotonic() - started
+        record = selfmon.record_verify(self.store, self.config, result, self.clock(), seconds)
+        self.metrics.observe_verify(record)
+        facts = {"rows_checked": record.rows_checked, "seconds": record.seconds, "head_seq": record.head_seq}
+        if record.ok:
+            log.info("hash chain verified", extra=facts)
+        else:
+            log.error(
+                "hash chain does not verify",
+                extra={**facts, "bad_seq": record.bad_seq, "bad_source": record.bad_source,
+                       "bad_event_id": record.bad_event_id, "reason": record.reason},
+            )  # fmt: skip
+        return record
 
     def run_once(self) -> CycleOutcome:
         """One cycle of every source (side by side, so a slow source delays only itself), then delivery
@@ -501,6 +526,10 @@ def run_daemon(
         every = RETENTION_EVERY.total_seconds()
         retention_job = scheduled("retention", monitor.apply_retention)
         scheduler.add_job(retention_job, "interval", seconds=every, next_run_time=now, id="retention")
+    verify_job = scheduled("verify", monitor.verify_chain)
+    scheduler.add_job(
+        verify_job, "interval", seconds=VERIFY_EVERY.total_seconds(), next_run_time=now, id="verify"
+    )
     # The monthly report on its cron (configured zone); plus at start (a period missed while down) and
     # hourly (a failed send is retried). Each period is claimed in the store, so these never send twice.
     report_job = scheduled("report", monitor.send_due_reports)

@@ -29,7 +29,7 @@ from prometheus_client.exposition import choose_encoder
 if TYPE_CHECKING:  # the poller imports the HTTP client; metrics only reads its results
     from monitor.alerts.outbox import DeliveryReport
     from monitor.poller import PollResult
-    from monitor.store import Store
+    from monitor.store import Store, VerifyRecord
 
 Clock = Callable[[], datetime]
 
@@ -161,6 +161,29 @@ class Metrics:
         self.pruned = Counter(
             "audit_monitor_pruned_events", "Events deleted by retention pruning in this process.", registry=r
         )
+        self.auth_failures = Counter(
+            "audit_monitor_http_auth_failures",
+            "Wrong tokens presented to the API (a bearer token) or the console (sign-in), by surface.",
+            ["surface"],
+            registry=r,
+        )
+        self.auth_throttled = Counter(
+            "audit_monitor_http_auth_throttled",
+            "Requests answered 429 because their address presented too many wrong tokens, by surface.",
+            ["surface"],
+            registry=r,
+        )
+        self.chain_verified = Gauge(
+            "audit_monitor_chain_verified_timestamp_seconds",
+            "Unix time the daemon last finished verifying the archive's hash chain (0: not yet).",
+            registry=r,
+        )
+        self.chain_ok = Gauge(
+            "audit_monitor_chain_ok",
+            "1 when the daemon's last verify of the hash chain passed; 0 when it found a bad row, or "
+            "before the first verify (then the timestamp is 0).",
+            registry=r,
+        )
         self._lock = threading.Lock()
         self._sources: dict[str, SourceFacts] = {}
         self._newest: dict[str, datetime] = {}
@@ -209,6 +232,12 @@ class Metrics:
         for channel in sorted(set(channels) | outbox_channels):
             for outcome in DELIVERY_OUTCOMES:
                 self.deliveries.labels(channel, outcome)
+        for surface in ("api", "console"):
+            self.auth_failures.labels(surface)
+            self.auth_throttled.labels(surface)
+        last_verify = store.last_verify()
+        if last_verify is not None:
+            self.observe_verify(last_verify)
         self.observe_store(store)
 
     def poll_started(self, source: str) -> None:
@@ -268,6 +297,10 @@ class Metrics:
         with self._lock:
             self._dead_letters = dead
         self.archive_bytes.set(store.file_size())
+
+    def observe_verify(self, record: VerifyRecord) -> None:
+        self.chain_verified.set(record.verified_at.timestamp())
+        self.chain_ok.set(1 if record.ok else 0)
 
     def observe_prune(self, store: Store, deleted: int) -> None:
         self.pruned.inc(deleted)

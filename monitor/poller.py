@@ -576,7 +576,10 @@ class Poller:
         self._record(selfmon.event_conflict(source, event_id, digest, now), now)
 
     def _record(self, alert: Alert, now: datetime) -> int:
-        return int(self.store.record_alert(alert, channels_for(alert, self.config), now))
+        # Recorded at the clock of the commit, not the cycle's start (``now``): a silence created while the
+        # walk ran is in force for the alerts this commit records (it was, by the time they were raised).
+        recorded_at = max(now, self.clock())
+        return int(self.store.record_alert(alert, channels_for(alert, self.config), recorded_at))
 
     def _record_gaps(self, source: SourceConfig, cursor: Cursor, now: datetime) -> int:
         """Inside the commit: note polling and retention gaps since the last success."""

@@ -23,13 +23,15 @@ from monitor.events import format_timestamp
 from monitor.timeutil import format_duration, format_time
 
 if TYPE_CHECKING:
-    from monitor.store import Cursor, Store
+    from monitor.store import Cursor, Store, VerifyRecord, VerifyResult
 
 SOURCE_UNREACHABLE = "monitor.source_unreachable"
 AUTH_FAILED = "monitor.auth_failed"
 RETENTION_GAP = "monitor.retention_gap"
 DELIVERY_FAILING = "monitor.delivery_failing"
 EVENT_CONFLICT = "monitor.event_conflict"
+CHAIN_BROKEN = "monitor.chain_broken"
+CHAIN_STATE_KEY = "archive"  # rule_state key of the open chain_broken episode
 RECOVERY_TAG = "recovery"
 UNREACHABLE_POLLS = 3  # missed poll intervals before a source counts as unreachable
 UNREACHABLE_MIN = timedelta(seconds=30)  # the same floor /healthz uses
@@ -329,3 +331,68 @@ def _check_auth(store: Store, source: SourceConfig, cursor: Cursor | None, now: 
         )
         store.state_put(AUTH_FAILED, source.name, None)
     return 1
+
+
+# --- chain_broken: the daemon's scheduled verify ---------------------------------------------------------
+
+
+def chain_broken(result: VerifyResult, at: datetime) -> Alert:
+    """The hash chain does not verify. Keyed by the first bad row and the reason: the daily verify finds the
+    same break again and again, and it is announced once; a different break is a new alert."""
+    where = f"seq {result.bad_seq}" if result.bad_seq is not None else "the archive"
+    if result.bad_source is not None and result.bad_event_id is not None:
+        where += f" (source {result.bad_source}, event {result.bad_event_id})"
+    return Alert(
+        rule_id=CHAIN_BROKEN,
+        severity="critical",
+        title=f"The archive's hash chain does not verify: first bad row at {where}",
+        text=(
+            f"The scheduled verify walked {result.rows_checked} rows and stopped at {where}: "
+            f"{result.reason}.\nRows were changed, deleted or inserted outside the monitor (or the file is "
+            "damaged): the archive is no longer evidence until this is explained. Keep a copy of the file "
+            "as it is now, run `audit-monitor verify` to see the same result, and compare with a backup or "
+            "a published anchor."
+        ),
+        source="monitor",
+        event_time=at,
+        event_ids=(),
+        group_key=f"{result.bad_seq}|{result.bad_source}|{result.bad_event_id}|{result.reason}",
+        fields={"first_bad_row": where, "rows_checked": str(result.rows_checked)},
+        context={},
+    )
+
+
+def chain_recovered(since: datetime, at: datetime, rows: int, tz: tzinfo) -> Alert:
+    return _recovered(
+        CHAIN_BROKEN,
+        CHAIN_STATE_KEY,
+        since,
+        at,
+        "The archive's hash chain verifies again",
+        f"The verify at {format_time(at, tz)} checked {rows} rows and found none bad; the chain has not "
+        f"verified since {format_time(since, tz)}.",
+        "monitor",
+    )
+
+
+def record_verify(
+    store: Store, config: Config, result: VerifyResult, at: datetime, seconds: float
+) -> VerifyRecord:
+    """Keep the outcome of a verify as the last one, and raise (or end) ``monitor.chain_broken``, in one
+    transaction: the console never shows a failed verify whose alert is not queued."""
+    state = store.state_get(CHAIN_BROKEN, CHAIN_STATE_KEY)
+    with store.transaction():
+        record = store.record_verify(result, at, seconds)
+        if not result.ok:
+            alert = chain_broken(result, at)
+            new = store.record_alert(alert, channels_for(alert, config), at)
+            if new or not state:  # the episode began at its first failed verify; its alert is the latest
+                since = state["since"] if state else format_timestamp(at)
+                store.state_put(CHAIN_BROKEN, CHAIN_STATE_KEY, {"since": since, "alert_id": alert.id})
+        elif state and state.get("alert_id"):
+            since = datetime.fromisoformat(state["since"])
+            record_recovery(
+                store, state["alert_id"], chain_recovered(since, at, result.rows_checked, config.tz), at
+            )
+            store.state_put(CHAIN_BROKEN, CHAIN_STATE_KEY, None)
+    return record

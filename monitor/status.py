@@ -56,6 +56,7 @@ def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         for letter in store.dead_letters(limit=DEAD_LETTERS_SHOWN)
     ]
     oldest = store.oldest_event_time()
+    last_verify = store.last_verify()
     return {
         "time": format_timestamp(now),
         "sources": sources,
@@ -75,6 +76,8 @@ def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
             "retention_days": config.state.retention_days,
             "pruned_at": store.get_meta("chain_anchor_pruned_at"),
         },
+        # The daemon's last walk of the hash chain (daily and at start); None until it has run once.
+        "integrity": {"last_verify": last_verify.to_json() if last_verify is not None else None},
     }
 
 
@@ -150,4 +153,17 @@ def render_status_data(data: dict[str, Any], tz: tzinfo) -> str:
         f"archive: {archive['events']} events, {archive['bytes'] / 1e6:.1f} MB in {archive['path']} "
         f"({retention}{oldest}{pruned})"
     )
+    verified = data["integrity"]["last_verify"]
+    if verified is None:
+        lines.append("integrity: not verified by the daemon yet (`audit-monitor verify` checks it now)")
+    elif verified["ok"]:
+        lines.append(
+            f"integrity: hash chain verified {_when(verified['verified_at'], tz)}, "
+            f"{verified['rows_checked']} rows, all good"
+        )
+    else:
+        lines.append(
+            f"integrity: hash chain BROKEN at the verify of {_when(verified['verified_at'], tz)}: first bad "
+            f"row seq {verified['bad_seq']}: {one_line(verified['reason'])}"
+        )
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import itertools
 import json
 import re
 from collections import Counter
@@ -597,6 +598,67 @@ def closed_intervals(
     return runs
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_DATE = _EPOCH.date()
+
+
+def calendar_closed_intervals(calendar: Calendar, start: datetime, end: datetime) -> list[tuple[int, int]]:
+    """``closed_intervals(calendar.contains, start, end)``, exactly, in a fraction of the time.
+
+    The same minutes are sampled (``start`` and every whole minute after it), but a sample's local time is
+    its UTC time plus the zone's offset, read once an hour (and for every minute of an hour in which it
+    changes: zones change their offset at most once an hour), and the samples of one local day under one
+    offset are consecutive minutes of the calendar's ``open_minutes`` of that day: runs are found by
+    searching those flags, not by testing 43,200 minutes a month one by one.
+    """
+    step = timedelta(minutes=1)
+    samples = 0 if end <= start else -(-(end - start) // step)
+    if samples == 0:
+        return []
+    one_us = timedelta(microseconds=1)
+
+    def offset_us(k: int) -> int:
+        return ((start + k * step).astimezone(calendar.tz).utcoffset() or timedelta(0)) // one_us
+
+    # (first sample, offset) wherever the offset changes.
+    changes: list[tuple[int, int]] = [(0, offset_us(0))]
+    for hour_start in range(0, samples, 60):
+        hour_end = min(hour_start + 60, samples)
+        if offset_us(hour_end - 1) != changes[-1][1]:
+            for k in range(hour_start, hour_end):
+                if (offset := offset_us(k)) != changes[-1][1]:
+                    changes.append((k, offset))
+    changes.append((samples, 0))
+    start_us = (start - _EPOCH) // one_us
+    day_us, minute_us = 86_400_000_000, 60_000_000
+    runs: list[tuple[int, int]] = []
+    run_start: int | None = None
+    for (first, offset), (after, _next) in itertools.pairwise(changes):
+        k = first
+        while k < after:
+            day_number, in_day = divmod(start_us + k * minute_us + offset, day_us)
+            minute = in_day // minute_us
+            length = min(1440 - minute, after - k)  # to the end of the local day or of this offset
+            flags = calendar.open_minutes(_EPOCH_DATE + timedelta(days=day_number))[minute : minute + length]
+            position = 0
+            while position < length:
+                if run_start is None:
+                    found = flags.find(0, position)
+                    if found < 0:
+                        break
+                    run_start, position = k + found, found
+                else:
+                    found = flags.find(1, position)
+                    if found < 0:
+                        break
+                    runs.append((_ms(start + run_start * step), _ms(start + (k + found) * step)))
+                    run_start, position = None, found
+            k += length
+    if run_start is not None:
+        runs.append((_ms(start + run_start * step), _ms(end)))
+    return runs
+
+
 # --- computing ---------------------------------------------------------------------------------------------
 
 # SQLite's host-parameter limit is 32766; stay far below it when passing interval lists.
@@ -646,7 +708,7 @@ def compute_figures(
 
     # Off-hours per user: join the calendar's closed runs (a few dozen a month) against the index.
     off_by_user: Counter[str | None] = Counter()
-    closed = closed_intervals(calendar.contains, period.start, period.end) if figures.total else []
+    closed = calendar_closed_intervals(calendar, period.start, period.end) if figures.total else []
     for chunk_start in range(0, len(closed), _INTERVALS_PER_QUERY):
         for email, count in store.counts_by_user_within(
             closed[chunk_start : chunk_start + _INTERVALS_PER_QUERY]

@@ -25,7 +25,7 @@ from monitor.store.archive import ArchiveMixin
 from monitor.store.chain import GENESIS_HASH, PruneRecord, VerifyResult, chain_hash, derived_columns
 from monitor.store.connection import ArchiveMissing, StoreError, StoreInterrupted
 from monitor.store.cursors import Cursor, CursorsMixin
-from monitor.store.meta import Claim
+from monitor.store.meta import Claim, VerifyRecord
 from monitor.store.reads import ReadsMixin
 from monitor.store.rule_state import LEGACY_STATE_DAYS, RuleStateMixin, SqliteStateStore
 from monitor.store.schema import SCHEMA_VERSION
@@ -45,6 +45,7 @@ __all__ = [
     "StoreError",
     "StoreInterrupted",
     "StoreInterrupted",
+    "VerifyRecord",
     "VerifyResult",
     "chain_hash",
     "derived_columns",

@@ -323,6 +323,8 @@ class ArchiveMixin(MetaMixin):
             (start_seq, stop),
         )
         while rows := cursor.fetchmany(2000):
+            # The daemon verifies on a schedule: a walk of millions of rows must not hold up SIGTERM.
+            self._check_interrupt("the end of a verify")
             for seq, source, event_id, *columns, raw, stored in rows:
                 if pending and (failed := check_prunes(seq)) is not None:
                     return failed

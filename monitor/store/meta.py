@@ -3,13 +3,44 @@ per-period claims (``reports``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from monitor.events import format_timestamp
-from monitor.store.chain import iso, parse_time
+from monitor.store.chain import VerifyResult, iso, parse_time
 from monitor.store.connection import StoreCore
+
+LAST_VERIFY_KEY = "chain_last_verify"
+
+
+@dataclass(frozen=True)
+class VerifyRecord:
+    """The outcome of the last scheduled walk of the hash chain, as the console and ``status`` show it."""
+
+    verified_at: datetime
+    ok: bool
+    rows_checked: int
+    seconds: float
+    head_seq: int = 0
+    bad_seq: int | None = None
+    bad_source: str | None = None
+    bad_event_id: int | None = None
+    reason: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "verified_at": format_timestamp(self.verified_at),
+            "ok": self.ok,
+            "rows_checked": self.rows_checked,
+            "seconds": self.seconds,
+            "head_seq": self.head_seq,
+            "bad_seq": self.bad_seq,
+            "bad_source": self.bad_source,
+            "bad_event_id": self.bad_event_id,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -54,6 +85,47 @@ class MetaMixin(StoreCore):
 
     def delete_meta(self, key: str) -> None:
         self.conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    # the last verify ----------------------------------------------------------------------------------
+
+    def record_verify(self, result: VerifyResult, at: datetime, seconds: float) -> VerifyRecord:
+        """Keep ``result`` as the last verify (call inside a transaction, with any alert it raises)."""
+        record = VerifyRecord(
+            verified_at=at,
+            ok=result.ok,
+            rows_checked=result.rows_checked,
+            seconds=round(seconds, 3),
+            head_seq=result.head_seq,
+            bad_seq=result.bad_seq,
+            bad_source=result.bad_source,
+            bad_event_id=result.bad_event_id,
+            reason=result.reason,
+        )
+        self.set_meta(LAST_VERIFY_KEY, json.dumps(record.to_json(), sort_keys=True))
+        return record
+
+    def last_verify(self) -> VerifyRecord | None:
+        """The last verify the daemon recorded; None before the first (or if the record is unreadable)."""
+        text = self.get_meta(LAST_VERIFY_KEY)
+        if text is None:
+            return None
+        try:
+            data = json.loads(text)
+            verified_at = parse_time(data["verified_at"])
+            assert verified_at is not None
+            return VerifyRecord(
+                verified_at=verified_at,
+                ok=bool(data["ok"]),
+                rows_checked=int(data["rows_checked"]),
+                seconds=float(data.get("seconds", 0.0)),
+                head_seq=int(data.get("head_seq", 0)),
+                bad_seq=data.get("bad_seq"),
+                bad_source=data.get("bad_source"),
+                bad_event_id=data.get("bad_event_id"),
+                reason=str(data.get("reason", "")),
+            )
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return None
 
     # gaps ---------------------------------------------------------------------------------------------
 

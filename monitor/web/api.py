@@ -25,7 +25,7 @@ from monitor.report.figures import CATEGORIES, category_of
 from monitor.status import status_data
 from monitor.store import Store, lifecycle, search
 from monitor.timeutil import parse_cli_date
-from monitor.web.app import WebContext, json_error, json_response
+from monitor.web.app import WebContext, json_error, json_response, throttled, wrong_token
 from monitor.web.auth import Principal
 
 log = logging.getLogger("monitor.web")
@@ -184,18 +184,32 @@ def decode_cursor(text: str | None, shape: tuple[type, ...]) -> tuple[Any, ...] 
 
 def event_item(row: tuple[Any, ...]) -> dict[str, Any]:
     """An API item from a row of ``search.search_events``."""
-    _seq, _ms, source, event_id, created_at, type_, msg, user, workspace, branch = row
-    return {
-        "source": source,
-        "id": event_id,
-        "created_at": created_at,
-        "type": type_,
-        "msg": msg,
-        "user": user,
-        "workspace": workspace,
-        "branch": branch,
-        "category": category_of(type_),
-    }
+    return event_items([row])[0]
+
+
+def event_items(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """API items from rows of ``search.search_events``: a page of 1,000 holds a few dozen types, so each
+    type's category is worked out once a page, not once a row (the walk of the archive builds millions)."""
+    categories: dict[str, str] = {}
+    items = []
+    for _seq, _ms, source, event_id, created_at, type_, msg, user, workspace, branch in rows:
+        category = categories.get(type_)
+        if category is None:
+            category = categories[type_] = category_of(type_)
+        items.append(
+            {
+                "source": source,
+                "id": event_id,
+                "created_at": created_at,
+                "type": type_,
+                "msg": msg,
+                "user": user,
+                "workspace": workspace,
+                "branch": branch,
+                "category": category,
+            }
+        )
+    return items
 
 
 def event_query(query: Query) -> search.EventQuery:
@@ -250,8 +264,19 @@ def api_routes(context: WebContext) -> list[BaseRoute]:
         """Authenticate, run, turn ApiError into a JSON error, and log who asked."""
 
         async def run(request: Request) -> Response:
-            principal = authenticate(request)
+            retry_after = throttled(context, request, "api")
+            if retry_after is not None:
+                response = json_error(
+                    429,
+                    "too many wrong tokens from this address",
+                    {"retry_after_s": retry_after},
+                )
+                response.headers["retry-after"] = str(retry_after)
+                return response
+            principal, presented = authenticate(request)
             if principal is None:
+                if presented:
+                    wrong_token(context, request, "api")
                 response = json_error(
                     401,
                     "unauthorized" if context.tokens.enabled else "the API is off: server.tokens is empty",
@@ -282,12 +307,13 @@ def api_routes(context: WebContext) -> list[BaseRoute]:
 
         return run
 
-    def authenticate(request: Request) -> Principal | None:
+    def authenticate(request: Request) -> tuple[Principal | None, bool]:
+        """(the token's holder or None, whether a token was presented at all: only that is a guess)."""
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer":
-            return None
-        return context.tokens.authenticate(token.strip())
+        if scheme.lower() != "bearer" or not token.strip():
+            return None, False
+        return context.tokens.authenticate(token.strip()), True
 
     async def list_events(request: Request, principal: Principal) -> Response:
         query = Query(request, "events", context)
@@ -302,7 +328,7 @@ def api_routes(context: WebContext) -> list[BaseRoute]:
         page = rows[:limit]
         more = len(rows) > limit
         next_cursor = encode_cursor(page[-1][1], page[-1][0]) if more else None  # (created_ms, seq)
-        return json_response({"items": [event_item(r) for r in page], "next_cursor": next_cursor})
+        return json_response({"items": event_items(page), "next_cursor": next_cursor})
 
     async def show_event(request: Request, principal: Principal) -> Response:
         Query(request, "none", context)

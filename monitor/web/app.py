@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from monitor.config import Config
 from monitor.metrics import Metrics
 from monitor.store import Store
-from monitor.web.auth import TokenRegistry
+from monitor.web.auth import GuessLimiter, TokenRegistry
 from monitor.web.health import Clock, evaluate_health, utc_now
 
 log = logging.getLogger("monitor.web")
@@ -82,6 +82,7 @@ class WebContext:
     clock: Clock = utc_now
     limiter: anyio.CapacityLimiter | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    guesses: GuessLimiter = field(default_factory=GuessLimiter)
 
     @classmethod
     def from_config(cls, config: Config, metrics: Metrics, *, clock: Clock = utc_now) -> WebContext:
@@ -103,6 +104,37 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 def json_error(status: int, error: str, detail: Any = None) -> Response:
     return json_response({"error": error, "detail": detail}, status)
+
+
+def client_address(request: Request) -> str:
+    """The address a request came from (a reverse proxy's X-Forwarded-For when the proxy is on this host:
+    uvicorn's proxy_headers, see server.py)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def throttled(context: WebContext, request: Request, surface: str) -> int | None:
+    """Seconds the request's address must wait (its requests are answered 429), or None."""
+    retry_after = context.guesses.retry_after(client_address(request))
+    if retry_after is not None:
+        context.metrics.auth_throttled.labels(surface).inc()
+    return retry_after
+
+
+def wrong_token(context: WebContext, request: Request, surface: str) -> None:
+    """Count a wrong token; log once when its address reaches the limit (never the token)."""
+    context.metrics.auth_failures.labels(surface).inc()
+    address = client_address(request)
+    if context.guesses.failed(address):
+        log.warning(
+            "too many wrong tokens from one address: its requests are refused for a while",
+            extra={
+                "client": address,
+                "surface": surface,
+                "failures": context.guesses.limit,
+                "window_s": context.guesses.window,
+                "refused_for_s": context.guesses.block,
+            },
+        )
 
 
 class SecurityHeaders:

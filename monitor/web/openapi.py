@@ -53,6 +53,10 @@ def _json(ref: str, description: str = "OK") -> dict[str, Any]:
 _ERRORS = {
     "400": _json("#/components/schemas/Error", "A bad parameter (named in detail.parameter)"),
     "401": _json("#/components/schemas/Error", "No token, or not a token of server.tokens"),
+    "429": _json(
+        "#/components/schemas/Error",
+        "Too many wrong tokens from this address: try again after Retry-After seconds",
+    ),
 }
 _WRITE_ERRORS = {
     **_ERRORS,

@@ -28,6 +28,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from monitor.config import Config, ConfigError, missing_secrets
 from monitor.metrics import Metrics
 from monitor.web.app import MAX_HEAD_BYTES, WebContext, build_app
+from monitor.web.auth import GuessLimiter
 from monitor.web.health import Clock, parse_listen, utc_now
 
 log = logging.getLogger("monitor.web")
@@ -116,6 +117,16 @@ def is_loopback(host: str) -> bool:
         return False  # a host name: it may resolve to anything
 
 
+def exposure_problem(listen: str) -> str:
+    """Why ``run`` refuses a non-loopback ``server.listen`` without tokens, and the two ways out."""
+    return (
+        f"server.listen is {listen}, an address other hosts can reach, and server.tokens is empty: "
+        "refusing to start. Configure a token in server.tokens (e.g. "
+        "`tokens: [{name: ops, token: ${API_TOKEN}}]`, or set AUDIT_MONITOR_API_TOKEN in the "
+        "container), or bind a loopback address (server.listen: 127.0.0.1:9108)"
+    )
+
+
 class WebServer:
     """``server.listen``: /healthz, /metrics, and (with ``server.tokens``) the JSON API and the console."""
 
@@ -126,11 +137,13 @@ class WebServer:
         *,
         clock: Clock = utc_now,
         status: Any = None,
+        guesses: GuessLimiter | None = None,
     ) -> None:
         self.config = config
         self.metrics = metrics
         self.clock = clock
         self.status = status
+        self.guesses = guesses  # None: the default limits (tests pass their own, with a fake clock)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
@@ -151,15 +164,14 @@ class WebServer:
         if missing:
             raise ServerError("server.tokens: " + "; ".join(missing))
         if not is_loopback(host) and not self.config.server.tokens:
-            # Without tokens the API and the console are off: such an address serves only the probes, as
-            # the container image's default (0.0.0.0:9108) always has. Say so, so nobody expects more.
-            log.warning(
-                "server.listen is not a loopback address and server.tokens is empty: only /healthz and "
-                "/metrics are served (the API and the console need a token)",
-                extra={"listen": listen},
-            )
+            # Fail closed: an address others can reach, with nothing configured to tell who is asking, is
+            # a mistake far more often than a choice (issue: "refuses to start on a non-loopback address
+            # without any token configured").
+            raise ServerError(exposure_problem(listen))
         try:
             context = WebContext.from_config(self.config, self.metrics, clock=self.clock)
+            if self.guesses is not None:
+                context.guesses = self.guesses
         except ConfigError as exc:
             raise ServerError(str(exc)) from None
         family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -10,6 +10,7 @@ import fnmatch
 import json
 import os
 import re
+import secrets
 import shlex
 import signal
 import socket
@@ -18,6 +19,7 @@ import sys
 import tomllib
 from pathlib import Path
 
+import httpx
 import yaml
 
 from monitor.simulator import Simulator
@@ -219,15 +221,18 @@ def test_the_readme_docker_run_starts_a_working_daemon(sim: Simulator, tmp_path:
         encoding="utf-8",
     )
     env = dict(env_vars())  # the image's ENV, then the command's -e on top
+    exported = {"XANO_META_TOKEN": token, "AUDIT_MONITOR_API_TOKEN": secrets.token_hex(24)}
     for item in passed:
         name, sep, value = item.partition("=")
-        # `-e XANO_META_TOKEN` passes the user's exported token: here, the simulator's.
-        env[name] = token if name == "XANO_META_TOKEN" else value
-        assert sep or name == "XANO_META_TOKEN", item
+        # `-e NAME` passes the user's exported value: the simulator's token, a fresh API token.
+        assert sep or name in exported, item
+        env[name] = value if sep else exported[name]
     assert env["AUDIT_MONITOR_CONFIG"] == config_mount, "the image must read the mounted file"
     port = free_port()
     env["AUDIT_MONITOR_CONFIG"] = str(cwd / "audit-monitor.yaml")  # the mount's host side
-    env["AUDIT_MONITOR_LISTEN"] = f"127.0.0.1:{port}"
+    # The image's address (all interfaces) on a free port: it starts only because the command gives a token.
+    assert env["AUDIT_MONITOR_LISTEN"] == "0.0.0.0:9108"  # noqa: S104 - the image's endpoint
+    env["AUDIT_MONITOR_LISTEN"] = f"0.0.0.0:{port}"
     command = json.loads(one("CMD"))
     daemon = Daemon(
         cwd / "audit-monitor.yaml",
@@ -240,6 +245,56 @@ def test_the_readme_docker_run_starts_a_working_daemon(sim: Simulator, tmp_path:
         wait_until(lambda: run_healthcheck(url).returncode == 0, 20, "a passing healthcheck")
         daemon.signal(signal.SIGTERM)
         assert daemon.wait(timeout=15) == 0
+    finally:
+        daemon.stop()
+
+
+def test_the_image_address_needs_an_api_token_and_its_healthcheck_none(
+    sim: Simulator, tmp_path: Path, token: str
+) -> None:
+    """The image listens on 0.0.0.0: without any API token `run` refuses to start (exit 2, saying how to fix
+    it); with AUDIT_MONITOR_API_TOKEN_FILE it starts, the HEALTHCHECK and /metrics need no token, the API
+    answers that token."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "audit-monitor.yaml").write_text(
+        f"state: {{path: {data / 'audit-monitor.db'}}}\n"
+        "sources:\n"
+        f"  - {{name: sim, base_url: '{sim.base_url}', token: '${{XANO_META_TOKEN}}', poll_interval: 2s}}\n"
+        "alerts: {console: false}\n",
+        encoding="utf-8",
+    )
+    port = free_port()
+    env = {
+        **env_vars(),
+        "AUDIT_MONITOR_CONFIG": str(data / "audit-monitor.yaml"),
+        "AUDIT_MONITOR_LISTEN": f"0.0.0.0:{port}",
+        "XANO_META_TOKEN": token,
+    }
+    command = json.loads(one("CMD"))
+    argv = [str(Path(sys.executable).parent / command[0]), *command[1:]]
+    refused = subprocess.run(
+        argv, env={**os.environ, **env}, cwd=data, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2, refused.stderr
+    for words in ("server.listen", "server.tokens", "AUDIT_MONITOR_API_TOKEN", "127.0.0.1"):
+        assert words in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    api_token = secrets.token_hex(24)
+    secret = tmp_path / "api_token"
+    secret.write_text(api_token + "\n", encoding="utf-8")
+    daemon = Daemon(
+        data / "audit-monitor.yaml", data, {**env, "AUDIT_MONITOR_API_TOKEN_FILE": str(secret)}, argv=argv
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: run_healthcheck(base + "/healthz").returncode == 0, 30, "a passing healthcheck")
+        assert httpx.get(base + "/metrics").status_code == 200
+        assert httpx.get(base + "/api/v1/status").status_code == 401
+        status = httpx.get(base + "/api/v1/status", headers={"Authorization": f"Bearer {api_token}"})
+        assert status.status_code == 200, status.text
+        assert api_token not in daemon.stdout_path.read_text() + daemon.stderr_path.read_text()
     finally:
         daemon.stop()
 

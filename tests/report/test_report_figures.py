@@ -4,14 +4,21 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 from report_data import IN_MONTH, NOW, fixture_config, utc
 
 from monitor.config import Config
+from monitor.engine.calendars import build_calendar
 from monitor.report import CATEGORIES, Period, category_of, compute_figures
-from monitor.report.figures import CRITICAL_TYPES, business_calendar, closed_intervals
+from monitor.report.figures import (
+    CRITICAL_TYPES,
+    business_calendar,
+    calendar_closed_intervals,
+    closed_intervals,
+)
 from monitor.store import Store
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -239,3 +246,32 @@ def test_a_month_backfilled_while_upstream_still_held_it_counts_as_covered(tmp_p
     assert prod.polled_in_month and prod.how == "backfilled"
     assert "while Xano still held every event of the month" in prod.note
     assert figures.coverage_notes == [] and figures.sources_without_poll == []
+
+
+@pytest.mark.parametrize(
+    ("zone", "spec"),
+    [
+        ("Europe/Berlin", {"days": "mon-fri", "hours": "08:00-19:00", "holidays": ["2026-03-30"]}),
+        ("Europe/Berlin", {"days": "fri-mon", "hours": ["22:30-06:15", "12:00-12:05"]}),
+        ("America/New_York", {"days": "mon-sat", "hours": "00:00-24:00"}),
+        ("Asia/Kathmandu", {"days": "sun-thu", "hours": "09:45-17:10"}),
+        ("Australia/Lord_Howe", {"days": "mon-fri", "hours": ["01:30-02:30", "18:00-03:00"]}),
+        ("UTC", {"days": "sat", "hours": "23:00-01:00"}),
+    ],
+)
+def test_the_fast_closed_intervals_equal_the_minute_by_minute_ones(zone: str, spec: dict[str, Any]) -> None:
+    """The dashboard's and the report's off-hours use the fast path; the per-minute sampling is the
+    reference. Periods over DST changes (Berlin and New York in March, Lord Howe's half-hour shift in
+    April), odd offsets (+05:45), ranges crossing midnight, a 5-minute window, holidays, unaligned bounds."""
+    calendar = build_calendar("business_hours", spec, zone)
+    periods = [
+        (utc("2026-03-01T00:00:00Z"), utc("2026-04-10T00:00:00Z")),
+        (utc("2026-03-28T13:17:42.123456Z"), utc("2026-04-06T07:01:00.000999Z")),
+        (utc("2026-10-20T23:59:59.999999Z"), utc("2026-11-05T00:00:30Z")),
+        (utc("2026-03-29T00:59:00Z"), utc("2026-03-29T01:01:00Z")),
+        (utc("2026-03-29T01:00:00Z"), utc("2026-03-29T01:00:00Z")),
+    ]
+    for start, end in periods:
+        assert calendar_closed_intervals(calendar, start, end) == closed_intervals(
+            calendar.contains, start, end
+        )

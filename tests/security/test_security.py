@@ -43,7 +43,7 @@ import trustme
 
 from monitor.alerts.outbox import DeliveryError
 from monitor.alerts.slack import SlackChannel
-from monitor.config import Config, parse_config
+from monitor.config import Config, ConfigError, parse_config
 from monitor.poller import Poller
 from monitor.simulator import Simulator
 from monitor.store import Store
@@ -606,3 +606,23 @@ def test_the_http_endpoint_listens_on_loopback_unless_told_otherwise() -> None:
     assert parse_config("server: {listen: '127.0.0.1:1'}\n", "a.yaml", image).server.listen == "127.0.0.1:1"
     dockerfile = (REPO / "Dockerfile").read_text(encoding="utf-8")
     assert "AUDIT_MONITOR_LISTEN=0.0.0.0:9108" in dockerfile.replace('"', "")
+
+
+def test_the_image_api_token_comes_from_the_environment_unless_the_file_sets_tokens(tmp_path: Path) -> None:
+    file_without_tokens = "sources: []\n"
+    image = {"AUDIT_MONITOR_LISTEN": "0.0.0.0:9108", "AUDIT_MONITOR_API_TOKEN": "e" * 24}
+    (token,) = parse_config(file_without_tokens, "a.yaml", image).server.tokens
+    assert (token.name, token.role, token.token.get_secret_value()) == ("api", "viewer", "e" * 24)
+    secret = tmp_path / "api_token"
+    secret.write_text("f" * 24 + "\n", encoding="utf-8")
+    from_file = {"AUDIT_MONITOR_API_TOKEN_FILE": str(secret)}
+    (token,) = parse_config(file_without_tokens, "a.yaml", from_file).server.tokens
+    assert token.token.get_secret_value() == "f" * 24
+    # The file's own tokens win (an empty list too: the operator said "no tokens").
+    own = "server: {tokens: [{name: ops, token: '" + "o" * 24 + "'}]}\n"
+    assert [t.name for t in parse_config(own, "a.yaml", image).server.tokens] == ["ops"]
+    assert parse_config("server: {tokens: []}\n", "a.yaml", image).server.tokens == []
+    # A short token is refused naming the variable, never showing the value.
+    with pytest.raises(ConfigError) as short:
+        parse_config(file_without_tokens, "a.yaml", {"AUDIT_MONITOR_API_TOKEN": "tiny-secret"})
+    assert "AUDIT_MONITOR_API_TOKEN" in str(short.value) and "tiny-secret" not in str(short.value)
