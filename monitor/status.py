@@ -68,6 +68,7 @@ def status_data(store: Store, config: Config, now: datetime) -> dict[str, Any]:
         },
         "recent_dead_letters": dead_letters,
         "alerts": store.alert_count(),
+        "anchor_notices": store.anchor_notice_count(),
         "archive": {
             "events": store.event_count(),
             "bytes": store.file_size(),
@@ -127,8 +128,9 @@ def render_status_data(data: dict[str, Any], tz: tzinfo) -> str:
     outbox = data["outbox"]
     lines.append("")
     lines.append(
-        f"alerts: {data['alerts']} recorded; outbox: {outbox['pending']} pending, {outbox['sent']} sent, "
-        f"{outbox['dead_letters']} dead letters"
+        f"alerts: {data['alerts']} recorded; "
+        + (f"chain anchors: {data['anchor_notices']} published; " if data["anchor_notices"] else "")
+        + f"outbox: {outbox['pending']} pending, {outbox['sent']} sent, {outbox['dead_letters']} dead letters"
     )
     if outbox["channels"]:
         channel_rows: list[tuple[str, ...]] = [("CHANNEL", "PENDING", "SENT", "DEAD")]

@@ -140,7 +140,17 @@ class AlertsMixin(StoreCore):
         )
 
     def alert_count(self) -> int:
-        return int(self.conn.execute("SELECT count(*) FROM alerts").fetchone()[0])
+        """Alerts recorded, not counting chain-anchor notices: they sit in the alerts table only to travel
+        through the outbox (monitor/anchors.py) and are not alerts."""
+        return int(
+            self.conn.execute("SELECT count(*) FROM alerts WHERE rule_id != ?", (ANCHOR_RULE,)).fetchone()[0]
+        )
+
+    def anchor_notice_count(self) -> int:
+        """Chain-anchor notices queued for publishing (``anchors.to``)."""
+        return int(
+            self.conn.execute("SELECT count(*) FROM alerts WHERE rule_id = ?", (ANCHOR_RULE,)).fetchone()[0]
+        )
 
     def outbox_counts(self) -> dict[str, int]:
         counts = {"pending": 0, "sent": 0, "dead": 0}
@@ -152,11 +162,13 @@ class AlertsMixin(StoreCore):
         return self.conn.execute("SELECT 1 FROM alerts WHERE id = ?", (alert_id,)).fetchone() is not None
 
     def alert_counts(self) -> dict[tuple[str, str], int]:
-        """Alerts recorded per (rule id, severity)."""
+        """Alerts recorded per (rule id, severity), chain-anchor notices left out (``alert_count``)."""
         return {
             (str(rule), str(severity)): int(count)
             for rule, severity, count in self.conn.execute(
-                "SELECT rule_id, severity, count(*) FROM alerts GROUP BY rule_id, severity"
+                "SELECT rule_id, severity, count(*) FROM alerts WHERE rule_id != ? "
+                "GROUP BY rule_id, severity",
+                (ANCHOR_RULE,),
             )
         }
 

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 from alerts_support import Receiver, Reply, SmtpServer, email_config
+from prometheus_client import generate_latest
 from standardwebhooks import Webhook
 
 from monitor.alerts.model import ANCHOR_RULE
@@ -30,6 +31,7 @@ from monitor.config import ConfigError, parse_config
 from monitor.daemon import Monitor
 from monitor.report import Period, compute_figures
 from monitor.simulator import Simulator
+from monitor.status import render_status_data, status_data
 
 SECRET = "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 START = datetime(2026, 3, 10, 9, 0, tzinfo=UTC)
@@ -173,6 +175,38 @@ def test_the_daemon_publishes_the_head_by_email_and_signed_webhook_and_it_verifi
         conn.execute("DELETE FROM events WHERE seq > ?", (head_seq - 3,))
     cut = _verify(tmp_path, data, anchor_file)
     assert cut.returncode == 1 and f"row {head_seq} is missing" in cut.stderr
+
+
+def test_anchor_notices_are_not_counted_as_alerts_by_status_or_metrics(
+    tmp_path: Path, sim: Simulator, smtp: SmtpServer, receiver: Receiver, clock: Clock
+) -> None:
+    """They sit in the alerts table to travel through the outbox; `status` and /metrics counted them as
+    alerts (one "monitor.chain_anchor" alert per anchor published)."""
+    data = _config_data(tmp_path, sim, smtp, receiver)
+    data["rules"] = {}  # the bundled pack: the simulator's history fires real alerts beside the anchor
+    data["alerts"]["console"] = False
+    monitor = _monitor(data, clock)
+    try:
+        assert monitor.poll(monitor.config.sources[0]).ok
+        assert monitor.deliver().sent >= 2
+        rules = monitor.store.conn.execute("SELECT rule_id, count(*) FROM alerts GROUP BY rule_id").fetchall()
+        real = sum(count for rule, count in rules if rule != ANCHOR_RULE)
+        assert (ANCHOR_RULE, 1) in rules and real > 0  # one notice beside real alerts
+
+        status = status_data(monitor.store, monitor.config, clock.now)
+        assert (status["alerts"], status["anchor_notices"]) == (real, 1)
+        assert "chain anchors: 1 published" in render_status_data(status, monitor.config.tz)
+
+        exposition = generate_latest(monitor.metrics.registry).decode()
+        assert ANCHOR_RULE not in exposition
+        counted = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in exposition.splitlines()
+            if line.startswith("audit_monitor_alerts_total{")
+        )
+        assert counted == real
+    finally:
+        monitor.close()
 
 
 def test_an_anchor_is_delivered_at_least_once_through_failures(
