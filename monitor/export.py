@@ -56,30 +56,38 @@ def _is_number(text: str) -> bool:
     return True
 
 
-# Each column's path into the raw entry, split once (None: a normalised field of AuditEvent). Same values
-# as AuditEvent.get, without re-parsing the paths for every event of a million-event export.
-_COLUMN_PATHS = [
-    (column, None if column in ("source", "id", "created_at", "type", "msg") else tuple(column.split(".")))
-    for column in CSV_COLUMNS
-]
+_NO_OBJECT: dict[str, object] = {}
+
+
+def _object(value: object) -> dict[str, object]:
+    return value if isinstance(value, dict) else _NO_OBJECT
 
 
 def csv_row(event: AuditEvent, tz: ZoneInfo) -> list[str]:
-    row = []
-    for column, path in _COLUMN_PATHS:
-        if path is None:
-            if column == "created_at":
-                row.append(event.created_at.astimezone(tz).isoformat())
-                continue
-            value: object = getattr(event, column)
-        else:
-            value = event.raw
-            for part in path:
-                value = value.get(part) if isinstance(value, dict) else None
-                if value is None:
-                    break
-        row.append(_cell(value))
-    return row
+    """One event as the cells of CSV_COLUMNS, in order: the normalised fields, then paths into the raw
+    entry (a path through a missing or non-object value is empty), as ``AuditEvent.get`` reads them.
+
+    Written out column by column rather than looping over the paths: this runs for every event of a
+    month-long export or report (a million rows), and the loop's bookkeeping was half its cost."""
+    raw = event.raw
+    user, workspace = _object(raw.get("user")), _object(raw.get("workspace"))
+    branch, obj = _object(raw.get("branch")), _object(raw.get("obj"))
+    return [
+        _cell(event.source),
+        _cell(event.id),
+        event.created_at.astimezone(tz).isoformat(),
+        _cell(event.type),
+        _cell(event.msg),
+        _cell(user.get("id")),
+        _cell(user.get("email")),
+        _cell(workspace.get("id")),
+        _cell(workspace.get("name")),
+        _cell(branch.get("label")),
+        _cell(obj.get("type")),
+        _cell(obj.get("id")),
+        _cell(raw.get("label")),
+        _cell(raw.get("data")),
+    ]
 
 
 def write_csv(events: Iterable[AuditEvent], out: TextIO, tz: ZoneInfo) -> int:

@@ -194,7 +194,7 @@ def test_newest_event_time_per_source_to_the_microsecond(tmp_path: Path) -> None
         plan = store.conn.execute(
             "EXPLAIN QUERY PLAN SELECT max(created_ms) FROM events WHERE source = 'prod'"
         ).fetchall()
-        assert "idx_events_source_created_ms" in str(plan)
+        assert "events_source_time_cover" in str(plan)
 
 
 # --- prune records, the cursor check, legacy archives ------------------------------------------------------

@@ -70,20 +70,23 @@ def slices(
     return list(zip(bounds, bounds[1:], strict=False))
 
 
-def _verify(db_path: str) -> VerifyResult:
+def _verify(db_path: str, after: int) -> VerifyResult:
     """A worker: the chain walk over its own connection (a read-only walk; no writes)."""
     with Store.open(db_path, readonly=True) as store:
-        return store.verify()
+        return store.verify(after=after)
 
 
-def start_verify(store: Store, parallel_min_events: int = PARALLEL_MIN_EVENTS) -> Future[VerifyResult] | None:
-    """The chain walk in a spawned process while this one computes the figures and writes the CSV: it reads
-    the whole archive (16 s for a million rows), so done in line it would double the report's time. None for
-    an archive small enough to walk in line, or a single CPU."""
+def start_verify(
+    store: Store, after: int, parallel_min_events: int = PARALLEL_MIN_EVENTS
+) -> Future[VerifyResult] | None:
+    """The chain walk from link ``after`` (``figures.walk_start``) in a spawned process while this one
+    computes the figures and writes the CSV: it re-hashes every row of the month (~15 s for a million), so
+    done in line it would nearly double the report's time. None for an archive small enough to walk in line,
+    or a single CPU."""
     if store.path == ":memory:" or available_cpus() < 2 or store.event_count() < parallel_min_events:
         return None
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-    future = pool.submit(_verify, store.path)
+    future = pool.submit(_verify, store.path, after)
     pool.shutdown(wait=False)  # the worker exits when its one job is done
     return future
 

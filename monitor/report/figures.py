@@ -333,6 +333,10 @@ class Integrity:
     verify_ok: bool
     verify_rows: int
     verify_detail: str  # empty when ok; else the first bad row and why
+    # The link the walk chained from: the month's opening head, or the row before its first event if
+    # earlier (every row of the month and every later link is re-hashed); seq 0 is the genesis.
+    verify_from: ChainPoint = ChainPoint(0, "0" * 64)
+    verify_whole: bool = False  # the walk started at the beginning of the kept chain (nothing skipped)
 
 
 @dataclass(frozen=True)
@@ -687,10 +691,12 @@ def compute_figures(
     start_ms, end_ms = _ms(period.start), _ms(period.end)
     tz = period.tz
 
-    # One pass over the month: counts per (user, type). Users and types are few; events are many.
+    # One pass over the month's index range: counts per (source, workspace, user, type). Those are few;
+    # events are many.
+    summary = store.month_summary(start_ms, end_ms)
     by_type: Counter[str] = Counter()
     by_user: dict[str | None, Counter[str]] = {}
-    for email, event_type, count in store.counts_by_user_and_type(start_ms, end_ms):
+    for _source, _workspace, email, event_type, count, *_ in summary:
         by_type[event_type] += count
         by_user.setdefault(email, Counter())[category_of(event_type)] += count
     figures.total = sum(by_type.values())
@@ -756,10 +762,22 @@ def compute_figures(
         DayCount(day, store.count_between(_ms(s), _ms(e)), day.weekday() >= 5) for day, s, e in period.days()
     ]
     figures.chain_head = store.head_hash()
-    _evidence_figures(figures, store, config, period, by_type, calendar, cap)
+    _evidence_figures(figures, store, config, period, summary, by_type, calendar, cap)
     if verify:
-        apply_verify(figures, store.verify())
+        apply_verify(figures, store.verify(after=walk_start(store, period)))
     return figures
+
+
+def walk_start(store: Store, period: Period) -> int:
+    """Where the report's chain walk starts: the month's opening head (the newest link archived before the
+    month began, which the previous month's report printed as its closing head), or the row before the
+    month's first event if that is earlier. Every row holding an event of the month, and every link after
+    it, is then re-hashed and its columns re-derived; the links before it are earlier months' evidence,
+    checked by their reports and by ``audit-monitor verify`` (the whole chain). Without this the report
+    re-read the whole archive every month, so its time grew with the archive, not with the month."""
+    opening = store.chain_head_before(period.start)[0]
+    first_row = store.month_first_row(_ms(period.start), _ms(period.end))
+    return opening if first_row is None else min(opening, first_row - 1)
 
 
 def apply_verify(figures: Figures, verified: VerifyResult) -> None:
@@ -770,6 +788,8 @@ def apply_verify(figures: Figures, verified: VerifyResult) -> None:
         verify_ok=verified.ok,
         verify_rows=verified.rows_checked,
         verify_detail="" if verified.ok else _verify_detail(verified),
+        verify_from=ChainPoint(verified.start_seq, verified.start_hash),
+        verify_whole=verified.whole,
     )
     figures.controls = _controls(figures)
 
@@ -837,12 +857,23 @@ def _evidence_figures(
     store: Store,
     config: Config,
     period: Period,
+    summary: list[tuple[Any, ...]],
     by_type: Counter[str],
     calendar: Calendar,
     cap: int,
 ) -> None:
-    """The evidence-pack sections: cover, integrity, continuity, privileged access, changes, response."""
-    start_ms, end_ms = _ms(period.start), _ms(period.end)
+    """The evidence-pack sections: cover, integrity, continuity, privileged access, changes, response.
+    ``summary`` is ``Store.month_summary`` of the period."""
+    workspaces: Counter[tuple[str, str | None]] = Counter()
+    id_ranges: dict[str, list[int]] = {}  # source -> [lowest id, highest id, events]
+    first_row: int | None = None
+    last_row: int | None = None
+    for source, workspace, _email, _type, count, low_id, high_id, low_seq, high_seq in summary:
+        workspaces[source, workspace] += count
+        ids = id_ranges.setdefault(source, [low_id, high_id, 0])
+        ids[0], ids[1], ids[2] = min(ids[0], low_id), max(ids[1], high_id), ids[2] + count
+        first_row = low_seq if first_row is None else min(first_row, low_seq)
+        last_row = high_seq if last_row is None else max(last_row, high_seq)
     rules_sha, rule_count = rules_digest(config)
     head = store.head()
     report_id = hashlib.sha256(
@@ -859,13 +890,14 @@ def _evidence_figures(
         ],
         workspaces=[
             {"source": source, "workspace": name, "events": count}
-            for source, name, count in store.workspaces_seen(start_ms, end_ms)
+            for (source, name), count in sorted(
+                workspaces.items(), key=lambda item: (item[0][0], item[0][1] is not None, item[0][1] or "")
+            )
         ],
     )
-    figures.id_continuity = [IdContinuity(*row) for row in store.id_ranges(start_ms, end_ms)]
+    figures.id_continuity = [IdContinuity(source, *id_ranges[source]) for source in sorted(id_ranges)]
     figures.rejected = store.rejected_counts(period.start, period.end)
 
-    first_row, last_row = store.month_rows(start_ms, end_ms)
     figures.integrity = Integrity(
         head_at_start=ChainPoint(*store.chain_head_before(period.start)),
         head_at_end=ChainPoint(*store.chain_head_before(period.end)),

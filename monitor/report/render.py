@@ -41,6 +41,7 @@ from monitor.report.figures import (
     apply_verify,
     business_calendar,
     compute_figures,
+    walk_start,
 )
 from monitor.report.reconcile import CounterFactory, default_counter, reconcile
 from monitor.resources import templates_dir
@@ -346,7 +347,7 @@ def build_report(
             parallel_min_events=parallel_min_events,
         )
 
-    walk = start_verify(store, parallel_min_events)
+    walk = start_verify(store, walk_start(store, period), parallel_min_events)
     try:
         with store.read_snapshot():  # the figures and the CSV see the same archive
             figures = compute_figures(

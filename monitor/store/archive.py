@@ -235,13 +235,18 @@ class ArchiveMixin(MetaMixin):
 
     # verify and prune ---------------------------------------------------------------------------------
 
-    def verify(self, *, through: int | None = None) -> VerifyResult:
+    def verify(self, *, through: int | None = None, after: int | None = None) -> VerifyResult:
         """Re-walk the hash chain, events and prune records in seq order, re-deriving the indexed columns.
 
         The walk starts where the newest prune record says its cut ended (at genesis when there is none),
         and that record is itself a link the walk checks. A gap in seq is rows deleted without a prune
         record; a cursor that has moved past archived events while the archive holds none of them is rows
         deleted wholesale. ``through`` stops the walk after that seq (the part a prune is about to cut).
+
+        ``after`` starts the walk later, chaining from the stored hash of the link at that seq (which must
+        still be there): every later link is re-hashed and checked, the links up to it are not read. The
+        monthly report walks from the month's opening head so (``monitor/report/figures.py``); the result
+        says where it started (``start_seq``, ``start_hash``, ``whole``).
         """
         prunes = self.prunes()
         stop = self.head()[0] if through is None else through
@@ -282,6 +287,15 @@ class ArchiveMixin(MetaMixin):
                     reason=f"the prune record at seq {start.seq} cut events older than "
                     f"{format_timestamp(start.cutoff)}, but kept this older row first",
                 )
+        whole = True
+        if after is not None and after > start_seq:
+            link = self.chain_link(after)
+            if link is None:
+                return VerifyResult(
+                    False, 0, prev, after, reason=f"row {after}, where the walk was to start, is missing"
+                )
+            start_seq, prev, whole = after, link, False
+        start_hash = prev
         # The links beside the events (prune records, alert history records), merged in seq order.
         walked_prunes = sum(1 for p in prunes if start_seq < p.seq <= stop)
         actions = lifecycle.actions_between(self, start_seq, stop)  # type: ignore[arg-type]
@@ -296,7 +310,7 @@ class ArchiveMixin(MetaMixin):
                 .replace(" is missing", " before it is missing")
                 .replace(" are missing", " before it are missing")
             )
-            if expected == start_seq + 1:
+            if expected == start_seq + 1 and whole:
                 return f"{what} and no prune record in the chain accounts for them"
             return f"{what} (deleted)"
 
@@ -350,7 +364,15 @@ class ArchiveMixin(MetaMixin):
                     "none of its events and no prune record",
                 )
         return VerifyResult(
-            True, checked, prev, prunes=walked_prunes, head_seq=expected - 1, actions=len(actions)
+            True,
+            checked,
+            prev,
+            prunes=walked_prunes,
+            head_seq=expected - 1,
+            actions=len(actions),
+            start_seq=start_seq,
+            start_hash=start_hash,
+            whole=whole,
         )
 
     def _cursors_past_an_empty_archive(self) -> list[tuple[str, int]]:

@@ -106,6 +106,11 @@ class VerifyResult:
     prunes: int = 0  # prune records in the verified part of the chain
     head_seq: int = 0
     actions: int = 0  # alert history records in the verified part of the chain
+    # Where the walk began: the link it chained from (seq 0 = genesis). ``whole``: the start of the kept
+    # chain (genesis, or where the newest prune record says its cut ended); else a later link (``after``).
+    start_seq: int = 0
+    start_hash: str = GENESIS_HASH
+    whole: bool = True
 
 
 @dataclass(frozen=True)

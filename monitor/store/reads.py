@@ -22,35 +22,60 @@ class ReadsMixin(StoreCore):
         """The chain's newest link archived before ``instant``: (seq, hash); (0, genesis) if none.
 
         The chain follows archive order, so this is the head as it stood at that moment (a prune record
-        counts from when it ran)."""
+        counts from when it ran). Among events it is the one archived last before ``instant`` (ties: the
+        highest seq), one seek of the (archived_at, seq) index; archive times follow the chain's order as
+        long as the host's clock does not go back."""
         when = format_timestamp(instant)
         row = self.conn.execute(
-            "SELECT seq, hash FROM (SELECT seq, hash FROM events WHERE archived_at < ?1 ORDER BY seq DESC "
-            "LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes WHERE at < ?1 "
-            "ORDER BY seq DESC LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions "
-            "WHERE at < ?1 ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 1",
-            (when,),
+            "SELECT seq, hash FROM (SELECT seq, hash FROM events WHERE archived_at < ? "
+            "ORDER BY archived_at DESC, seq DESC LIMIT 1) AS e "
+            "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes WHERE at < ? "
+            "ORDER BY seq DESC LIMIT 1) AS p "
+            "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions WHERE at < ? "
+            "ORDER BY seq DESC LIMIT 1) AS a ORDER BY seq DESC LIMIT 1",
+            (when, when, when),
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
-    def month_rows(self, start_ms: int, end_ms: int) -> tuple[int | None, int | None]:
-        """The lowest and highest chain row (seq) holding an event created in [start_ms, end_ms)."""
+    def month_first_row(self, start_ms: int, end_ms: int) -> int | None:
+        """The lowest chain row (seq) holding an event created in [start_ms, end_ms), None if none."""
         row = self.conn.execute(
-            "SELECT min(seq), max(seq) FROM events WHERE created_ms >= ? AND created_ms < ?",
-            (start_ms, end_ms),
+            "SELECT min(seq) FROM events WHERE created_ms >= ? AND created_ms < ?", (start_ms, end_ms)
         ).fetchone()
-        return (row[0], row[1]) if row else (None, None)
+        return int(row[0]) if row and row[0] is not None else None
 
-    def id_ranges(self, start_ms: int, end_ms: int) -> list[tuple[str, int, int, int]]:
-        """Per source: (source, lowest event id, highest event id, events) created in [start_ms, end_ms)."""
+    def event_sources(self) -> list[str]:
+        """Every source with archived events, by a loose scan of the (source, ...) index: one seek per
+        source, whatever the archive's size."""
         return [
-            (str(r[0]), int(r[1]), int(r[2]), int(r[3]))
+            str(r[0])
             for r in self.conn.execute(
-                "SELECT source, min(event_id), max(event_id), count(*) FROM events "
-                "WHERE created_ms >= ? AND created_ms < ? GROUP BY source ORDER BY source",
-                (start_ms, end_ms),
+                "WITH RECURSIVE s(x) AS (SELECT min(source) FROM events UNION ALL "
+                "SELECT (SELECT min(source) FROM events WHERE source > s.x) FROM s WHERE s.x IS NOT NULL) "
+                "SELECT x FROM s WHERE x IS NOT NULL"
             )
         ]
+
+    def month_summary(self, start_ms: int, end_ms: int) -> list[tuple[Any, ...]]:
+        """Events created in [start_ms, end_ms) grouped by (source, workspace name, user email, type):
+        (source, workspace_name, user_email, type, events, lowest event id, highest event id, lowest seq,
+        highest seq), in source order.
+
+        The report's counts per user and type, its workspaces, event-id continuity and the chain rows
+        holding the month all come from this one pass per source over the covering (source, created_ms,
+        event_id, type, user_email, workspace_name) index: no row (with its raw entry) is read."""
+        out: list[tuple[Any, ...]] = []
+        for source in self.event_sources():
+            out += [
+                (source, *r)
+                for r in self.conn.execute(
+                    "SELECT workspace_name, user_email, type, count(*), min(event_id), max(event_id), "
+                    "min(seq), max(seq) FROM events WHERE source = ? AND created_ms >= ? AND created_ms < ? "
+                    "GROUP BY workspace_name, user_email, type",
+                    (source, start_ms, end_ms),
+                )
+            ]
+        return out
 
     def rejected_counts(self, since: datetime, until: datetime) -> dict[str, int]:
         """Entries refused as malformed per source, first seen in [since, until)."""
@@ -128,18 +153,6 @@ class ReadsMixin(StoreCore):
             )
         ]
 
-    def workspaces_seen(self, start_ms: int, end_ms: int) -> list[tuple[str, str | None, int]]:
-        """(source, workspace name, events) created in [start_ms, end_ms)."""
-        return [
-            (str(r[0]), r[1], int(r[2]))
-            for r in self.conn.execute(
-                "SELECT source, workspace_name, count(*) FROM events "
-                "WHERE created_ms >= ? AND created_ms < ? "
-                "GROUP BY source, workspace_name ORDER BY source, workspace_name",
-                (start_ms, end_ms),
-            )
-        ]
-
     def count_between(self, start_ms: int, end_ms: int) -> int:
         """Events created in [start_ms, end_ms) (an index-only count)."""
         return int(
@@ -157,33 +170,27 @@ class ReadsMixin(StoreCore):
         ).fetchone()
         return int(row[0]) if row else None
 
-    def counts_by_user_and_type(self, start_ms: int, end_ms: int) -> list[tuple[str | None, str, int]]:
-        """(user email, type, events) created in [start_ms, end_ms): one pass over the month's index range."""
-        return [
-            (email, str(event_type), int(count))
-            for email, event_type, count in self.conn.execute(
-                "SELECT user_email, type, count(*) FROM events INDEXED BY idx_events_created_ms "
-                "WHERE created_ms >= ? AND created_ms < ? GROUP BY user_email, type",
-                (start_ms, end_ms),
-            )
-        ]
-
     def counts_by_user_within(self, intervals: Sequence[tuple[int, int]]) -> list[tuple[str | None, int]]:
         """(user email, events) created inside any of the [start_ms, end_ms) ``intervals`` (disjoint; a few
-        dozen at most: they become one VALUES list joined against the index)."""
+        dozen at most: they become one VALUES list joined against the covering (source, created_ms, ...)
+        index, per source; no row is read). A user active in several sources appears once per source."""
         if not intervals:
             return []
         values = ", ".join("(?, ?)" for _ in intervals)
         params = [ms for interval in intervals for ms in interval]
-        return [
-            (email, int(count))
-            for email, count in self.conn.execute(
-                f"WITH closed(s, e) AS (VALUES {values}) "  # noqa: S608 - placeholders only
-                "SELECT user_email, count(*) FROM closed CROSS JOIN events INDEXED BY idx_events_created_ms "
-                "ON events.created_ms >= closed.s AND events.created_ms < closed.e GROUP BY user_email",
-                params,
-            )
-        ]
+        out: list[tuple[str | None, int]] = []
+        for source in self.event_sources():
+            out += [
+                (email, int(count))
+                for email, count in self.conn.execute(
+                    f"WITH closed(s, e) AS (VALUES {values}) "  # noqa: S608 - placeholders only
+                    "SELECT user_email, count(*) FROM closed CROSS JOIN events "
+                    "ON events.source = ? AND events.created_ms >= closed.s AND events.created_ms < closed.e "
+                    "GROUP BY user_email",
+                    [*params, source],
+                )
+            ]
+        return out
 
     def alert_counts_between(self, since: datetime, until: datetime) -> list[tuple[str, str, int, int]]:
         """(rule id, severity, alerts, throttled) of alerts (not anchor notices) whose event time is in

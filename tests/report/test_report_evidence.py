@@ -4,6 +4,7 @@ report_data.py: cover, integrity, id continuity, privileged access, the change r
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 from report_data import NOW, alert, utc
@@ -12,8 +13,8 @@ from monitor.alerts.console import ConsoleChannel
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import DeliveryError, OutboxWorker
 from monitor.config import Config
-from monitor.report import Period, compute_figures
-from monitor.report.figures import config_digest
+from monitor.report import Period, build_report, compute_figures
+from monitor.report.figures import ChainPoint, config_digest
 from monitor.store import GENESIS_HASH, Store
 
 
@@ -61,7 +62,47 @@ def test_integrity_heads_at_the_month_edges_with_their_rows(store: Store, config
     assert integrity.head_at_report.seq == 17 and integrity.head_at_report.hash == store.head_hash()
     assert integrity.head_at_start.hash == store.chain_link(16) != GENESIS_HASH
     assert (integrity.first_row, integrity.last_row) == (2, 17)
-    assert integrity.verify_ok and integrity.verify_rows == 17 and integrity.verify_detail == ""
+    # The walk chains from the row before the month's first event (row 1 < the opening head, row 16: prod's
+    # March events were archived in advance by the fixture) and re-hashes every row after it.
+    assert integrity.verify_ok and integrity.verify_rows == 16 and integrity.verify_detail == ""
+    assert integrity.verify_from == ChainPoint(1, store.chain_link(1)) and not integrity.verify_whole  # type: ignore[arg-type]
+
+
+def test_the_reports_walk_covers_the_month_and_says_where_it_started(
+    store: Store, config: Config, tmp_path: Path
+) -> None:
+    """Rows before the walk's start (earlier months) are not re-read by the report, and it says so; a row of
+    the month edited, or the starting link gone, fails it; `verify` still walks the whole chain."""
+    with store.transaction():
+        store.conn.execute("UPDATE events SET msg = 'edited' WHERE seq = 1")  # February's row, by hand
+    integrity = march(store, config).integrity
+    assert integrity is not None and integrity.verify_ok and integrity.verify_from.seq == 1
+    whole = store.verify()
+    assert not whole.ok and whole.bad_seq == 1 and whole.whole  # the full walk finds it
+    files = build_report(store, config, Period.parse("2026-03", config.tz), tmp_path / "out", now=NOW)
+    html, text = files.html.read_text(), files.text.read_text()
+    assert "from row 1 (the month's opening head" in html and integrity.verify_from.hash in html
+    assert f"walked from row 1 {integrity.verify_from.hash}" in text and "rows up to 1 (earlier" in text
+    document = json.loads(files.json.read_text())  # type: ignore[union-attr]
+    assert document["integrity"]["verify_from"] == {"seq": 1, "hash": integrity.verify_from.hash}
+    assert document["integrity"]["verify_whole"] is False
+
+    with store.transaction():
+        store.conn.execute("UPDATE events SET msg = 'edited' WHERE seq = 9")  # a row of the month
+    integrity = march(store, config).integrity
+    assert integrity is not None and not integrity.verify_ok and integrity.verify_detail.startswith("row 9")
+
+    with store.transaction():
+        store.conn.execute("DELETE FROM events WHERE seq = 1")  # the link the walk chains from
+    integrity = march(store, config).integrity
+    assert integrity is not None and not integrity.verify_ok
+    assert integrity.verify_detail == "row 1: row 1, where the walk was to start, is missing"
+
+
+def test_a_month_from_the_archives_beginning_is_walked_whole(store: Store, config: Config) -> None:
+    integrity = compute_figures(store, config, Period.parse("2026-02", config.tz), now=NOW).integrity
+    assert integrity is not None and integrity.verify_ok and integrity.verify_whole
+    assert integrity.verify_from == ChainPoint(0, GENESIS_HASH) and integrity.verify_rows == 17
 
 
 def test_event_id_continuity_and_rejected_entries(store: Store, config: Config) -> None:

@@ -100,7 +100,8 @@ def test_the_chain_walk_in_a_worker_process_reports_a_broken_chain(
     period = Period.parse("2026-03", config.tz)
     clean = build_report(store, config, period, tmp_path / "clean", now=NOW, parallel_min_events=1)
     assert clean.figures.integrity is not None and clean.figures.integrity.verify_ok
-    assert clean.figures.integrity.verify_rows == 17
+    # The walk from row 1 (the row before the month's first event, row 2): rows 2-17.
+    assert clean.figures.integrity.verify_rows == 16 and clean.figures.integrity.verify_from.seq == 1
     with store.transaction():
         store.conn.execute("UPDATE events SET msg = 'edited' WHERE seq = 5")  # outside the store API
     files = build_report(store, config, period, tmp_path / "bad", now=NOW, parallel_min_events=1)

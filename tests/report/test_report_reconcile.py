@@ -295,11 +295,14 @@ def test_a_month_before_poll_outcomes_were_recorded_says_not_recorded(tmp_path: 
         with sqlite3.connect(config.state.path) as conn:
             conn.execute("DROP TABLE polls")
             conn.execute("DROP TABLE alembic_version")  # releases before Alembic had none
-            # ...and none of the later migrations (8: the alert lifecycle and search indexes).
+            # ...and none of the later migrations (8: the alert lifecycle and search indexes; 9: the
+            # report's indexes).
             for statement in (
                 "DROP TABLE alert_actions", "DROP TABLE silences", "DROP INDEX alerts_status_time",
                 "DROP INDEX events_user_time", "DROP INDEX events_type_time",
                 "ALTER TABLE alerts DROP COLUMN status", "ALTER TABLE alerts DROP COLUMN silence_id",
+                "DROP INDEX events_source_time_cover", "DROP INDEX events_archived_at",
+                'CREATE INDEX "idx_events_source_created_ms" ON "events" ("source", "created_ms")',
             ):  # fmt: skip
                 conn.execute(statement)
             conn.execute("PRAGMA user_version=6")
