@@ -92,6 +92,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     # Built in a child process: this one stays small, so the report child it starts next starts small too.
     archive = ensure_archive(workdir, args.events)
 
+    load_before = os.getloadavg()[0]
     tree = TreeRss()
     run = run_measured(
         monitor_command(archive.config, "report", "--month", MONTH), on_spawn=tree.watch
@@ -106,13 +107,17 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
           f"floor: {run.parent_peak_rss_mb:.0f} MB) "
           f"(targets: < {TARGET_SECONDS} s, < {TARGET_RSS_MB} MB); "
           f"CSV {csv_path.stat().st_size / 1e6:.0f} MB, "
-          f"HTML {html_path.stat().st_size / 1e3:.0f} kB")  # fmt: skip
+          f"HTML {html_path.stat().st_size / 1e3:.0f} kB; "
+          f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after "
+          f"(the machine's other work shares the cores)")  # fmt: skip
     result = {
         "events": float(archive.events_in_month),
         "seconds": run.seconds,
         "cpu_seconds": run.cpu_seconds,
         "peak_rss_mb": run.peak_rss_mb,
         "tree_rss_mb": tree_mb,
+        "html_kb": html_path.stat().st_size / 1e3,
+        "load_before": load_before,
     }
     if args.no_breakdown:
         return result

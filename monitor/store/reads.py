@@ -184,9 +184,11 @@ class ReadsMixin(StoreCore):
                 (email, int(count))
                 for email, count in self.conn.execute(
                     f"WITH closed(s, e) AS (VALUES {values}) "  # noqa: S608 - placeholders only
+                    # CROSS JOIN keeps SQLite's loop order (intervals outside, the index inside); the
+                    # conditions go in WHERE, as PostgreSQL takes no ON after CROSS JOIN.
                     "SELECT user_email, count(*) FROM closed CROSS JOIN events "
-                    "ON events.source = ? AND events.created_ms >= closed.s AND events.created_ms < closed.e "
-                    "GROUP BY user_email",
+                    "WHERE events.source = ? "
+                    "AND events.created_ms >= closed.s AND events.created_ms < closed.e GROUP BY user_email",
                     [*params, source],
                 )
             ]
