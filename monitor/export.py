@@ -38,8 +38,12 @@ def _cell(value: object) -> str:
         return ""
     if type(value) is str:  # the common case, tested first: this runs ~14 times per exported event
         text = value
+    elif type(value) is int:  # ids: digits, or "-" and digits, which is a number and never quoted
+        return str(value)
     elif isinstance(value, dict | list):
-        return _encode_json(value)
+        # The encoder's own spelling of an empty list or object, without a pass through it (most events
+        # have no labels).
+        return _encode_json(value) if value else ("[]" if isinstance(value, list) else "{}")
     else:
         text = str(value)
     # A spreadsheet would run "=cmd(...)" from event text: keep it a literal string.
