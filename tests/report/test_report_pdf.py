@@ -34,7 +34,10 @@ def test_pdf_pages_render_the_report(tmp_path: Path, store: Store) -> None:
     for index in range(len(document)):
         image = document[index].render(scale=0.5).to_pil().convert("L")
         inked = sum(image.histogram()[:200])  # pixels darker than light grey
-        assert inked > 500, f"page {index + 1} is blank"
+        # A last page may hold only the tail of the sign-off block and the footer (~250 dark pixels at this
+        # scale): not blank while it carries text and ink. Blank paper has neither.
+        page_text = document[index].get_textpage().get_text_range().strip()
+        assert page_text and inked > 100, f"page {index + 1} is blank"
         # Nothing cut at the right edge: the rightmost columns of every page are paper.
         right = image.crop((image.width - 8, 0, image.width, image.height))
         assert right.getextrema()[0] > 195, f"page {index + 1} overflows to the right"
