@@ -297,7 +297,7 @@ def test_a_month_before_poll_outcomes_were_recorded_says_not_recorded(tmp_path: 
         with sqlite3.connect(config.state.path) as conn:
             conn.execute("DROP TABLE polls")
             conn.execute("DROP TABLE alembic_version")  # releases before Alembic had none
-            # ...and none of the later migrations (8: the alert lifecycle and search indexes; 9: the
+            # ...and none of the later migrations (8: the alert lifecycle and search indexes; 10: the
             # report's indexes).
             for statement in (
                 "DROP TABLE alert_actions", "DROP TABLE silences", "DROP INDEX alerts_status_time",

@@ -10,14 +10,14 @@
   integrity section, at the month's start and end) is one seek instead of a walk back from the newest row
   (2.3 s at a million rows, growing with the archive).
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
