@@ -118,13 +118,13 @@ class CursorsMixin(MetaMixin):
         rows = rows if isinstance(rows, list) else list(rows)
         conflicts: list[int] = []
         with self.transaction():
-            before = self.conn.total_changes
-            self.conn.executemany(
-                "INSERT OR IGNORE INTO staging (source, event_id, created_at, created_ms, type, msg, "
-                "user_email, workspace_name, branch_label, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            inserted = self.conn.executemany(
+                "INSERT INTO staging (source, event_id, created_at, created_ms, type, msg, "
+                "user_email, workspace_name, branch_label, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT DO NOTHING",
                 rows,
-            )
-            if self.conn.total_changes - before < len(rows):
+            ).rowcount
+            if inserted < len(rows):
                 # Some were staged already (an overlap page, or pages shifted by new events): the usual case
                 # is the same entry again; another entry under a known id is worth knowing about.
                 conflicts = self._staged_differently(rows)
@@ -212,12 +212,11 @@ class CursorsMixin(MetaMixin):
             params.append(format_timestamp(not_before))
         columns = "event_id, created_at, created_ms, type, msg, user_email, workspace_name, branch_label, raw"
         where = " AND ".join(clauses)  # fixed clauses; the values are parameters
-        cursor = self.conn.execute(
+        yield from self.stream(
             f"SELECT {columns} FROM staging WHERE {where} ORDER BY event_id",  # noqa: S608
             params,
+            batch,
         )
-        while rows := cursor.fetchmany(batch):
-            yield from rows
 
     def unstage(self, source: str) -> None:
         """Inside the cycle's transaction: drop the source's staged rows once they are archived.

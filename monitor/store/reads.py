@@ -26,9 +26,9 @@ class ReadsMixin(StoreCore):
         when = format_timestamp(instant)
         row = self.conn.execute(
             "SELECT seq, hash FROM (SELECT seq, hash FROM events WHERE archived_at < ?1 ORDER BY seq DESC "
-            "LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes WHERE at < ?1 "
-            "ORDER BY seq DESC LIMIT 1) UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions "
-            "WHERE at < ?1 ORDER BY seq DESC LIMIT 1) ORDER BY seq DESC LIMIT 1",
+            "LIMIT 1) AS e UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes WHERE at < ?1 "
+            "ORDER BY seq DESC LIMIT 1) AS p UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM "
+            "alert_actions WHERE at < ?1 ORDER BY seq DESC LIMIT 1) AS a ORDER BY seq DESC LIMIT 1",
             (when,),
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
@@ -90,7 +90,7 @@ class ReadsMixin(StoreCore):
             tuple(r)
             for r in self.conn.execute(
                 "SELECT created_at, type, user_email, workspace_name, branch_label, msg, source, event_id "  # noqa: S608
-                "FROM events INDEXED BY idx_events_created_ms "
+                f"FROM events {self.index_hint('idx_events_created_ms')} "
                 f"WHERE created_ms >= ? AND created_ms < ? AND type IN ({marks}) "
                 "ORDER BY created_ms, created_at, source, event_id LIMIT ?",
                 (start_ms, end_ms, *types, limit),
@@ -162,7 +162,8 @@ class ReadsMixin(StoreCore):
         return [
             (email, str(event_type), int(count))
             for email, event_type, count in self.conn.execute(
-                "SELECT user_email, type, count(*) FROM events INDEXED BY idx_events_created_ms "
+                "SELECT user_email, type, count(*) FROM events "  # noqa: S608 - a fixed hint
+                f"{self.index_hint('idx_events_created_ms')} "
                 "WHERE created_ms >= ? AND created_ms < ? GROUP BY user_email, type",
                 (start_ms, end_ms),
             )
@@ -179,8 +180,11 @@ class ReadsMixin(StoreCore):
             (email, int(count))
             for email, count in self.conn.execute(
                 f"WITH closed(s, e) AS (VALUES {values}) "  # noqa: S608 - placeholders only
-                "SELECT user_email, count(*) FROM closed CROSS JOIN events INDEXED BY idx_events_created_ms "
-                "ON events.created_ms >= closed.s AND events.created_ms < closed.e GROUP BY user_email",
+                "SELECT user_email, count(*) FROM closed CROSS JOIN events "
+                f"{self.index_hint('idx_events_created_ms')} "
+                # WHERE, not ON: PostgreSQL allows no ON after CROSS JOIN, and SQLite keeps CROSS JOIN's
+                # order (the few intervals outside, the index inside) either way.
+                "WHERE events.created_ms >= closed.s AND events.created_ms < closed.e GROUP BY user_email",
                 params,
             )
         ]
