@@ -28,7 +28,7 @@ from monitor.store.files import FileIdentity, identity_problem, readonly_uri
 
 # What a failing statement raises, on either backend: callers that must survive a database failure (the
 # poller records it as a ``store`` error) catch this rather than one driver's class.
-DatabaseError: tuple[type[Exception], ...] = (sqlite3.Error, pg.PostgresError)
+DatabaseError = (sqlite3.Error, pg.PostgresError)
 # The failures of a write that are the database's state, not a bug (read-only file, full disk, a lost
 # PostgreSQL connection): a transaction turns them into StoreError.
 _WRITE_FAILURES: tuple[type[Exception], ...] = (
@@ -146,6 +146,13 @@ class StoreCore:
     @property
     def is_postgresql(self) -> bool:
         return self.dialect == "postgresql"
+
+    @property
+    def reopenable(self) -> bool:
+        """Whether another process can open this archive from ``path`` (an SQLite file). Not an in-memory
+        one, nor a PostgreSQL database: ``path`` is then its URL without the password, which is kept out
+        of everything handed around."""
+        return self.dialect == "sqlite" and self.path != ":memory:"
 
     def index_hint(self, index: str) -> str:
         """``INDEXED BY index`` on SQLite, whose planner picks a worse index for some of the report's
