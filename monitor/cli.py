@@ -35,7 +35,7 @@ from monitor.export import write_csv, write_jsonl
 from monitor.logs import config_secrets, setup_logging
 from monitor.report import Period, ReportError, ReportSendError, produce_report
 from monitor.status import render_status_data, status_data
-from monitor.store import Store, StoreError
+from monitor.store import Store, StoreError, StoreUnavailable
 from monitor.store.files import ArchiveLocked
 from monitor.web import ServerError
 
@@ -107,7 +107,7 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
     setup_logging(log_level, log_format=config.log_format, secrets=config_secrets(config))
     # Held until the process exits (also through sys.exit below): one writer per archive.
     writer_lock = ctx.writer_lock()
-    monitor = _build_monitor(config)
+    monitor = _build_monitor(config, ctx)
     if once:
         try:
             finished = run_once_until_stopped(monitor)
@@ -156,9 +156,11 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _build_monitor(config: Config) -> Monitor:
+def _build_monitor(config: Config, ctx: CliContext) -> Monitor:
     try:
         return Monitor(config)
+    except StoreUnavailable as exc:
+        fail(ctx.unavailable_archive(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     except RuleLoadError as exc:

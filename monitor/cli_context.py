@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, require_secrets
 from monitor.display import safe_text
-from monitor.store import ArchiveMissing, Store, StoreError
+from monitor.store import ArchiveMissing, Store, StoreError, StoreUnavailable
 from monitor.store.files import ArchiveLocked, WriterLock, acquire_writer_lock, tighten_modes
 from monitor.timeutil import parse_cli_date
 
@@ -58,8 +58,16 @@ class CliContext:
             return Store.open(target, readonly=not write)
         except ArchiveMissing as exc:
             fail(self._missing_archive(exc.path), EXIT_USAGE)
+        except StoreUnavailable as exc:
+            fail(self.unavailable_archive(exc), EXIT_USAGE)
         except StoreError as exc:
             fail(str(exc), EXIT_FAILED)
+
+    def unavailable_archive(self, exc: StoreUnavailable) -> str:
+        """The message for a PostgreSQL archive that cannot be reached at start: a configuration error
+        naming the config file, the key and the host (the URL without its password)."""
+        config_file, _exists = self.config_file()
+        return f"configuration error: {config_file}: state.url: {exc}"
 
     def state_target(self) -> str:
         """``state.url`` or ``state.path``: exit 2 naming the variable when the URL's ``${VAR}`` is unset."""

@@ -263,7 +263,10 @@ class Poller:
     def poll(self, source: SourceConfig) -> PollResult:
         started = time.monotonic()
         now = self.clock()
-        cursor = self.store.get_cursor(source.name) or Cursor(source=source.name)
+        try:
+            cursor = self.store.get_cursor(source.name) or Cursor(source=source.name)
+        except (StoreError, *DatabaseError) as exc:  # a database that went away: fails like a commit would
+            return self._failed(source, Cursor(source=source.name), now, started, "store", str(exc))
         try:
             walk = self._walk(source, cursor)
             new, alerts = self._commit_rejecting_failed_entries(source, cursor, walk, now)

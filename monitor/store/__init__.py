@@ -24,7 +24,13 @@ from __future__ import annotations
 from monitor.store.alerts import AlertsMixin, DeadLetter, DueDelivery
 from monitor.store.archive import ArchiveMixin
 from monitor.store.chain import GENESIS_HASH, PruneRecord, VerifyResult, chain_hash, derived_columns
-from monitor.store.connection import ArchiveMissing, DatabaseError, StoreError, StoreInterrupted
+from monitor.store.connection import (
+    ArchiveMissing,
+    DatabaseError,
+    StoreError,
+    StoreInterrupted,
+    StoreUnavailable,
+)
 from monitor.store.cursors import Cursor, CursorsMixin
 from monitor.store.meta import Claim, VerifyRecord
 from monitor.store.reads import ReadsMixin
@@ -47,6 +53,7 @@ __all__ = [
     "StoreError",
     "StoreInterrupted",
     "VerifyRecord",
+    "StoreUnavailable",
     "VerifyResult",
     "chain_hash",
     "derived_columns",

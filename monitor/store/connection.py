@@ -50,6 +50,11 @@ class ArchiveMissing(StoreError):
         super().__init__(f"{path}: no archive at this path (a read command never creates one)")
 
 
+class StoreUnavailable(StoreError):
+    """A PostgreSQL archive cannot be opened: the server is unreachable, refused the login, or has no such
+    database. At start this is a configuration problem (``state.url``), not a failing cycle."""
+
+
 class StoreInterrupted(StoreError):
     """A wait for the write lock was ended by ``Store.interrupt`` (the daemon is stopping)."""
 
@@ -120,7 +125,7 @@ class StoreCore:
                 try:
                     link = _Link(self._connect())
                 except pg.PostgresError as exc:
-                    raise StoreError(f"store unavailable: {exc}") from None
+                    raise StoreError(str(exc)) from None
                 except sqlite3.Error as exc:
                     raise StoreError(f"{self.path}: cannot open the archive: {exc}") from None
                 with self._links_lock:
@@ -140,7 +145,7 @@ class StoreCore:
             try:
                 link.conn = self._connect() if self._connect is not None else link.conn
             except pg.PostgresError as exc:
-                raise StoreError(f"store unavailable: {exc}") from None
+                raise StoreError(str(exc)) from None
         return link.conn  # type: ignore[no-any-return]
 
     @property
@@ -221,8 +226,10 @@ class StoreCore:
         connect = functools.partial(pg.connect, url, readonly=readonly)
         try:
             store = cls(connect(), label, connect=connect)
-        except pg.PostgresError as exc:
-            raise StoreError(f"store unavailable: {exc}") from None
+        except pg.PostgresUnavailable as exc:  # unreachable, a refused login
+            raise StoreUnavailable(str(exc)) from None
+        except pg.PostgresError as exc:  # no such database
+            raise StoreUnavailable(f"store unavailable: {exc}") from None
         try:
             if readonly:
                 store._check_readable_postgresql()
@@ -236,7 +243,7 @@ class StoreCore:
             ) from None
         except pg.PostgresUnavailable as exc:
             store.close()
-            raise StoreError(f"store unavailable: {exc}") from None
+            raise StoreUnavailable(str(exc)) from None
         except (schema.UpgradeFailed, pg.PostgresError) as exc:
             store.close()
             raise StoreError(f"{label}: cannot upgrade the archive's schema: {exc}") from None
@@ -349,6 +356,10 @@ class StoreCore:
             yield self
             for callback in link.before_commit:
                 callback()
+        except pg.PostgresUnavailable as exc:
+            # the connection was lost: the server undid the transaction; the message names the database
+            self._rollback()
+            raise StoreError(str(exc)) from None
         except _WRITE_FAILURES as exc:
             # read-only file, full disk, I/O error: say so plainly; the whole transaction is undone.
             self._rollback()
@@ -404,7 +415,7 @@ class StoreCore:
                 time.sleep(WAIT_SLICE / 4)
         except pg.PostgresError as exc:
             self._rollback_quietly(conn)
-            raise StoreError(f"store unavailable: {exc}") from None
+            raise StoreError(f"{self.path}: cannot begin a write transaction: {exc}") from None
         except BaseException:
             self._rollback_quietly(conn)
             raise
@@ -467,7 +478,7 @@ class StoreCore:
             try:
                 conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             except pg.PostgresError as exc:
-                raise StoreError(f"store unavailable: {exc}") from None
+                raise StoreError(str(exc)) from None
             try:
                 yield
             finally:

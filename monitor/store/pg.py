@@ -253,7 +253,7 @@ def wrap_error(exc: BaseException, label: str) -> BaseException:
     sqlstate = getattr(exc, "sqlstate", None)
     lost = isinstance(exc, psycopg.OperationalError | psycopg.InterfaceError)
     if lost and not _is_statement_error(sqlstate):
-        return PostgresUnavailable(f"{label}: {message}", sqlstate)
+        return PostgresUnavailable(f"store unavailable: {label}: {message}", sqlstate)
     if sqlstate == PostgresReadOnly.READ_ONLY_SQLSTATE:
         return PostgresReadOnly(f"{label}: {message}", sqlstate)
     return PostgresError(f"{label}: {message}", sqlstate)

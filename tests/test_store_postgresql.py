@@ -1,0 +1,165 @@
+"""PostgreSQL as the archive (``state.url``): the statement translation, URLs that never show the password,
+and the command line against a real server (tests/postgres.py) and the simulator over HTTP on 127.0.0.1.
+
+The store's own behaviour on PostgreSQL is covered by the store, poller, engine-state, outbox and report
+tests, which run on both backends (the ``store_target`` fixture)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.simulator import Simulator
+from monitor.store import Store, StoreUnavailable
+from monitor.store.pg import redact, translate
+
+TODAY = datetime.now(UTC).date()
+SINCE = (TODAY - timedelta(days=3)).isoformat()
+UNTIL = (TODAY + timedelta(days=2)).isoformat()
+PASSWORD = "s3cret-Pa55"
+
+
+# --- the statement text ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgresql", "style"),
+    [
+        ("SELECT a FROM t WHERE b = ? AND c = ?", "SELECT a FROM t WHERE b = %s AND c = %s", "positional"),
+        ("SELECT ?1 UNION ALL SELECT ?1", "SELECT %(p1)s UNION ALL SELECT %(p1)s", "numbered"),
+        ("WHERE id = :id AND at < :at_2", "WHERE id = %(id)s AND at < %(at_2)s", "named"),
+        # a literal percent sign, in LIKE patterns above all, is doubled; so it is inside a string
+        ("WHERE k LIKE 'g:%' AND m LIKE :q", "WHERE k LIKE 'g:%%' AND m LIKE %(q)s", "named"),
+        # casts, and a ? or :name inside a string literal or a quoted name, are not parameters
+        (
+            "SELECT x::text, '?', ':no', \"a:b\" FROM t WHERE y = ?",
+            "SELECT x::text, '?', ':no', \"a:b\" FROM t WHERE y = %s",
+            "positional",
+        ),  # fmt: skip
+        ("SELECT 'it''s ?' WHERE a = ?", "SELECT 'it''s ?' WHERE a = %s", "positional"),
+    ],
+)
+def test_sqlite_placeholders_become_psycopgs(sqlite: str, postgresql: str, style: str) -> None:
+    assert translate(sqlite) == (postgresql, style)
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            f"postgresql://mon:{PASSWORD}@db.internal:5432/audit",
+            "postgresql://mon:***@db.internal:5432/audit",
+        ),
+        (
+            f"postgresql://mon:{PASSWORD}@db/audit?sslmode=require",
+            "postgresql://mon:***@db/audit?sslmode=require",
+        ),
+        ("postgresql://mon@db:5432/audit", "postgresql://mon@db:5432/audit"),
+    ],
+)
+def test_a_url_is_shown_without_its_password(url: str, shown: str) -> None:
+    assert redact(url) == shown
+
+
+def _dead_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_an_unreachable_database_is_named_without_the_password() -> None:
+    port = _dead_port()
+    with pytest.raises(StoreUnavailable) as caught:
+        Store.open(f"postgresql://mon:{PASSWORD}@127.0.0.1:{port}/audit")
+    message = str(caught.value)
+    assert message.startswith("store unavailable: ")
+    assert f"127.0.0.1:{port}" in message and PASSWORD not in message
+
+
+# --- the command line ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sim() -> Iterator[Simulator]:
+    with Simulator(
+        seed=5, history_start=datetime.now(UTC) - timedelta(days=1), events_per_day=150
+    ) as simulator:
+        yield simulator
+
+
+def write_config(tmp_path: Path, sim: Simulator, url: str) -> Path:
+    path = tmp_path / "audit-monitor.yaml"
+    path.write_text(
+        f"""\
+state: {{url: "{url}"}}
+sources:
+  - name: prod
+    base_url: {sim.base_url}
+    token: ${{XANO_META_TOKEN}}
+alerts: {{console: false}}
+report: {{out_dir: {tmp_path / "reports"}}}
+server: {{listen: ""}}
+""",
+        encoding="utf-8",
+    )
+    return path
+
+
+def cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "monitor.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={"PATH": "/usr/bin:/bin", **env},
+    )
+
+
+def test_an_unreachable_database_at_start_is_a_configuration_error_naming_the_host(
+    tmp_path: Path, sim: Simulator
+) -> None:
+    port = _dead_port()
+    config = write_config(tmp_path, sim, f"postgresql://mon:${{PG_PASSWORD}}@127.0.0.1:{port}/audit")
+    env = {"XANO_META_TOKEN": sim.token, "PG_PASSWORD": PASSWORD}
+    for command in (["run", "--once"], ["status"], ["verify"]):
+        done = cli("--config", str(config), *command, env=env)
+        assert done.returncode == 2, (command, done.stderr)
+        assert "Traceback" not in done.stderr
+        assert f"state.url: store unavailable: postgresql://mon:***@127.0.0.1:{port}/audit" in done.stderr
+        assert PASSWORD not in done.stderr + done.stdout
+
+
+def test_the_commands_work_on_a_postgresql_archive(tmp_path: Path, sim: Simulator, pg_url: str) -> None:
+    """run --once creates and fills the archive; status, verify, export and report read it; a read command
+    never creates an archive in an empty database."""
+    config = write_config(tmp_path, sim, pg_url)
+    env = {"XANO_META_TOKEN": sim.token}
+    empty = cli("--config", str(config), "status", env=env)
+    assert empty.returncode == 2 and "state.url" in empty.stderr and "no archive" in empty.stderr
+    run = cli("--config", str(config), "run", "--once", env=env)
+    assert run.returncode == 0, run.stderr
+    status = cli("--config", str(config), "status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    archived = len(sim.visible_events())
+    assert data["archive"]["events"] == archived > 0
+    assert data["archive"]["path"] == pg_url and data["archive"]["bytes"] > 0
+    verify = cli("--config", str(config), "verify", env=env)
+    assert verify.returncode == 0, verify.stderr
+    out = tmp_path / "events.csv"
+    export = cli(
+        "--config", str(config), "export", "--since", SINCE, "--until", UNTIL, "--out", str(out), env=env
+    )
+    assert export.returncode == 0, export.stderr
+    assert len(out.read_text(encoding="utf-8").splitlines()) == archived + 1  # the header
+    again = cli("--config", str(config), "run", "--once", env=env)
+    assert again.returncode == 0, again.stderr
+    with Store.open(pg_url, readonly=True) as store:
+        assert store.event_count() >= archived and store.verify().ok
