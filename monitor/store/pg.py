@@ -139,6 +139,11 @@ class PgCursor:
     def rowcount(self) -> int:
         return int(self._cursor.rowcount)
 
+    @property
+    def description(self) -> Any:
+        """The result's columns (each a sequence whose first item is the name, as DB-API says)."""
+        return self._cursor.description
+
     def fetchone(self) -> Any:
         return self._guard(self._cursor.fetchone)
 
