@@ -135,7 +135,7 @@ class ReadsMixin(StoreCore):
             for r in self.conn.execute(
                 "SELECT source, workspace_name, count(*) FROM events "
                 "WHERE created_ms >= ? AND created_ms < ? "
-                "GROUP BY source, workspace_name ORDER BY source, workspace_name",
+                "GROUP BY source, workspace_name ORDER BY source, workspace_name NULLS FIRST",
                 (start_ms, end_ms),
             )
         ]
