@@ -14,12 +14,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from monitor.events import canonical_json, normalize
 from monitor.simulator import Simulator
 from monitor.store import Store, StoreUnavailable, search
 from monitor.store.pg import redact, translate
+from tests.postgres import PostgresServer
 
 TODAY = datetime.now(UTC).date()
 SINCE = (TODAY - timedelta(days=3)).isoformat()
@@ -239,3 +241,76 @@ def test_every_read_query_answers_the_same_on_both_backends(tmp_path: Path, pg_u
     assert sqlite_answers["count"] > 0 and len(sqlite_answers["first"]) == 25
     for key, value in sqlite_answers.items():
         assert postgresql_answers[key] == value, key
+
+
+# --- migrate: an SQLite archive into an empty PostgreSQL database ------------------------------------------
+
+
+def test_migrate_copies_the_daemons_archive_and_the_daemon_continues_on_postgresql(
+    tmp_path: Path, pg_url: str, pg_server: PostgresServer
+) -> None:
+    from monitor.store.copy import table_counts
+
+    with Simulator(
+        seed=6, history_start=datetime.now(UTC) - timedelta(days=2), events_per_day=300, live_background=False
+    ) as simulator:
+        sqlite_config = tmp_path / "sqlite.yaml"
+        sqlite_config.write_text(
+            f"""\
+state: {{path: {tmp_path / "archive.db"}}}
+sources:
+  - {{name: prod, base_url: {simulator.base_url}, token: "${{XANO_META_TOKEN}}", workspace_id: 1}}
+alerts: {{console: true}}
+report: {{out_dir: {tmp_path / "reports"}}}
+server: {{listen: ""}}
+""",
+            encoding="utf-8",
+        )
+        env = {"XANO_META_TOKEN": simulator.token}
+        assert cli("--config", str(sqlite_config), "run", "--once", env=env).returncode == 0
+        # a second cycle after new events: a chain across cycles, sent alerts, poll outcomes
+        mallory = f'"{simulator.add_event(type="Delete Table", email="mallory@corp.io")}"'
+        second = cli("--config", str(sqlite_config), "run", "--once", env=env)
+        assert second.returncode == 0 and mallory in second.stdout  # the console channel's alert
+        with Store.open(tmp_path / "archive.db", readonly=True) as source:
+            before = table_counts(source)
+            head = source.head()
+        assert before["events"] == len(simulator.visible_events()) and before["alerts"] > 0
+        assert before["outbox"] > 0 and before["polls"] == 2
+
+        migrated = cli("--config", str(sqlite_config), "migrate", "--to", pg_url, env=env)
+        assert migrated.returncode == 0, migrated.stderr
+        assert f"verify OK on {pg_url}: {before['events']} events" in migrated.stdout
+        with Store.open(pg_url, readonly=True) as target:
+            assert table_counts(target) == before
+            assert target.head() == head and target.verify().ok
+
+        # a second copy into the same database is refused, and so is a database of another application
+        again = cli("--config", str(sqlite_config), "migrate", "--to", pg_url, env=env)
+        assert again.returncode == 2 and "already holds an archive" in again.stderr, again.stderr
+        other = pg_server.new_database()
+        with psycopg.connect(other, autocommit=True) as conn:
+            conn.execute("CREATE TABLE invoices (id int)")
+        foreign = cli("--config", str(sqlite_config), "migrate", "--to", other, env=env)
+        assert foreign.returncode == 2 and "holds the tables invoices" in foreign.stderr, foreign.stderr
+
+        # the daemon on PostgreSQL: nothing archived, alerted or sent again; new events carry on the chain
+        pg_config = tmp_path / "pg.yaml"
+        pg_config.write_text(
+            sqlite_config.read_text(encoding="utf-8").replace(
+                f"state: {{path: {tmp_path / 'archive.db'}}}", f'state: {{url: "{pg_url}"}}'
+            ),
+            encoding="utf-8",
+        )
+        rerun = cli("--config", str(pg_config), "run", "--once", env=env)
+        assert rerun.returncode == 0, rerun.stderr
+        assert mallory not in rerun.stdout and '"event_ids"' not in rerun.stdout  # nothing sent again
+        trudy = f'"{simulator.add_event(type="Delete Table", email="trudy@corp.io")}"'
+        last = cli("--config", str(pg_config), "run", "--once", env=env)
+        assert last.returncode == 0, last.stderr
+        assert trudy in last.stdout and mallory not in last.stdout
+        with Store.open(pg_url, readonly=True) as target:
+            after = table_counts(target)
+            assert after["events"] == before["events"] + 1 == len(simulator.visible_events())
+            assert after["alerts"] == before["alerts"] + 1
+            assert target.verify().ok

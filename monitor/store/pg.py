@@ -229,6 +229,21 @@ class PgConnection:
             except Exception:  # noqa: S110 - the connection is gone: the error that matters was raised
                 pass
 
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> int:
+        """Load ``rows`` into ``table`` with COPY (several times faster than INSERTs, for ``migrate``);
+        returns how many. ``table`` and ``columns`` are the store's own names, never input."""
+        quoted = ", ".join(f'"{name}"' for name in columns)
+        count = 0
+        try:
+            cursor = self._conn.cursor()
+            with cursor.copy(f'COPY "{table}" ({quoted}) FROM STDIN') as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    count += 1
+        except Exception as exc:
+            raise wrap_error(exc, self._label) from None
+        return count
+
     @property
     def in_transaction(self) -> bool:
         from psycopg import pq
