@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 
@@ -33,12 +34,13 @@ def sim(clock: FakeClock) -> Iterator[Simulator]:
         yield simulator
 
 
-def state_of(target: str) -> dict[str, str]:
+def state_of(target: str | Path) -> dict[str, str]:
     """The config's state section for a ``store_target`` (a file, or a PostgreSQL URL)."""
-    return {"url": target} if target.startswith("postgresql://") else {"path": target}
+    text = str(target)
+    return {"url": text} if text.startswith("postgresql://") else {"path": text}
 
 
-def make_config(sim: Simulator, store_target: str, **source: object) -> Config:
+def make_config(sim: Simulator, store_target: str | Path, **source: object) -> Config:
     return Config.model_validate(
         {
             "state": state_of(store_target),
