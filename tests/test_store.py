@@ -459,3 +459,20 @@ def test_a_wait_for_another_processs_write_lock_ends_when_interrupted(store_targ
         store.set_meta("after", "yes")
     assert store.get_meta("after") == "yes"
     store.close()
+
+
+def test_staging_keeps_the_first_row_of_an_id_and_names_ids_staged_with_other_content(
+    store_target: str,
+) -> None:
+    """Within one call and across calls (PostgreSQL stages through COPY and a temporary table)."""
+    with Store.open(store_target) as store:
+        first, changed = entry(2, 1), {**entry(2, 1), "msg": "edited upstream"}
+        rows = [
+            Store.staging_row(normalize("prod", item), canonical_json(item))
+            for item in (entry(1), first, changed)
+        ]
+        assert store.stage(rows) == [2]
+        assert store.staged_raw("prod", 2) == canonical_json(first)
+        assert store.stage(rows[1:2]) == []  # the same row again is no conflict
+        assert store.stage(rows[2:]) == [2]
+        assert [row[0] for row in store.iter_staged("prod")] == [1, 2]
