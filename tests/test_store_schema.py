@@ -176,7 +176,7 @@ def test_the_postgresql_revisions_form_one_line_to_the_same_head_as_sqlite() -> 
     assert revisions("postgresql") == line
     # every PostgreSQL revision has its SQLite twin: a new revision is a file in each folder
     assert set(line) <= set(revisions("sqlite"))
-    assert line[0] == "0008"
+    assert line[0] == "0008"  # PostgreSQL databases start at 0008
 
 
 def test_a_postgresql_archive_has_the_tables_and_columns_of_an_sqlite_one(
