@@ -206,7 +206,7 @@ def test_every_read_query_answers_the_same_on_both_backends(tmp_path: Path, pg_u
                 limit=25,
                 after=(first[-1][1], first[-1][0]),
             )
-            start_ms, end_ms = search._ms(since), search._ms(until)
+            start_ms, end_ms = search.epoch_ms(since), search.epoch_ms(until)
             answers.append(
                 {
                     "first": first,
@@ -218,7 +218,9 @@ def test_every_read_query_answers_the_same_on_both_backends(tmp_path: Path, pg_u
                     ),
                     "groups": search.event_groups(store, search.EventQuery(), group_by="user", limit=10),
                     "counts_by_user": search.counts_by(store, "user", since, until),
-                    "per_day": search.counts_per_day(store, since, until),
+                    "between": search.counts_between(
+                        store, list(range(search.epoch_ms(since), search.epoch_ms(until), search.HOUR_MS))
+                    ),
                     "by_user_and_type": sorted(
                         store.counts_by_user_and_type(start_ms, end_ms), key=lambda r: (str(r[0]), r[1])
                     ),
