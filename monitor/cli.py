@@ -35,8 +35,9 @@ from monitor.export import write_csv, write_jsonl
 from monitor.logs import config_secrets, setup_logging
 from monitor.report import Period, ReportError, ReportSendError, produce_report
 from monitor.status import render_status_data, status_data
-from monitor.store import Store, StoreError
+from monitor.store import DatabaseError, Store, StoreError, StoreUnavailable, copy
 from monitor.store.files import ArchiveLocked
+from monitor.store.pg import is_url as is_postgresql_url
 from monitor.web import ServerError
 
 
@@ -107,7 +108,7 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
     setup_logging(log_level, log_format=config.log_format, secrets=config_secrets(config))
     # Held until the process exits (also through sys.exit below): one writer per archive.
     writer_lock = ctx.writer_lock()
-    monitor = _build_monitor(config)
+    monitor = _build_monitor(config, ctx)
     if once:
         try:
             finished = run_once_until_stopped(monitor)
@@ -156,9 +157,11 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
-def _build_monitor(config: Config) -> Monitor:
+def _build_monitor(config: Config, ctx: CliContext) -> Monitor:
     try:
         return Monitor(config)
+    except StoreUnavailable as exc:
+        fail(ctx.unavailable_archive(exc), EXIT_USAGE)
     except StoreError as exc:
         fail(str(exc), EXIT_FAILED)
     except RuleLoadError as exc:
@@ -322,6 +325,75 @@ def verify(ctx: CliContext, anchor_files: tuple[str, ...]) -> None:
     click.echo(f"OK: {result.rows_checked} events{pruned}, chain head {result.head_hash}")
     if not all(check.ok for _, check in checks):
         sys.exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option(
+    "--to",
+    "url",
+    required=True,
+    metavar="URL",
+    help="postgresql://USER@HOST:PORT/DB of an empty database. Give the password through PGPASSWORD or "
+    "PGPASSFILE rather than in the URL (a command line is visible to other users); ?sslmode=... passes "
+    "through.",
+)
+@click.pass_obj
+def migrate(ctx: CliContext, url: str) -> None:
+    """Copy the SQLite archive (state.path) into an empty PostgreSQL database, then verify it there.
+
+    Every row moves: events with their seq and hashes, prune records and alert history, cursors and staged
+    pages, rule state, alerts, outbox and dead letters, silences, gaps, meta, poll outcomes, report claims.
+    Stop the daemon first (migrate takes the archive's writer lock); afterwards set state.url to the same
+    database and start it: it continues without archiving, alerting or sending anything again.
+    Exit 2 for a non-empty or unreachable target, 1 if the copy does not verify.
+    """
+    config = ctx.config()
+    if config.state.is_postgresql:
+        fail(
+            f"usage error: migrate copies the SQLite archive of state.path; this config's archive is already "
+            f"state.url ({config.state.label()})",
+            EXIT_USAGE,
+        )
+    if not is_postgresql_url(url):
+        fail("usage error: --to: a PostgreSQL URL is expected: postgresql://USER@HOST:PORT/DB", EXIT_USAGE)
+    writer_lock = ctx.writer_lock()  # exit 2 naming the pid when a daemon writes the archive
+    try:
+        with ctx.open_archive() as source:
+            try:
+                problem = copy.target_problem(url)
+            except DatabaseError as exc:
+                fail(f"usage error: --to: {exc}", EXIT_USAGE)
+            if problem is not None:
+                fail(f"usage error: --to: {problem}", EXIT_USAGE)
+            try:
+                target = Store.open(url)
+            except StoreError as exc:
+                fail(f"usage error: --to: {exc}", EXIT_USAGE)
+            with target:
+                try:
+                    copied = copy.copy_archive(source, target)
+                except copy.TargetNotEmpty as exc:
+                    fail(f"usage error: --to: {exc}", EXIT_USAGE)
+                except (StoreError, *DatabaseError) as exc:
+                    fail(f"{target.path}: the copy failed, nothing was committed: {exc}", EXIT_FAILED)
+                source_counts, target_counts = copy.table_counts(source), copy.table_counts(target)
+                result = target.verify()
+    finally:
+        writer_lock.release()
+    for table, count in copied.counts.items():
+        click.echo(f"{table}: {count} rows")
+    differ = [t for t in source_counts if source_counts[t] != target_counts.get(t)]
+    if differ:
+        fail(
+            f"{target.path}: the copy's row counts differ from the archive's in {', '.join(differ)}",
+            EXIT_FAILED,
+        )
+    if not result.ok:
+        fail(
+            f"{target.path}: verify FAILED on the copy at row {result.bad_seq}: {result.reason}", EXIT_FAILED
+        )
+    click.echo(f"verify OK on {target.path}: {result.rows_checked} events, chain head {result.head_hash}")
+    click.echo(f"now set state: {{url: {target.path}}} (the password from ${{VAR}} or PGPASSWORD) and start")
 
 
 @cli.command()

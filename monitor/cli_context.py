@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from monitor.config import CONFIG_ENV, DEFAULT_CONFIG_PATH, Config, ConfigError, load_config, require_secrets
 from monitor.display import safe_text
-from monitor.store import ArchiveMissing, Store, StoreError
+from monitor.store import ArchiveMissing, Store, StoreError, StoreUnavailable
 from monitor.store.files import ArchiveLocked, WriterLock, acquire_writer_lock, tighten_modes
 from monitor.timeutil import parse_cli_date
 
@@ -49,17 +49,40 @@ class CliContext:
         transaction, like ``dead-letters requeue``). Never creates one: a missing archive exits 2 naming the
         file and the config it came from, so a cron `verify` run from the wrong folder cannot pass."""
         config = self.config()
+        target = self.state_target()
         try:
-            if write and not Path(config.state.path).is_file():
-                raise ArchiveMissing(config.state.path)
-            return Store.open(config.state.path, readonly=not write)
+            if write and config.state.is_postgresql:
+                Store.open(target, readonly=True).close()  # raises ArchiveMissing: a write never creates
+            elif write and not Path(target).is_file():
+                raise ArchiveMissing(target)
+            return Store.open(target, readonly=not write)
         except ArchiveMissing as exc:
             fail(self._missing_archive(exc.path), EXIT_USAGE)
+        except StoreUnavailable as exc:
+            fail(self.unavailable_archive(exc), EXIT_USAGE)
         except StoreError as exc:
             fail(str(exc), EXIT_FAILED)
 
+    def unavailable_archive(self, exc: StoreUnavailable) -> str:
+        """The message for a PostgreSQL archive that cannot be reached at start: a configuration error
+        naming the config file, the key and the host (the URL without its password)."""
+        config_file, _exists = self.config_file()
+        return f"configuration error: {config_file}: state.url: {exc}"
+
+    def state_target(self) -> str:
+        """``state.url`` or ``state.path``: exit 2 naming the variable when the URL's ``${VAR}`` is unset."""
+        try:
+            return self.config().state.target()
+        except ConfigError as exc:
+            fail(f"configuration error: {exc}", EXIT_USAGE)
+
     def _missing_archive(self, archive: str) -> str:
         config_file, exists = self.config_file()
+        if self.config().state.is_postgresql:
+            return (
+                f"configuration error: {config_file}: state.url: {archive}: no archive in this database "
+                "(nothing was created; `audit-monitor run` creates it)"
+            )
         if exists:
             return (
                 f"configuration error: {config_file}: state.path: {archive}: no archive at this path "
@@ -74,8 +97,14 @@ class CliContext:
     def writer_lock(self) -> WriterLock:
         """Take the archive's writer lock for the life of this process, then tighten the files' modes.
 
-        Exit 2 naming the pid of the process that holds it (a second `run` on the same archive)."""
-        path = self.config().state.path
+        Exit 2 naming the pid of the process that holds it (a second `run` on the same archive).
+
+        On PostgreSQL there is no file to lock: writers take turns per transaction (an advisory lock), and
+        the lock returned holds nothing."""
+        state = self.config().state
+        if state.is_postgresql:
+            return WriterLock(state.label(), "", None)
+        path = state.path
         try:
             lock = acquire_writer_lock(path)
         except ArchiveLocked as exc:

@@ -266,8 +266,61 @@ class SourceConfig(_Strict):
 
 
 class StateConfig(_Strict):
+    """Where the archive lives: ``path`` (an SQLite file, the default) or ``url`` (PostgreSQL)."""
+
     path: str = "./data/audit-monitor.db"
+    # postgresql://USER@HOST:PORT/DB, a password from ${VAR} in it or from libpq's PG* environment
+    # (PGPASSWORD, PGPASSFILE, PGSSLMODE...); query options such as sslmode pass through to libpq. Held as
+    # a secret: it may carry the password.
+    url: Secret | None = None
     retention_days: int = Field(default=0, ge=0)
+
+    @field_validator("url")
+    @classmethod
+    def _postgresql_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or isinstance(value, UnsetSecret):
+            return value
+        text = value.get_secret_value()
+        if not text.startswith(("postgresql://", "postgres://")):
+            # The message must not quote the value: it may hold the password.
+            raise ValueError("must be a PostgreSQL URL: postgresql://USER@HOST:PORT/DB")
+        parts = urlsplit(text)
+        try:
+            parts.port  # noqa: B018 - parsing it is the check
+        except ValueError:
+            raise ValueError("the port is not a number (postgresql://USER@HOST:PORT/DB)") from None
+        if not parts.path.strip("/"):
+            raise ValueError("names no database: postgresql://USER@HOST:PORT/DB")
+        return value
+
+    @model_validator(mode="after")
+    def _one_backend(self) -> StateConfig:
+        if self.url is not None and "path" in self.model_fields_set:
+            raise ValueError(
+                "path and url are both set: the archive is either an SQLite file (path) or a PostgreSQL "
+                "database (url); remove one"
+            )
+        return self
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.url is not None
+
+    def target(self) -> str:
+        """What ``Store.open`` takes: the URL (with its password; never log it) or the file.
+
+        Raises ConfigError naming the variable when the URL's ``${VAR}`` is not set."""
+        return self.url.get_secret_value() if self.url is not None else self.path
+
+    def label(self) -> str:
+        """The archive as messages and logs name it: the file, or the URL without its password."""
+        if self.url is None:
+            return self.path
+        if isinstance(self.url, UnsetSecret):
+            return "state.url"
+        from monitor.store.pg import redact
+
+        return redact(self.url.get_secret_value())
 
     @field_validator("path")
     @classmethod

@@ -143,7 +143,7 @@ class Monitor:
     ) -> None:
         self.config = config
         self.clock = clock
-        self.store = store or Store.open(config.state.path)
+        self.store = store or Store.open(config.state.target())
         self.ruleset = ruleset if ruleset is not None else ruleset_from_config(config)
         self.poller = Poller(self.store, config, self.ruleset, clock=clock, client_factory=client_factory)
         channels = build_channels(

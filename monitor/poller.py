@@ -25,7 +25,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import sqlite3
 import sys
 import threading
 import time
@@ -49,7 +48,7 @@ from monitor.events import (
     normalize,
 )
 from monitor.logs import scrub
-from monitor.store import Cursor, SqliteStateStore, Store, StoreError, StoreInterrupted
+from monitor.store import Cursor, DatabaseError, SqliteStateStore, Store, StoreError, StoreInterrupted
 from monitor.store.polls import record_poll
 from monitor.timeutil import format_duration, format_time
 from monitor.xano import Page, RetryPolicy, XanoAuthError, XanoClient, XanoConfigError, XanoError
@@ -264,7 +263,10 @@ class Poller:
     def poll(self, source: SourceConfig) -> PollResult:
         started = time.monotonic()
         now = self.clock()
-        cursor = self.store.get_cursor(source.name) or Cursor(source=source.name)
+        try:
+            cursor = self.store.get_cursor(source.name) or Cursor(source=source.name)
+        except (StoreError, *DatabaseError) as exc:  # a database that went away: fails like a commit would
+            return self._failed(source, Cursor(source=source.name), now, started, "store", str(exc))
         try:
             walk = self._walk(source, cursor)
             new, alerts = self._commit_rejecting_failed_entries(source, cursor, walk, now)
@@ -279,7 +281,7 @@ class Poller:
             log.info("poll cancelled by shutdown; nothing committed", extra={"source": source.name})
             elapsed = time.monotonic() - started
             return PollResult(source.name, False, duration=elapsed, error="cancelled", error_kind="cancelled")
-        except (StoreError, sqlite3.Error) as exc:
+        except (StoreError, *DatabaseError) as exc:
             # e.g. a read-only file or a full disk: the transaction rolled back, the cursor stays.
             return self._failed(source, cursor, now, started, "store", str(exc))
         except Exception as exc:  # noqa: BLE001 - out of file descriptors, a bug: recorded, never a silent crash
@@ -558,7 +560,7 @@ class Poller:
                 try:
                     for alert in evaluator.evaluate(event, state):
                         alerts += self._record(alert, now)
-                except (PollCancelled, StoreError, sqlite3.Error):
+                except (PollCancelled, StoreError, *DatabaseError):
                     raise  # the cycle's failures, not the entry's
                 except Exception as exc:  # noqa: BLE001 - e.g. OverflowError for a date at the calendar's end
                     raise _EntryFailed(
@@ -640,7 +642,7 @@ class Poller:
                 with self.store.transaction():
                     alert = selfmon.auth_failed(source.name, message, cursor.last_success_at, now)
                     alerts = self._record(alert, now)
-        except (StoreError, sqlite3.Error) as exc:  # the store itself is failing: nothing more we can record
+        except (StoreError, *DatabaseError) as exc:  # the store itself is failing: nothing more we can record
             log.error("cannot record the poll failure", extra={"source": source.name, "error": str(exc)})
         return PollResult(
             source=source.name,

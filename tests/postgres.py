@@ -114,14 +114,23 @@ class PostgresServer:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
 
-    def new_database(self) -> str:
-        """An empty database of its own; its URL."""
+    def new_database(self, template: str | None = None) -> str:
+        """An empty database of its own (a copy of ``template`` when given); its URL."""
         import psycopg
 
         name = f"t{os.getpid()}_{next(self._names)}"
+        copy = f' TEMPLATE "{template}"' if template else ""
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute(f'CREATE DATABASE "{name}"{copy}')
         return self.url(name)
+
+    def drop_connections(self, url: str) -> None:
+        """End every session on ``url``'s database (as a server restart or a network cut would)."""
+        import psycopg
+
+        name = url.rsplit("/", 1)[1]
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server's log, for a failing test's message."""

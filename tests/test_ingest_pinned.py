@@ -71,7 +71,7 @@ def archive_digest(harness: Harness) -> str:
 def test_two_cycles_archive_exactly_the_pinned_rows(
     pinned_sim: Simulator, tmp_path: Path, clock: FakeClock
 ) -> None:
-    config = make_config(pinned_sim, tmp_path, per_page=97)
+    config = make_config(pinned_sim, tmp_path / "a.db", per_page=97)
     harness = Harness(pinned_sim, config, clock)
     harness.poller.evaluator = ruleset_from_config(config)
     try:

@@ -19,6 +19,7 @@ from monitor.simulator import Simulator
 from monitor.store import Store
 from monitor.xano import RetryPolicy, XanoClient, XanoUnavailableError
 from tests.conftest import FakeClock
+from tests.postgres import PostgresServer
 
 
 @pytest.fixture
@@ -33,10 +34,16 @@ def sim(clock: FakeClock) -> Iterator[Simulator]:
         yield simulator
 
 
-def make_config(sim: Simulator, tmp_path: Path, **source: object) -> Config:
+def state_of(target: str | Path) -> dict[str, str]:
+    """The config's state section for a ``store_target`` (a file, or a PostgreSQL URL)."""
+    text = str(target)
+    return {"url": text} if text.startswith("postgresql://") else {"path": text}
+
+
+def make_config(sim: Simulator, store_target: str | Path, **source: object) -> Config:
     return Config.model_validate(
         {
-            "state": {"path": str(tmp_path / "a.db")},
+            "state": state_of(store_target),
             "sources": [
                 {
                     "name": "prod",
@@ -55,7 +62,7 @@ class Harness:
     def __init__(self, sim: Simulator, config: Config, clock: FakeClock) -> None:
         self.sim, self.config, self.clock = sim, config, clock
         self.sleeps: list[float] = []
-        self.store = Store.open(config.state.path)
+        self.store = Store.open(config.state.target())
         self.poller = Poller(self.store, config, None, clock=clock, client_factory=self.client)
 
     def client(self, source: SourceConfig) -> XanoClient:
@@ -82,8 +89,8 @@ def visible_ids(sim: Simulator) -> list[int]:
 
 
 @pytest.fixture
-def harness(sim: Simulator, tmp_path: Path, clock: FakeClock) -> Iterator[Harness]:
-    h = Harness(sim, make_config(sim, tmp_path), clock)
+def harness(sim: Simulator, store_target: str, clock: FakeClock) -> Iterator[Harness]:
+    h = Harness(sim, make_config(sim, store_target), clock)
     yield h
     h.store.close()
 
@@ -181,11 +188,11 @@ def test_a_commit_two_minutes_late_61_ids_below_the_cursor_is_caught(
 
 
 def test_two_sources_with_the_same_ids_each_archive_every_event_once(
-    sim: Simulator, tmp_path: Path, clock: FakeClock
+    sim: Simulator, store_target: str, clock: FakeClock
 ) -> None:
     """Dedupe is per (source, id): event ids are unique per Xano instance only, so a second instance's event
     with an id the first one already used is new, not a replay."""
-    config = make_config(sim, tmp_path)
+    config = make_config(sim, store_target)
     second = config.sources[0].model_copy(update={"name": "us"})
     config = config.model_copy(update={"sources": [config.sources[0], second]})
     harness = Harness(sim, config, clock)
@@ -236,8 +243,10 @@ def test_failure_in_the_middle_leaves_cursor_and_archive_untouched(
     assert harness.archived_ids() == visible_ids(harness.sim)
 
 
-def test_wrong_token_is_an_auth_failure_with_alert(sim: Simulator, tmp_path: Path, clock: FakeClock) -> None:
-    config = make_config(sim, tmp_path, token="not-the-token")
+def test_wrong_token_is_an_auth_failure_with_alert(
+    sim: Simulator, store_target: str, clock: FakeClock
+) -> None:
+    config = make_config(sim, store_target, token="not-the-token")
     h = Harness(sim, config, clock)
     result = h.poll()
     assert not result.ok and result.error_kind == "auth"
@@ -250,8 +259,8 @@ def test_wrong_token_is_an_auth_failure_with_alert(sim: Simulator, tmp_path: Pat
     h.store.close()
 
 
-def test_backfill_none_starts_at_the_end(sim: Simulator, tmp_path: Path, clock: FakeClock) -> None:
-    h = Harness(sim, make_config(sim, tmp_path, backfill="none"), clock)
+def test_backfill_none_starts_at_the_end(sim: Simulator, store_target: str, clock: FakeClock) -> None:
+    h = Harness(sim, make_config(sim, store_target, backfill="none"), clock)
     first = h.poll()
     assert first.ok and first.new == 0 and h.store.event_count() == 0
     clock.advance(timedelta(minutes=1))
@@ -261,9 +270,9 @@ def test_backfill_none_starts_at_the_end(sim: Simulator, tmp_path: Path, clock: 
     h.store.close()
 
 
-def test_backfill_from_a_date(sim: Simulator, tmp_path: Path, clock: FakeClock) -> None:
+def test_backfill_from_a_date(sim: Simulator, store_target: str, clock: FakeClock) -> None:
     day = (clock.now - timedelta(days=1)).date().isoformat()
-    h = Harness(sim, make_config(sim, tmp_path, backfill=day), clock)
+    h = Harness(sim, make_config(sim, store_target, backfill=day), clock)
     h.poll()
     archived = list(h.store.iter_events())
     assert archived and all(e.created_at.date().isoformat() >= day for e in archived)
@@ -425,9 +434,9 @@ def test_a_failed_backfill_keeps_its_pages_and_the_next_cycle_continues_after_th
 
 
 def test_a_resumed_walk_after_a_restart_loses_nothing_when_new_events_shift_the_pages(
-    sim: Simulator, tmp_path: Path, clock: FakeClock
+    sim: Simulator, store_target: str, clock: FakeClock
 ) -> None:
-    config = make_config(sim, tmp_path)
+    config = make_config(sim, store_target)
     first = Harness(sim, config, clock)
     first.poller.client_factory = lambda source: FailsOnPage(first.client(source), 9)  # type: ignore[assignment,return-value]
     assert not first.poll().ok
@@ -454,14 +463,14 @@ def test_a_resumed_walk_after_a_restart_loses_nothing_when_new_events_shift_the_
 
 
 def test_a_walk_whose_basis_changed_starts_again_from_page_one(
-    sim: Simulator, tmp_path: Path, clock: FakeClock
+    sim: Simulator, store_target: str, clock: FakeClock
 ) -> None:
-    first = Harness(sim, make_config(sim, tmp_path), clock)
+    first = Harness(sim, make_config(sim, store_target), clock)
     first.poller.client_factory = lambda source: FailsOnPage(first.client(source), 5)  # type: ignore[assignment,return-value]
     assert not first.poll().ok
     first.store.close()
     # Another page size puts other entries on every page: the staged progress no longer says where to go on.
-    again = Harness(sim, make_config(sim, tmp_path, per_page=40), clock)
+    again = Harness(sim, make_config(sim, store_target, per_page=40), clock)
     try:
         before = sim.request_count
         result = again.poll()
@@ -471,7 +480,7 @@ def test_a_walk_whose_basis_changed_starts_again_from_page_one(
         again.store.close()
 
 
-def test_cycles_against_pages_in_the_guides_shape(tmp_path: Path, clock: FakeClock) -> None:
+def test_cycles_against_pages_in_the_guides_shape(store_target: str, clock: FakeClock) -> None:
     """Pages without nextPage or curPage ({"items", "itemsTotal"}): a backfill and an incremental cycle."""
     with Simulator(
         seed=3,
@@ -481,7 +490,7 @@ def test_cycles_against_pages_in_the_guides_shape(tmp_path: Path, clock: FakeClo
         live_background=False,
         envelope="guide",
     ) as guide:
-        h = Harness(guide, make_config(guide, tmp_path), clock)
+        h = Harness(guide, make_config(guide, store_target), clock)
         try:
             first = h.poll()
             assert first.ok, first.error
@@ -516,7 +525,7 @@ def test_a_silence_created_while_a_cycle_walks_holds_back_the_alerts_it_commits(
 
     rules = tmp_path / "rules.yml"
     rules.write_text(DELETE_RULE, encoding="utf-8")
-    config = make_config(sim, tmp_path)
+    config = make_config(sim, tmp_path / "a.db")
     harness = Harness(sim, config, clock)
     harness.poller = Poller(
         harness.store, config, load_ruleset([rules]), clock=clock, client_factory=harness.client
@@ -544,3 +553,38 @@ def test_a_silence_created_while_a_cycle_walks_holds_back_the_alerts_it_commits(
     assert [(status, silence_id) for status, silence_id, _ in rows] == [("silenced", silenced[0])]
     outbox = harness.store.conn.execute("SELECT count(*) FROM outbox WHERE alert_id = ?", (rows[0][2],))
     assert outbox.fetchone()[0] == 0
+
+
+def test_a_postgresql_outage_fails_the_cycle_as_a_store_error_and_the_next_one_recovers(
+    sim: Simulator, pg_server: PostgresServer, pg_template: str, clock: FakeClock
+) -> None:
+    """The database goes away between cycles (every session ended, new ones refused, as in a restart or a
+    network cut): the cycle fails with kind ``store`` naming the database, never the password, and moves
+    nothing; once the database is back the next cycle reconnects and archives every event exactly once."""
+    import psycopg
+
+    url = pg_server.new_database(template=pg_template)
+    name = url.rsplit("/", 1)[1]
+    h = Harness(sim, make_config(sim, url), clock)
+    try:
+        assert h.poll().ok
+        archived = h.archived_ids()
+        clock.advance(timedelta(minutes=5))
+        sim.add_event(type="Delete Table", email="ana@corp.io")
+        with psycopg.connect(pg_server.url(), autocommit=True) as admin:
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            pg_server.drop_connections(url)
+            failed = h.poll()
+            admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        assert not failed.ok
+        assert failed.error_kind == "store"
+        assert "store unavailable" in (failed.error or "") and name in (failed.error or "")
+        recovered = h.poll()
+        assert recovered.ok, recovered.error
+        assert recovered.new == 1
+        assert h.archived_ids() == visible_ids(sim) == sorted({*archived, *visible_ids(sim)})
+        assert h.store.verify().ok
+        cursor = h.store.get_cursor("prod")
+        assert cursor is not None and cursor.last_error is None
+    finally:
+        h.store.close()

@@ -26,8 +26,8 @@ def recorded(store: Store, item: Alert, channels: tuple[str, ...] = ("slack",)) 
     return item.id
 
 
-def test_transitions_and_their_conflicts(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "a.db") as store:
+def test_transitions_and_their_conflicts(store_target: str) -> None:
+    with Store.open(store_target) as store:
         first, second = recorded(store, alert(1)), recorded(store, alert(2))
         lifecycle.transition(store, first, "acknowledged", actor="oncall", at=T0, note="mine")
         with pytest.raises(lifecycle.LifecycleError) as conflict:
@@ -76,8 +76,8 @@ def test_history_is_part_of_the_chain_and_verify_catches_edits(tmp_path: Path) -
         assert not result.ok and "missing" in result.reason
 
 
-def test_a_prune_keeps_history_verifiable(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "a.db") as store:
+def test_a_prune_keeps_history_verifiable(store_target: str) -> None:
+    with Store.open(store_target) as store:
         archive(store, [entry(1), entry(2)])
         alert_id = recorded(store, alert(1))
         lifecycle.transition(store, alert_id, "resolved", actor="oncall", at=T0)
@@ -87,8 +87,8 @@ def test_a_prune_keeps_history_verifiable(tmp_path: Path) -> None:
         assert lifecycle.alert_history(store, alert_id)[0].kind == "alert.resolved"
 
 
-def test_silences_hold_back_matching_alerts_only_while_active(tmp_path: Path) -> None:
-    with Store.open(tmp_path / "a.db") as store:
+def test_silences_hold_back_matching_alerts_only_while_active(store_target: str) -> None:
+    with Store.open(store_target) as store:
         silence = lifecycle.add_silence(
             store, rule_id="r.delete", match={"user": "ana@corp.io"}, until=T0 + timedelta(hours=1),
             reason="migration", actor="oncall", at=T0 - timedelta(minutes=1),

@@ -162,3 +162,61 @@ def test_no_module_outside_the_store_package_talks_to_the_database() -> None:
         if SQL_OUTSIDE.search(line)
     ]
     assert offenders == []
+
+
+# --- PostgreSQL: the same schema, revision numbers shared from 0008 on -------------------------------------
+
+
+def test_the_postgresql_revisions_form_one_line_to_the_same_head_as_sqlite() -> None:
+    script = ScriptDirectory(
+        str(MIGRATIONS_DIR), version_locations=[str(MIGRATIONS_DIR / "versions" / "postgresql")]
+    )
+    assert script.get_heads() == [f"{SCHEMA_VERSION:04d}"]
+    line = sorted(rev.revision for rev in script.walk_revisions())
+    assert revisions("postgresql") == line
+    # every PostgreSQL revision has its SQLite twin: a new revision is a file in each folder
+    assert set(line) <= set(revisions("sqlite"))
+    assert line[0] == "0008"  # PostgreSQL databases start at 0008
+
+
+def test_a_postgresql_archive_has_the_tables_and_columns_of_an_sqlite_one(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import psycopg
+
+    path = tmp_path / "a.db"
+    Store.open(path).close()
+    conn = sqlite3.connect(path)
+    tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    on_sqlite = {(t, r[1]) for t in tables for r in conn.execute(f'PRAGMA table_info("{t}")')}
+    conn.close()
+    Store.open(pg_url).close()
+    with psycopg.connect(pg_url) as pg_conn:
+        on_postgresql = set(
+            pg_conn.execute(
+                "SELECT table_name, column_name FROM information_schema.columns WHERE table_schema = 'public'"
+            ).fetchall()
+        )
+    assert on_postgresql == on_sqlite
+
+
+def test_a_postgresql_schema_this_release_does_not_know_is_refused_by_name(pg_url: str) -> None:
+    import psycopg
+
+    Store.open(pg_url).close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = %s", (f"{SCHEMA_VERSION + 1:04d}",))
+    newer = rf"{pg_url.rsplit('/', 1)[1]}: the archive has schema version {SCHEMA_VERSION + 1:04d}, newer"
+    with pytest.raises(StoreError, match=newer):
+        Store.open(pg_url)
+    with pytest.raises(StoreError, match=newer):
+        Store.open(pg_url, readonly=True)
+
+
+def test_a_read_command_never_creates_a_postgresql_archive(pg_url: str) -> None:
+    with pytest.raises(StoreError, match="no archive"):
+        Store.open(pg_url, readonly=True)
+    with Store.open(pg_url) as store:  # a writer creates it
+        assert store.head()[0] == 0
+    with Store.open(pg_url, readonly=True) as store:
+        assert store.event_count() == 0

@@ -83,7 +83,7 @@ def start_verify(
     computes the figures and writes the CSV: it re-hashes every row of the month (~15 s for a million), so
     done in line it would nearly double the report's time. None for an archive small enough to walk in line,
     or a single CPU."""
-    if store.path == ":memory:" or available_cpus() < 2 or store.event_count() < parallel_min_events:
+    if not store.reopenable or available_cpus() < 2 or store.event_count() < parallel_min_events:
         return None
     pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
     future = pool.submit(_verify, store.path, after)
@@ -118,7 +118,7 @@ def write_month_csv(
     (the report folder); the caller still checks the row count.
     """
     workers = min(MAX_PROCESSES, available_cpus()) - 1
-    if total < parallel_min_events or workers < 1 or store.path == ":memory:":
+    if total < parallel_min_events or workers < 1 or not store.reopenable:
         return write_csv(store.iter_events(start, end), out, tz)
     parts = slices(store, start, end, total, workers + 1)
     if len(parts) == 1:

@@ -16,6 +16,7 @@ a module of its own, and ``Store`` is their union:
 - ``lifecycle``   the alert lifecycle (acknowledge, resolve) and silences, its history a link of the chain
 - ``search``      event search and dashboard counts for the API and the console
 - ``files``       the archive file: writer lock, file modes, identity, read-only opens (no SQL)
+- ``pg``          PostgreSQL: a psycopg connection behind the sqlite3 methods the modules use
 """
 
 from __future__ import annotations
@@ -23,7 +24,13 @@ from __future__ import annotations
 from monitor.store.alerts import AlertsMixin, DeadLetter, DueDelivery
 from monitor.store.archive import ArchiveMixin
 from monitor.store.chain import GENESIS_HASH, PruneRecord, VerifyResult, chain_hash, derived_columns
-from monitor.store.connection import ArchiveMissing, StoreError, StoreInterrupted
+from monitor.store.connection import (
+    ArchiveMissing,
+    DatabaseError,
+    StoreError,
+    StoreInterrupted,
+    StoreUnavailable,
+)
 from monitor.store.cursors import Cursor, CursorsMixin
 from monitor.store.meta import Claim, VerifyRecord
 from monitor.store.reads import ReadsMixin
@@ -37,6 +44,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Claim",
     "Cursor",
+    "DatabaseError",
     "DeadLetter",
     "DueDelivery",
     "PruneRecord",
@@ -44,8 +52,8 @@ __all__ = [
     "Store",
     "StoreError",
     "StoreInterrupted",
-    "StoreInterrupted",
     "VerifyRecord",
+    "StoreUnavailable",
     "VerifyResult",
     "chain_hash",
     "derived_columns",
@@ -53,4 +61,5 @@ __all__ = [
 
 
 class Store(ArchiveMixin, CursorsMixin, RuleStateMixin, AlertsMixin, ReadsMixin):
-    """Open with ``Store.open(path)``; use as a context manager to close it."""
+    """Open with ``Store.open(path)`` (an SQLite file) or ``Store.open(url)`` (``postgresql://...``); use as
+    a context manager to close it."""

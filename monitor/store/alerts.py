@@ -58,10 +58,10 @@ class AlertsMixin(StoreCore):
     def record_alert(self, alert: Alert, channels: Iterable[str], recorded_at: datetime) -> bool:
         """Inside a transaction: the alert and one outbox row per channel. False if already known."""
         inserted = self.conn.execute(
-            """INSERT OR IGNORE INTO alerts (id, rule_id, severity, title, text, source, event_time,
+            """INSERT INTO alerts (id, rule_id, severity, title, text, source, event_time,
                    event_ids,
                    group_key, fields, context, suppressed_count, tags, recorded_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING""",
             (
                 alert.id,
                 alert.rule_id,
@@ -87,8 +87,8 @@ class AlertsMixin(StoreCore):
             lifecycle.mark_silenced(self, alert.id, silence.id)  # type: ignore[arg-type]
             return True
         self.conn.executemany(
-            "INSERT OR IGNORE INTO outbox (alert_id, channel, status, next_attempt_at) "
-            "VALUES (?, ?, 'pending', ?)",
+            "INSERT INTO outbox (alert_id, channel, status, next_attempt_at) "
+            "VALUES (?, ?, 'pending', ?) ON CONFLICT DO NOTHING",
             [(alert.id, channel, format_timestamp(recorded_at)) for channel in channels],
         )
         return True
@@ -258,8 +258,8 @@ class AlertsMixin(StoreCore):
         """Pending (alert id, channel) rows are not due before ``until`` (a later due time stays)."""
         with self.transaction():
             self.conn.executemany(
-                "UPDATE outbox SET next_attempt_at = max(next_attempt_at, ?) "
-                "WHERE alert_id = ? AND channel = ? AND status = 'pending'",
+                "UPDATE outbox SET next_attempt_at = CASE WHEN next_attempt_at > ?1 THEN next_attempt_at "
+                "ELSE ?1 END WHERE alert_id = ?2 AND channel = ?3 AND status = 'pending'",
                 [(format_timestamp(until), alert_id, channel) for alert_id, channel in rows],
             )
 

@@ -7,7 +7,6 @@ kept chain starts (genesis when there is none), re-deriving every row's indexed 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
@@ -30,9 +29,6 @@ from monitor.store.chain import (
 from monitor.store.connection import StoreError
 from monitor.store.meta import MetaMixin
 
-_INSERT_EVENT = """INSERT INTO events (source, event_id, created_at, created_ms, type, msg, user_email,
-               workspace_name, branch_label, raw, archived_at, hash)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 _INSERT_EVENT_AT = """INSERT INTO events (seq, source, event_id, created_at, created_ms, type, msg,
                user_email, workspace_name, branch_label, raw, archived_at, hash)
            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
@@ -47,10 +43,10 @@ class ArchiveMixin(MetaMixin):
         """The chain's newest link, an event, a prune record or an alert history record: (seq, hash);
         (0, genesis) when empty."""
         row = self.conn.execute(
-            "SELECT seq, hash FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) "
-            "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes ORDER BY seq DESC LIMIT 1) "
+            "SELECT seq, hash FROM (SELECT seq, hash FROM events ORDER BY seq DESC LIMIT 1) AS e "
+            "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM prunes ORDER BY seq DESC LIMIT 1) AS p "
             "UNION ALL SELECT seq, hash FROM (SELECT seq, hash FROM alert_actions ORDER BY seq DESC LIMIT 1) "
-            "ORDER BY seq DESC LIMIT 1"
+            "AS a ORDER BY seq DESC LIMIT 1"
         ).fetchone()
         return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
 
@@ -109,11 +105,11 @@ class ArchiveMixin(MetaMixin):
         """Inside a transaction: append rows made by ``archive_row``, in chain order."""
         if not rows:
             return
-        # The first row takes the seq after the chain's head explicitly: SQLite would give it the events
-        # table's max(seq) + 1, which is the seq of a prune record at the head (or, after a prune of every
-        # row, 1 again). The rows after it follow from it.
-        self.conn.execute(_INSERT_EVENT_AT, (self.head()[0] + 1, *rows[0]))
-        self.conn.executemany(_INSERT_EVENT, itertools.islice(rows, 1, None))
+        # Every row takes its seq explicitly, from the chain's head: SQLite would give the events table's
+        # max(seq) + 1, which is the seq of a prune record at the head (or, after a prune of every row, 1
+        # again), and PostgreSQL gives none. The writers' lock keeps the head still meanwhile.
+        first = self.head()[0] + 1
+        self.conn.executemany(_INSERT_EVENT_AT, ((seq, *row) for seq, row in enumerate(rows, start=first)))
 
     def archive(self, event: AuditEvent, raw_json: str, prev_hash: str, archived_at: datetime) -> str:
         """Append one event (inside a transaction); returns its hash for the next link."""
@@ -126,8 +122,8 @@ class ArchiveMixin(MetaMixin):
         # escapes (\ud800) so the row can be stored. Valid text round-trips unchanged.
         raw_json = canonical_json(raw).encode("utf-8", "backslashreplace").decode("utf-8")
         self.conn.execute(
-            "INSERT OR IGNORE INTO rejected (source, raw_sha256, raw, reason, seen_at) "
-            "VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO rejected (source, raw_sha256, raw, reason, seen_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             (
                 source,
                 hashlib.sha256(raw_json.encode()).hexdigest(),
@@ -191,15 +187,14 @@ class ArchiveMixin(MetaMixin):
         skipping its timestamp parsing makes a month-long export or report about a third faster.
         """
         clauses, params = self._range(since, until, source)
-        cursor = self.conn.execute(
+        rows = self.stream(
             f"SELECT source, event_id, created_at, type, msg, raw FROM events {clauses} "  # noqa: S608
             "ORDER BY created_ms, created_at, event_id",
             params,
         )
-        while rows := cursor.fetchmany(2000):
-            for name, event_id, created_at, event_type, msg, raw in rows:
-                when = datetime.fromisoformat(created_at)
-                yield AuditEvent(name, event_id, when, event_type, msg, json.loads(raw))
+        for name, event_id, created_at, event_type, msg, raw in rows:
+            when = datetime.fromisoformat(created_at)
+            yield AuditEvent(name, event_id, when, event_type, msg, json.loads(raw))
 
     def events_by_id(self, source: str, event_ids: Iterable[int]) -> list[AuditEvent]:
         """The archived events of ``source`` with these ids, in id order (an alert's triggering events)."""
@@ -331,24 +326,24 @@ class ArchiveMixin(MetaMixin):
                 prev, expected = record.hash, record.seq + 1
             return None
 
-        cursor = self.conn.execute(
+        rows = self.stream(
             "SELECT seq, source, event_id, created_at, created_ms, type, msg, user_email, workspace_name, "
             "branch_label, raw, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
             (start_seq, stop),
         )
-        while rows := cursor.fetchmany(2000):
-            # The daemon verifies on a schedule: a walk of millions of rows must not hold up SIGTERM.
-            self._check_interrupt("the end of a verify")
-            for seq, source, event_id, *columns, raw, stored in rows:
-                if pending and (failed := check_prunes(seq)) is not None:
-                    return failed
-                checked += 1
-                if seq != expected:
-                    return VerifyResult(False, checked, prev, seq, source, event_id, gap(seq))
-                problem = row_problem(prev, source, event_id, tuple(columns), raw, stored)
-                if problem is not None:
-                    return VerifyResult(False, checked, prev, seq, source, event_id, problem)
-                prev, expected = stored, seq + 1
+        for number, (seq, source, event_id, *columns, raw, stored) in enumerate(rows):
+            if number % 2000 == 0:
+                # The daemon verifies on a schedule: a walk of millions of rows must not hold up SIGTERM.
+                self._check_interrupt("the end of a verify")
+            if pending and (failed := check_prunes(seq)) is not None:
+                return failed
+            checked += 1
+            if seq != expected:
+                return VerifyResult(False, checked, prev, seq, source, event_id, gap(seq))
+            problem = row_problem(prev, source, event_id, tuple(columns), raw, stored)
+            if problem is not None:
+                return VerifyResult(False, checked, prev, seq, source, event_id, problem)
+            prev, expected = stored, seq + 1
         if (failed := check_prunes(stop + 1)) is not None:
             return failed
         if expected <= stop:  # the walk ended before `stop`: the rows up to it are gone (a prune's bound)

@@ -1,8 +1,13 @@
 """Opening the archive, its connections and its transactions: the part every other store module builds on.
 
-One SQLite file in WAL mode. Every write of a poll cycle happens inside ``transaction()`` (BEGIN
-IMMEDIATE), so the archive, the rule state, the alerts and the cursor move together or not at all. Each
-thread that uses the store gets a connection of its own (see ``_link``).
+One SQLite file in WAL mode, or a PostgreSQL database (``Store.open("postgresql://...")``, see ``pg.py``).
+Every write of a poll cycle happens inside ``transaction()`` (BEGIN IMMEDIATE on SQLite; BEGIN and a
+transaction-level advisory lock on PostgreSQL), so the archive, the rule state, the alerts and the cursor
+move together or not at all, and writers take turns even across processes. Each thread that uses the store
+gets a connection of its own (see ``_link``).
+
+Where the two databases truly differ, a small named helper here says so (``index_hint``, ``stream``); the
+rest of the store's SQL is written once, in the part of SQL both accept.
 """
 
 from __future__ import annotations
@@ -16,10 +21,21 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
-from monitor.store import schema
+from monitor.store import pg, schema
 from monitor.store.files import FileIdentity, identity_problem, readonly_uri
+
+# What a failing statement raises, on either backend: callers that must survive a database failure (the
+# poller records it as a ``store`` error) catch this rather than one driver's class.
+DatabaseError = (sqlite3.Error, pg.PostgresError)
+# The failures of a write that are the database's state, not a bug (read-only file, full disk, a lost
+# PostgreSQL connection): a transaction turns them into StoreError.
+_WRITE_FAILURES: tuple[type[Exception], ...] = (
+    sqlite3.OperationalError,
+    pg.PostgresUnavailable,
+    pg.PostgresReadOnly,
+)
 
 
 class StoreError(Exception):
@@ -32,6 +48,11 @@ class ArchiveMissing(StoreError):
     def __init__(self, path: str) -> None:
         self.path = path
         super().__init__(f"{path}: no archive at this path (a read command never creates one)")
+
+
+class StoreUnavailable(StoreError):
+    """A PostgreSQL archive cannot be opened: the server is unreachable, refused the login, or has no such
+    database. At start this is a configuration problem (``state.url``), not a failing cycle."""
 
 
 class StoreInterrupted(StoreError):
@@ -54,7 +75,7 @@ def _connect(target: str, *, uri: bool) -> sqlite3.Connection:
 class _Link:
     """One thread's connection and the state of its transaction."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: Any) -> None:
         self.conn = conn
         self.in_transaction = False
         self.before_commit: list[Callable[[], None]] = []
@@ -64,12 +85,14 @@ class _Link:
 class StoreCore:
     """The connections, the transaction and the bookkeeping the concern modules share."""
 
-    def __init__(
-        self, conn: sqlite3.Connection, path: str, *, connect: Callable[[], sqlite3.Connection] | None = None
-    ) -> None:
+    def __init__(self, conn: Any, path: str, *, connect: Callable[[], Any] | None = None) -> None:
         """``conn`` serves the thread that opened the store; with ``connect``, every other thread that uses
-        the store gets a connection of its own from it (without, all threads share ``conn``)."""
+        the store gets a connection of its own from it (without, all threads share ``conn``).
+
+        ``path`` is the archive's file, or the database's URL without its password (it names the archive
+        in every message)."""
         self.path = path
+        self.dialect = "postgresql" if isinstance(conn, pg.PgConnection) else "sqlite"
         self._identity: FileIdentity | None = None  # the file a writer opened (device, inode)
         self._connect = connect
         self._local = threading.local()
@@ -101,6 +124,8 @@ class StoreCore:
                 assert self._connect is not None
                 try:
                     link = _Link(self._connect())
+                except pg.PostgresError as exc:
+                    raise StoreError(str(exc)) from None
                 except sqlite3.Error as exc:
                     raise StoreError(f"{self.path}: cannot open the archive: {exc}") from None
                 with self._links_lock:
@@ -110,7 +135,51 @@ class StoreCore:
 
     @property
     def conn(self) -> sqlite3.Connection:
-        return self._link().conn
+        """This thread's connection: an sqlite3 connection, or on PostgreSQL a ``pg.PgConnection`` with the
+        same methods (typed as sqlite3's, which is what the store's modules are written against)."""
+        link = self._link()
+        if self.dialect == "postgresql" and link.conn.broken and not link.in_transaction:
+            # The server went away and came back (a restart, a failover): a connection that broke between
+            # transactions is replaced, so the next cycle recovers without a restart of the monitor.
+            link.conn.close()
+            try:
+                link.conn = self._connect() if self._connect is not None else link.conn
+            except pg.PostgresError as exc:
+                raise StoreError(str(exc)) from None
+        return link.conn  # type: ignore[no-any-return]
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+    @property
+    def reopenable(self) -> bool:
+        """Whether another process can open this archive from ``path`` (an SQLite file). Not an in-memory
+        one, nor a PostgreSQL database: ``path`` is then its URL without the password, which is kept out
+        of everything handed around."""
+        return self.dialect == "sqlite" and self.path != ":memory:"
+
+    def index_hint(self, index: str) -> str:
+        """``INDEXED BY index`` on SQLite, whose planner picks a worse index for some of the report's
+        queries; nothing on PostgreSQL, whose planner has statistics and no such clause."""
+        return f"INDEXED BY {index}" if self.dialect == "sqlite" else ""
+
+    def empty_table(self, table: str) -> str:
+        """The statement that empties ``table`` fastest inside a transaction: an unqualified DELETE on
+        SQLite (which drops whole pages), TRUNCATE on PostgreSQL (a DELETE leaves every row behind as a
+        dead tuple until a vacuum, and its statistics claim the rows are still there)."""
+        return f"DELETE FROM {table}" if self.dialect == "sqlite" else f"TRUNCATE {table}"  # noqa: S608
+
+    def stream(self, sql: str, params: Any, batch: int = 2000) -> Iterator[Any]:
+        """The rows of a large query ``batch`` at a time (a verify, an export, a backfill's commit), so only
+        a batch is in memory: SQLite's cursor fetches lazily; PostgreSQL needs a server-side cursor."""
+        conn = self.conn
+        if isinstance(conn, pg.PgConnection):
+            yield from conn.stream(sql, params, batch)
+            return
+        cursor = conn.execute(sql, params)
+        while rows := cursor.fetchmany(batch):
+            yield from rows
 
     @property
     def transaction_serial(self) -> int:
@@ -121,13 +190,16 @@ class StoreCore:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], *, readonly: bool = False) -> Self:
-        """Open (a writer: create and migrate) the archive at ``path``.
+        """Open (a writer: create and migrate) the archive at ``path``: a file (SQLite) or a
+        ``postgresql://`` URL (``state.url``).
 
-        ``readonly``: for commands that only read. The file must exist (``ArchiveMissing`` otherwise; a read
-        never creates an archive), and it is opened so that a copy on a read-only location works
+        ``readonly``: for commands that only read. The archive must exist (``ArchiveMissing`` otherwise; a
+        read never creates an archive), and it is opened so that a copy on a read-only location works
         (``files.readonly_uri``) and nothing in it or beside it is changed.
         """
         path_text = str(path)
+        if pg.is_url(path_text):
+            return cls._open_postgresql(path_text, readonly=readonly)
         try:
             if readonly:
                 if path_text != ":memory:" and not Path(path_text).is_file():
@@ -153,6 +225,52 @@ class StoreCore:
             raise StoreError(f"{path_text}: cannot open the archive: {exc}") from None
         except OSError as exc:
             raise StoreError(f"{path_text}: cannot create the archive: {exc.strerror}") from None
+
+    @classmethod
+    def _open_postgresql(cls, url: str, *, readonly: bool) -> Self:
+        label = pg.redact(url)
+        connect = functools.partial(pg.connect, url, readonly=readonly)
+        try:
+            store = cls(connect(), label, connect=connect)
+        except pg.PostgresUnavailable as exc:  # unreachable, a refused login
+            raise StoreUnavailable(str(exc)) from None
+        except pg.PostgresError as exc:  # no such database
+            raise StoreUnavailable(f"store unavailable: {exc}") from None
+        try:
+            if readonly:
+                store._check_readable_postgresql()
+            else:
+                schema.upgrade_postgresql(store.conn, url)
+        except schema.NewerSchema as exc:
+            store.close()
+            raise StoreError(
+                f"{label}: the archive has schema version {exc.found}, newer than this program's "
+                f"{exc.known}; upgrade audit-monitor"
+            ) from None
+        except pg.PostgresUnavailable as exc:
+            store.close()
+            raise StoreUnavailable(str(exc)) from None
+        except (schema.UpgradeFailed, pg.PostgresError) as exc:
+            store.close()
+            raise StoreError(f"{label}: cannot upgrade the archive's schema: {exc}") from None
+        except BaseException:
+            store.close()
+            raise
+        return store
+
+    def _check_readable_postgresql(self) -> None:
+        version = schema.postgresql_version(self.conn)
+        if version is None:
+            raise ArchiveMissing(self.path)
+        known = schema.revisions("postgresql")[-1]
+        if int(version) > int(known):
+            raise schema.NewerSchema(version, known)
+        if int(version) < int(known):
+            self.close()
+            raise StoreError(
+                f"{self.path}: the archive has schema version {version}, older than this program's "
+                f"{known}; `audit-monitor run --once` upgrades it (read commands never change it)"
+            )
 
     def _check_readable(self) -> None:
         """A read-only open succeeds lazily: read the schema now, so a non-archive fails here, by name."""
@@ -244,7 +362,11 @@ class StoreCore:
             yield self
             for callback in link.before_commit:
                 callback()
-        except sqlite3.OperationalError as exc:
+        except pg.PostgresUnavailable as exc:
+            # the connection was lost: the server undid the transaction; the message names the database
+            self._rollback()
+            raise StoreError(str(exc)) from None
+        except _WRITE_FAILURES as exc:
             # read-only file, full disk, I/O error: say so plainly; the whole transaction is undone.
             self._rollback()
             raise StoreError(f"{self.path}: cannot write to the archive: {exc}") from None
@@ -254,7 +376,7 @@ class StoreCore:
         else:
             try:
                 link.conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except DatabaseError as exc:
                 self._rollback()
                 raise StoreError(f"{self.path}: cannot commit to the archive: {exc}") from None
         finally:
@@ -275,7 +397,42 @@ class StoreCore:
         if self.interrupt is not None and self.interrupt.is_set():
             raise StoreInterrupted(f"{self.path}: stopping while waiting for {waiting_for}")
 
-    def _begin(self, conn: sqlite3.Connection) -> None:
+    def _begin(self, conn: Any) -> None:
+        if isinstance(conn, pg.PgConnection):
+            self._begin_postgresql(conn)
+        else:
+            self._begin_sqlite(conn)
+
+    def _begin_postgresql(self, conn: pg.PgConnection) -> None:
+        """BEGIN, then the writers' advisory lock (held to COMMIT or ROLLBACK), waited for in short slices
+        that look at ``interrupt``: one writer at a time across every process sharing the database, as
+        BEGIN IMMEDIATE gives on SQLite (the chain's seq is the head's + 1 under it)."""
+        waited_until = time.monotonic() + WRITE_WAIT
+        try:
+            conn.execute("BEGIN")
+            take_lock = "SELECT pg_try_advisory_xact_lock(?)"
+            while not conn.execute(take_lock, (pg.WRITER_LOCK_KEY,)).fetchone()[0]:
+                if time.monotonic() >= waited_until:
+                    raise StoreError(
+                        f"{self.path}: cannot write to the archive: another process held the write lock "
+                        f"for {WRITE_WAIT:.0f} s"
+                    )
+                self._check_interrupt("another process's write lock")
+                time.sleep(WAIT_SLICE / 4)
+        except pg.PostgresError as exc:
+            self._rollback_quietly(conn)
+            raise StoreError(f"{self.path}: cannot begin a write transaction: {exc}") from None
+        except BaseException:
+            self._rollback_quietly(conn)
+            raise
+
+    @staticmethod
+    def _rollback_quietly(conn: Any) -> None:
+        with contextlib.suppress(*DatabaseError):
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+
+    def _begin_sqlite(self, conn: sqlite3.Connection) -> None:
         """BEGIN IMMEDIATE, waiting for another process's write lock in short slices (SQLite's own busy wait
         cannot be interrupted: ``sqlite3_interrupt`` does not end it)."""
         waited_until = time.monotonic() + WRITE_WAIT
@@ -308,25 +465,43 @@ class StoreCore:
     def _rollback(self) -> None:
         # SQLite rolls the transaction back by itself after some errors (a full disk, an I/O error): a
         # ROLLBACK then fails with "no transaction is active" and would hide the error that matters.
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
+        conn = self._link().conn
+        if isinstance(conn, pg.PgConnection):
+            # A lost connection has no transaction left to roll back; the error that matters is raised.
+            self._rollback_quietly(conn)
+        elif conn.in_transaction:
+            conn.execute("ROLLBACK")
 
     @contextlib.contextmanager
     def read_snapshot(self) -> Iterator[None]:
         """One read transaction: every read inside sees the same archive even while a poll commits
         (a report's figures and its CSV). Inside a write transaction it is that transaction."""
-        if self.conn.in_transaction:
+        conn = self.conn
+        if conn.in_transaction:
             yield
             return
-        self.conn.execute("BEGIN")
+        if isinstance(conn, pg.PgConnection):
+            try:
+                conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            except pg.PostgresError as exc:
+                raise StoreError(str(exc)) from None
+            try:
+                yield
+            finally:
+                self._rollback_quietly(conn)
+            return
+        conn.execute("BEGIN")
         try:
             yield
         finally:
-            self.conn.execute("ROLLBACK")  # nothing was written; ends the snapshot
+            conn.execute("ROLLBACK")  # nothing was written; ends the snapshot
 
     # the file -----------------------------------------------------------------------------------------
 
     def file_size(self) -> int:
+        """The archive's size on disk in bytes (on PostgreSQL, the database's)."""
+        if self.dialect == "postgresql":
+            return int(self.conn.execute("SELECT pg_database_size(current_database())").fetchone()[0])
         if self.path == ":memory:":
             return 0
         return sum(

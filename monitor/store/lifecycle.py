@@ -462,7 +462,7 @@ def add_silence(
     with store.transaction():
         cursor = store.conn.execute(
             "INSERT INTO silences (rule_id, match, starts_at, until, reason, created_by) "
-            "VALUES (:rule_id, :match, :starts_at, :until, :reason, :created_by)",
+            "VALUES (:rule_id, :match, :starts_at, :until, :reason, :created_by) RETURNING id",
             {
                 "rule_id": rule_id,
                 "match": canonical_json(dict(match)),
@@ -472,7 +472,7 @@ def add_silence(
                 "created_by": actor,
             },
         )
-        silence_id = int(cursor.lastrowid or 0)
+        silence_id = int(cursor.fetchone()[0])
         detail = {"rule": rule_id, "match": dict(match), "until": format_timestamp(until), "reason": reason}
         append_action(store, kind="silence.added", actor=actor, at=at, detail=detail, silence_id=silence_id)
     found = get_silence(store, silence_id)

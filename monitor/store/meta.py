@@ -78,7 +78,9 @@ class MetaMixin(StoreCore):
     def set_meta_once(self, key: str, value: str) -> str:
         """Set ``key`` unless it is set; returns its value either way (one transaction)."""
         with self.transaction():
-            self.conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", (key, value))
+            self.conn.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT DO NOTHING", (key, value)
+            )
             stored = self.get_meta(key)
         assert stored is not None
         return stored
@@ -133,15 +135,15 @@ class MetaMixin(StoreCore):
         self, source: str, kind: str, start: datetime, end: datetime, detail: str, at: datetime
     ) -> None:
         self.conn.execute(
-            "INSERT INTO gaps (source, kind, start, end, detail, recorded_at) VALUES (?, ?, ?, ?, ?, ?)",
+            'INSERT INTO gaps (source, kind, start, "end", detail, recorded_at) VALUES (?, ?, ?, ?, ?, ?)',
             (source, kind, format_timestamp(start), format_timestamp(end), detail, format_timestamp(at)),
         )
 
     def gaps(self, since: datetime | None = None, until: datetime | None = None) -> list[dict[str, Any]]:
-        sql = "SELECT source, kind, start, end, detail FROM gaps"
+        sql = 'SELECT source, kind, start, "end", detail FROM gaps'  # END is reserved on PostgreSQL
         params: list[str] = []
         if since is not None and until is not None:
-            sql += " WHERE end >= ? AND start < ?"
+            sql += ' WHERE "end" >= ? AND start < ?'
             params = [format_timestamp(since), format_timestamp(until)]
         return [
             {

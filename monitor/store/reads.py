@@ -115,7 +115,7 @@ class ReadsMixin(StoreCore):
             tuple(r)
             for r in self.conn.execute(
                 "SELECT created_at, type, user_email, workspace_name, branch_label, msg, source, event_id "  # noqa: S608
-                "FROM events INDEXED BY idx_events_created_ms "
+                f"FROM events {self.index_hint('idx_events_created_ms')} "
                 f"WHERE created_ms >= ? AND created_ms < ? AND type IN ({marks}) "
                 "ORDER BY created_ms, created_at, source, event_id LIMIT ?",
                 (start_ms, end_ms, *types, limit),

@@ -10,6 +10,10 @@ version table is stamped at its user_version and upgraded from there, and every 
 user_version, so the number stays true for the fast path below and for an older release, which refuses an
 archive whose number is higher than its own instead of misreading it.
 
+PostgreSQL databases start at revision ``0008`` (``versions/postgresql/0008_initial.py`` creates the schema
+SQLite has at 0008, in one revision with no parent), so both dialects share revision numbers from there on.
+Alembic's version table is the only record of a PostgreSQL database's schema.
+
 A new revision is a new file in each dialect's folder: ``NNNN_what_it_does.py`` with ``revision = "NNNN"``,
 ``down_revision`` the newest before it, and an ``upgrade()`` (archives only move forward; there is no
 downgrade). ``tests/test_store_schema.py`` checks that the revisions form one line.
@@ -81,6 +85,58 @@ def upgrade_sqlite(conn: sqlite3.Connection, target: str = "head") -> None:
             _upgrade(connection, "sqlite", target)
     except DBAPIError as exc:
         raise UpgradeFailed(str(exc.orig)) from None
+
+
+def postgresql_version(conn: Any) -> str | None:
+    """The revision a PostgreSQL database is at (None: no archive in it yet)."""
+    if conn.execute("SELECT to_regclass('alembic_version')").fetchone()[0] is None:
+        return None
+    row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    return str(row[0]) if row else None
+
+
+def upgrade_postgresql(conn: Any, url: str, target: str = "head") -> None:
+    """Bring a PostgreSQL database to ``target``: create the schema in an empty one, upgrade an older one,
+    refuse a newer one (``NewerSchema``).
+
+    ``conn`` (the store's ``pg.PgConnection``) answers the fast path; a migration runs on a connection of
+    its own, under a session advisory lock, so two processes starting at once upgrade one after the other
+    (the second finds nothing left to do).
+    """
+    known = revisions("postgresql")[-1]
+    version = postgresql_version(conn)
+    if version is not None and int(version) > int(known):
+        raise NewerSchema(version, known)
+    if target == "head" and version == known:
+        return
+    import psycopg
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.pool import NullPool
+
+    from monitor.store import pg
+
+    def connect() -> Any:
+        return psycopg.connect(url, connect_timeout=10)
+
+    engine = create_engine("postgresql+psycopg://", creator=connect, poolclass=NullPool)
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql(f"SELECT pg_advisory_lock({pg.MIGRATION_LOCK_KEY})")
+            connection.commit()
+            try:
+                _upgrade(connection, "postgresql", target)
+            finally:
+                connection.rollback()
+                connection.exec_driver_sql(f"SELECT pg_advisory_unlock({pg.MIGRATION_LOCK_KEY})")
+                connection.commit()
+    except DBAPIError as exc:
+        cause = pg.wrap_error(exc.orig, pg.redact(url)) if exc.orig is not None else exc
+        if isinstance(cause, pg.PostgresUnavailable):
+            raise cause from None
+        raise UpgradeFailed(str(cause)) from None
+    finally:
+        engine.dispose()
 
 
 def _has_version_table(conn: sqlite3.Connection) -> bool:

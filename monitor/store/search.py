@@ -172,7 +172,8 @@ def event_buckets(
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     rows = store.conn.execute(
         f"SELECT (created_ms / :bucket) * :bucket AS b, {column}, count(*) FROM events {where} "  # noqa: S608
-        f"GROUP BY b, {column} ORDER BY b",
+        # The groups of a bucket in one order on both databases (a missing value first, as SQLite sorts it).
+        f"GROUP BY b, {column} ORDER BY b, {column} NULLS FIRST",
         params,
     )
     return [(int(b), value, int(count)) for b, value, count in rows]
@@ -186,7 +187,10 @@ def event_groups(
     params: dict[str, Any] = {}
     clauses = _where(query, params)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
-    sql = f"SELECT {column}, count(*) AS n FROM events {where} GROUP BY {column} ORDER BY n DESC, {column}"  # noqa: S608
+    sql = (
+        f"SELECT {column}, count(*) AS n FROM events {where} "  # noqa: S608
+        f"GROUP BY {column} ORDER BY n DESC, {column} NULLS FIRST"
+    )
     if limit is not None:
         sql += " LIMIT :limit"
         params["limit"] = limit

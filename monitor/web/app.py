@@ -87,7 +87,11 @@ class WebContext:
     @classmethod
     def from_config(cls, config: Config, metrics: Metrics, *, clock: Clock = utc_now) -> WebContext:
         return cls(
-            config, metrics, TokenRegistry(config.server.tokens), ArchiveConnections(config.state.path), clock
+            config,
+            metrics,
+            TokenRegistry(config.server.tokens),
+            ArchiveConnections(config.state.target()),
+            clock,
         )
 
     async def run_db(self, work: Callable[[Store], Any]) -> Any:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 import random
 from datetime import datetime, timedelta
-from pathlib import Path
 
 import pytest
 from alerts_support import (
@@ -39,6 +38,12 @@ from monitor.alerts.slack import SlackChannel
 from monitor.store import Store
 
 
+@pytest.fixture
+def db_path(store_target: str) -> str:
+    """The outbox's tests run on both backends: the archive is a file or a PostgreSQL database."""
+    return store_target
+
+
 def channels(slack: SlackStub | None = None, smtp: SmtpServer | None = None) -> dict[str, Channel]:
     config = make_config(
         slack=slack_config(slack) if slack else None, email=email_config(smtp) if smtp else None
@@ -59,7 +64,7 @@ def due_at(store: Store, alert_id: str, channel: str) -> datetime:
 
 
 def test_exactly_one_message_per_alert_across_calls_and_restart(
-    slack: SlackStub, db_path: Path, clock: Clock
+    slack: SlackStub, db_path: str, clock: Clock
 ) -> None:
     alerts = [make_alert(title=f"alert {i}") for i in range(3)]
     with Store.open(db_path) as store:
@@ -82,7 +87,7 @@ def test_exactly_one_message_per_alert_across_calls_and_restart(
 
 
 def test_a_crash_before_marking_sent_resends_at_most_that_row(
-    slack: SlackStub, db_path: Path, clock: Clock
+    slack: SlackStub, db_path: str, clock: Clock
 ) -> None:
     # At-least-once: if the process dies after Slack accepted but before the row is marked, the next
     # start sends that one message again, and only it. Simulated by putting the row back to pending.

@@ -187,11 +187,13 @@ def test_the_same_event_twice_counts_once(load_rules, event) -> None:
     assert run(ruleset, events + events, state) == []
 
 
-def test_restart_in_the_middle_of_a_window_continues_the_count(tmp_path: Path, event) -> None:
+def test_restart_in_the_middle_of_a_window_continues_the_count(
+    tmp_path: Path, store_target: str, event
+) -> None:
     """Three events, the process stops; a fresh RuleSet over the same archive counts on from three."""
     rules = tmp_path / "burst.yml"
     rules.write_text(BURST, encoding="utf-8")
-    db = tmp_path / "a.db"
+    db = store_target
     events = [failed(event, at=T0 + timedelta(minutes=i)) for i in range(5)]
     with Store.open(db) as store, store.transaction():
         assert run(load_ruleset([rules]), events[:3], SqliteStateStore(store)) == []
@@ -202,11 +204,11 @@ def test_restart_in_the_middle_of_a_window_continues_the_count(tmp_path: Path, e
     assert alert.event_ids == tuple(e.id for e in events)
 
 
-def test_a_rolled_back_cycle_repeats_with_the_same_alert(tmp_path: Path, load_rules, event) -> None:
+def test_a_rolled_back_cycle_repeats_with_the_same_alert(store_target: str, load_rules, event) -> None:
     """A crash after evaluating undoes the state too; the retry raises the same alert, with the same id."""
     ruleset = load_rules(BURST)
     events = [failed(event, at=T0 + timedelta(minutes=i)) for i in range(6)]
-    with Store.open(tmp_path / "a.db") as store:
+    with Store.open(store_target) as store:
         with store.transaction():
             run(ruleset, events[:3], SqliteStateStore(store))
         with pytest.raises(RuntimeError), store.transaction():

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from report_data import IN_MONTH, NOW, fixture_config, utc
+from report_data import IN_MONTH, NOW, fill_fixture, fixture_config, utc
 
 from monitor.config import Config
 from monitor.engine.calendars import build_calendar
@@ -22,6 +23,14 @@ from monitor.report.figures import (
 from monitor.store import Store
 
 BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.fixture
+def store(config: Config, store_target: str) -> Iterator[Store]:
+    """The report's figures are SQL over the archive: these tests run on both backends."""
+    with Store.open(store_target) as opened:
+        fill_fixture(opened)
+        yield opened
 
 
 def test_month_edges_are_local_midnights_and_respect_daylight_saving() -> None:

@@ -5,9 +5,11 @@ through the store's lifecycle functions with a fixed clock; the expected figures
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
-from report_data import FIXTURE_ALERTS, NOW, alert, utc
+import pytest
+from report_data import FIXTURE_ALERTS, NOW, alert, fill_fixture, utc
 
 from monitor.config import Config
 from monitor.report import Period, build_report
@@ -18,6 +20,14 @@ RECORDED = utc("2026-04-01T00:00:00Z")  # when fill_fixture recorded the fixture
 BURST_MARCH_5, BURST_MARCH_29, OFF_HOURS, RETENTION = (a.id for a in FIXTURE_ALERTS[:4])
 SILENCE_REASON = "maintenance window CHG-42 <i>"
 HELD_BACK = alert("xano.config.env-changed", "medium", "2026-03-30T10:00:00Z", 0, "held")
+
+
+@pytest.fixture
+def store(config: Config, store_target: str) -> Iterator[Store]:
+    """The report's figures are SQL over the archive: these tests run on both backends."""
+    with Store.open(store_target) as opened:
+        fill_fixture(opened)
+        yield opened
 
 
 def act(store: Store) -> None:

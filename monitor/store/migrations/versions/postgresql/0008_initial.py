@@ -1,0 +1,212 @@
+"""The whole schema on PostgreSQL, as SQLite has it at revision 0008 (see the sqlite folder for what each
+table and column is for).
+
+PostgreSQL databases start here, so both dialects share revision numbers from this one on. Differences from
+the SQLite schema, each for a reason:
+
+- Integers are BIGINT (event ids, epoch milliseconds and microseconds pass 2^31).
+- Every text column is ``COLLATE "C"``: ISO timestamps, ids and names then compare and sort byte by byte,
+  as on SQLite, whatever locale the database was created with (the chain walk, keyset pages and the
+  report's ordering depend on it).
+- The chain's ``seq`` is always given by the store (the head's + 1, under the writers' lock); ``gaps.id``
+  and ``silences.id`` are identities, as SQLite's rowid gives them.
+- ``gaps.end`` is quoted: END is a reserved word here.
+
+Revision ID: 0008
+Revises:
+"""
+
+from alembic import op
+
+revision = "0008"
+down_revision = None
+branch_labels = None
+depends_on = None
+
+T = 'TEXT COLLATE "C"'
+
+
+def upgrade() -> None:
+    op.execute(
+        f"""CREATE TABLE events (
+            seq BIGINT PRIMARY KEY,
+            source {T} NOT NULL,
+            event_id BIGINT NOT NULL,
+            created_at {T} NOT NULL,
+            created_ms BIGINT NOT NULL,
+            type {T} NOT NULL,
+            msg {T} NOT NULL,
+            user_email {T},
+            workspace_name {T},
+            branch_label {T},
+            raw {T} NOT NULL,
+            archived_at {T} NOT NULL,
+            hash {T} NOT NULL,
+            UNIQUE (source, event_id)
+        )"""
+    )
+    for column in ("created_ms", "type", "user_email", "workspace_name"):
+        op.execute(f'CREATE INDEX "idx_events_{column}" ON events ("{column}")')
+    op.execute('CREATE INDEX "idx_events_source_created_ms" ON events (source, created_ms)')
+    op.execute("CREATE INDEX events_user_time ON events (user_email, created_ms)")
+    op.execute("CREATE INDEX events_type_time ON events (type, created_ms)")
+    op.execute(f"CREATE TABLE meta (key {T} PRIMARY KEY, value {T} NOT NULL)")
+    op.execute(
+        f"""CREATE TABLE cursors (
+            source {T} PRIMARY KEY,
+            last_id BIGINT,
+            last_created_at {T},
+            floor_id BIGINT,
+            floor_time {T},
+            last_success_at {T},
+            last_attempt_at {T},
+            last_error {T},
+            last_error_at {T},
+            error_kind {T}
+        )"""
+    )
+    op.execute(
+        f"""CREATE TABLE staging (
+            source {T} NOT NULL,
+            event_id BIGINT NOT NULL,
+            created_at {T} NOT NULL,
+            created_ms BIGINT NOT NULL,
+            type {T} NOT NULL,
+            msg {T} NOT NULL,
+            user_email {T},
+            workspace_name {T},
+            branch_label {T},
+            raw {T} NOT NULL,
+            PRIMARY KEY (source, event_id)
+        )"""
+    )
+    op.execute(
+        f"""CREATE TABLE rejected (
+            source {T} NOT NULL,
+            raw_sha256 {T} NOT NULL,
+            raw {T} NOT NULL,
+            reason {T} NOT NULL,
+            seen_at {T} NOT NULL,
+            PRIMARY KEY (source, raw_sha256)
+        )"""
+    )
+    op.execute(
+        f"""CREATE TABLE rule_state (
+            rule_id {T} NOT NULL,
+            source {T} NOT NULL,
+            key {T} NOT NULL,
+            value {T} NOT NULL,
+            expires_at BIGINT,
+            PRIMARY KEY (rule_id, source, key)
+        )"""
+    )
+    op.execute(
+        "CREATE INDEX rule_state_expiry ON rule_state (source, expires_at) WHERE expires_at IS NOT NULL"
+    )
+    op.execute(
+        f"""CREATE TABLE alerts (
+            id {T} PRIMARY KEY,
+            rule_id {T} NOT NULL,
+            severity {T} NOT NULL,
+            title {T} NOT NULL,
+            text {T} NOT NULL,
+            source {T} NOT NULL,
+            event_time {T} NOT NULL,
+            event_ids {T} NOT NULL,
+            group_key {T} NOT NULL,
+            fields {T} NOT NULL,
+            context {T} NOT NULL,
+            suppressed_count BIGINT NOT NULL,
+            tags {T} NOT NULL,
+            recorded_at {T} NOT NULL,
+            status {T} NOT NULL DEFAULT 'open',
+            silence_id BIGINT
+        )"""
+    )
+    op.execute('CREATE INDEX "idx_alerts_event_time" ON alerts (event_time)')
+    op.execute("CREATE INDEX alerts_status_time ON alerts (status, event_time)")
+    op.execute(
+        f"""CREATE TABLE outbox (
+            alert_id {T} NOT NULL REFERENCES alerts(id),
+            channel {T} NOT NULL,
+            status {T} NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            next_attempt_at {T} NOT NULL,
+            first_attempt_at {T},
+            last_error {T},
+            sent_at {T},
+            remote_id {T},
+            PRIMARY KEY (alert_id, channel)
+        )"""
+    )
+    op.execute('CREATE INDEX "idx_outbox_status_next_attempt_at" ON outbox (status, next_attempt_at)')
+    op.execute(
+        f"""CREATE TABLE gaps (
+            id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+            source {T} NOT NULL,
+            kind {T} NOT NULL,
+            start {T} NOT NULL,
+            "end" {T} NOT NULL,
+            detail {T} NOT NULL,
+            recorded_at {T} NOT NULL
+        )"""
+    )
+    op.execute(
+        f"""CREATE TABLE reports (
+            period {T} PRIMARY KEY,
+            status {T} NOT NULL,
+            claimed_at {T} NOT NULL,
+            claimed_by {T} NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            sent_at {T},
+            message_id {T},
+            error {T}
+        )"""
+    )
+    op.execute(
+        f"""CREATE TABLE prunes (
+            seq BIGINT PRIMARY KEY,
+            at {T} NOT NULL,
+            cutoff {T},
+            cut BIGINT,
+            through_seq BIGINT NOT NULL,
+            through_hash {T} NOT NULL,
+            hash {T} NOT NULL
+        )"""
+    )
+    op.execute(
+        f"""CREATE TABLE polls (
+            source {T} NOT NULL,
+            started_at {T} NOT NULL,
+            ended_at {T} NOT NULL,
+            ok BIGINT NOT NULL,
+            error_kind {T}
+        )"""
+    )
+    op.execute("CREATE INDEX polls_started ON polls (started_at, source)")
+    op.execute(
+        f"""CREATE TABLE alert_actions (
+            seq BIGINT PRIMARY KEY,
+            at {T} NOT NULL,
+            actor {T} NOT NULL,
+            kind {T} NOT NULL,
+            alert_id {T},
+            silence_id BIGINT,
+            detail {T} NOT NULL,
+            hash {T} NOT NULL
+        )"""
+    )
+    op.execute("CREATE INDEX alert_actions_alert ON alert_actions (alert_id, seq)")
+    op.execute(
+        f"""CREATE TABLE silences (
+            id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+            rule_id {T},
+            match {T} NOT NULL,
+            starts_at {T} NOT NULL,
+            until {T} NOT NULL,
+            reason {T} NOT NULL,
+            created_by {T} NOT NULL,
+            expired_at {T},
+            expired_by {T}
+        )"""
+    )
