@@ -19,6 +19,13 @@ each (never in a digest), through the channel's ``send_resolved`` with what the 
 alert itself (the Slack thread, the Message-ID to reply to). The store hands one out only after its trigger
 was sent; a pass that sends triggers therefore asks for another pass, which sends the notices that became
 due.
+
+Several processes may share one outbox (replicas on PostgreSQL; a `run --once` beside `dead-letters
+requeue`): each batch is *claimed* in a write transaction just before its send (its rows are made due
+``CLAIM_FOR`` later, only if they are still pending and due), so a row another process claimed first is not
+sent twice. A process killed during a send leaves its claim to expire: the row is sent again after
+``CLAIM_FOR``, with the same alert id (the receiver's idempotency key). Before every send ``may_send`` is
+asked (the daemon: "am I still the leader?"): a fenced leader stops at once, mid-pass.
 """
 
 from __future__ import annotations
@@ -47,6 +54,9 @@ DEFAULT_DIGEST_AFTER = 10
 # A pass may record monitor.delivery_failing (or its recovery), or send the trigger a resolve notice waits
 # for; the next pass sends those.
 MAX_PASSES = 4
+# How long a claimed row stays out of every other sender's reach: longer than a send takes (a channel's
+# timeout, 30 s at most by default) plus a leader's lease, so a live sender's claim never runs out under it.
+CLAIM_FOR = timedelta(seconds=45)
 
 
 class DeliveryError(Exception):
@@ -152,6 +162,8 @@ class OutboxWorker:
         self.tz = tz  # the configured zone, for the times in monitor.delivery_failing's notices
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not security
         self.digest_after = digest_after
+        # Asked before every send; the daemon sets it to "still the leader?" (a fenced leader stops at once).
+        self.may_send: Callable[[], bool] = lambda: True
 
     def deliver_due(self) -> DeliveryReport:
         report = DeliveryReport()
@@ -205,6 +217,13 @@ class OutboxWorker:
         recorded = False
         batches = self._batches(channel, due)
         for index, batch in enumerate(batches):
+            if not self.may_send():
+                log.warning("delivery stopped: this process no longer leads", extra={"channel": name})
+                return recorded
+            claimed = self._claim(name, batch, now)
+            if claimed is None:
+                continue  # another process claimed (or sent) these rows first
+            batch = claimed
             try:
                 remote_id = self._send(channel, batch)
             except DeliveryError as exc:
@@ -250,6 +269,15 @@ class OutboxWorker:
                 digested.add(key)
                 batches.append(_Batch(groups[key], True))
         return batches
+
+    def _claim(self, name: str, batch: _Batch, now: datetime) -> _Batch | None:
+        """Claim the batch's rows for this process (those still pending and due); None when none is left."""
+        with self.store.transaction():
+            taken = set(self.store.claim_deliveries(name, [i.key for i in batch.items], now, now + CLAIM_FOR))
+        items = [item for item in batch.items if item.key in taken]
+        if not items:
+            return None
+        return _Batch(items, batch.digest and len(items) > 1)
 
     @staticmethod
     def _send(channel: Channel, batch: _Batch) -> str | Receipt | None:

@@ -197,6 +197,27 @@ class AlertsMixin(StoreCore):
             )
         ]
 
+    def claim_deliveries(
+        self, channel: str, keys: Sequence[OutboxKey], now: datetime, until: datetime
+    ) -> list[OutboxKey]:
+        """Inside a transaction: take the rows of ``channel`` with these keys that are still pending and
+        due at ``now`` for one sender, by making them due at ``until``; returns the keys taken.
+
+        Writers take turns (BEGIN IMMEDIATE; PostgreSQL's writer lock), so two processes never take the same
+        row: the second finds it due later. ``mark_sent``/``mark_retry`` then settle it; a sender that dies
+        in between leaves it to be taken again at ``until``."""
+        stamp, later = format_timestamp(now), format_timestamp(until)
+        taken = []
+        for alert_id, kind in keys:
+            updated = self.conn.execute(
+                "UPDATE outbox SET next_attempt_at = ? WHERE alert_id = ? AND channel = ? AND kind = ? "
+                "AND status = 'pending' AND next_attempt_at <= ?",
+                (later, alert_id, channel, kind, stamp),
+            ).rowcount
+            if updated:
+                taken.append((alert_id, kind))
+        return taken
+
     def mark_sent(self, channel: str, keys: Sequence[OutboxKey], receipt: Receipt, now: datetime) -> None:
         """Inside a transaction: the channel accepted these rows (``receipt``: Slack ts and channel id,
         Message-ID, PagerDuty dedup key)."""

@@ -26,6 +26,7 @@ from alerts_support import (
 from monitor.alerts.console import ConsoleChannel
 from monitor.alerts.email import EmailChannel
 from monitor.alerts.outbox import (
+    CLAIM_FOR,
     FIRST_RETRY,
     GIVE_UP_AFTER,
     MAX_RETRY,
@@ -90,7 +91,8 @@ def test_a_crash_before_marking_sent_resends_at_most_that_row(
     slack: SlackStub, db_path: str, clock: Clock
 ) -> None:
     # At-least-once: if the process dies after Slack accepted but before the row is marked, the next
-    # start sends that one message again, and only it. Simulated by putting the row back to pending.
+    # start sends that one message again, and only it, once the dead sender's claim on it ran out.
+    # Simulated by putting the row back to pending (its claim stays as the send left it).
     with Store.open(db_path) as store:
         first, second = make_alert(), make_alert()
         record(store, [first, second], ["slack"], clock())
@@ -98,6 +100,8 @@ def test_a_crash_before_marking_sent_resends_at_most_that_row(
         with store.transaction():
             store.conn.execute("UPDATE outbox SET status = 'pending' WHERE alert_id = ?", (first.id,))
     with Store.open(db_path) as store:
+        assert OutboxWorker(store, channels(slack), clock=clock).deliver_due().sent == 0  # still claimed
+        clock.advance(CLAIM_FOR)
         assert OutboxWorker(store, channels(slack), clock=clock).deliver_due().sent == 1
     assert len(slack.posts()) == 3
 
