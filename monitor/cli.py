@@ -26,7 +26,7 @@ from monitor.alerts.outbox import (
 from monitor.anchors import AnchorFileError, ChainAnchor, check_anchor, take_anchor
 from monitor.cli_context import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliContext, ConfigGroup, date_range, fail
 from monitor.config import Config, configured_channels
-from monitor.daemon import Monitor, config_rules_loader, run_daemon, run_once_until_stopped
+from monitor.daemon import Monitor, NotLeading, config_rules_loader, run_daemon, run_once_until_stopped
 from monitor.display import one_line
 from monitor.engine import RuleLoadError, ruleset_from_config
 from monitor.engine.calendars import Calendar
@@ -93,6 +93,10 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
     SIGTERM or SIGINT stops within seconds and exits 0 (with --once: 1): a cycle in flight stops at
     its next page and commits nothing, and work that does not end within 5 s is abandoned (as safe as
     kill -9: it is repeated at the next start).
+
+    On PostgreSQL (state.url) any number of `run` processes may share the database: one leads (polls,
+    delivers, reports), the others stand by and take over within 30 s when it goes. `run --once` exits 2
+    while another process leads. On SQLite a second `run` on the same file exits 2 naming the first.
     """
     config = ctx.config()
     if not config.sources:
@@ -112,6 +116,9 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
     if once:
         try:
             finished = run_once_until_stopped(monitor)
+        except NotLeading as exc:
+            monitor.close()
+            fail(f"configuration error: {exc}", EXIT_USAGE)
         except BaseException:
             monitor.close()
             raise

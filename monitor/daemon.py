@@ -54,6 +54,7 @@ from monitor.metrics import Metrics
 from monitor.poller import ClientFactory, PollCancelled, Poller, PollResult, default_client_factory
 from monitor.report.schedule import ReportRun, ReportScheduler
 from monitor.store import Store, StoreError, StoreInterrupted, VerifyRecord
+from monitor.store.leadership import LEADER, Leadership, leadership_for
 from monitor.store.polls import prune_polls_before
 from monitor.web import WebServer
 from monitor.xano import XanoClient
@@ -67,6 +68,8 @@ RETENTION_EVERY = timedelta(days=1)
 VERIFY_EVERY = timedelta(days=1)  # and once at start: the console's integrity panel shows the last one
 DELIVERY_EVERY = 5.0  # seconds between deliveries when no cycle asks for one sooner
 SHUTDOWN_GRACE = 5.0  # seconds work in flight gets after SIGTERM before the process exits regardless
+ONCE_LEAD_WAIT = 15.0  # seconds `run --once` waits to hear whether it may lead (connect, try the lock)
+STANDBY_TICK = 0.5  # seconds between a standby worker's looks at whether this process leads now
 MIN_CYCLE_DEADLINE = timedelta(minutes=10)
 
 
@@ -140,10 +143,17 @@ class Monitor:
         clock: Clock = lambda: datetime.now(UTC),
         client_factory: ClientFactory = default_client_factory,
         stdout: TextIO | None = None,
+        leadership: Leadership | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
         self.store = store or Store.open(config.state.target())
+        # On PostgreSQL, one of the processes sharing the database leads (polls, delivers, reports); on
+        # SQLite the writer lock already made this process the only writer. Started by run_daemon/run_once.
+        self.leadership = leadership or leadership_for(config.state.target(), config.state.label())
+        self.leading = threading.Event()  # set while this process leads: the workers wait on it
+        if self.store.is_postgresql:
+            self.store.commit_guard = self._guard_write
         self.ruleset = ruleset if ruleset is not None else ruleset_from_config(config)
         self.poller = Poller(self.store, config, self.ruleset, clock=clock, client_factory=client_factory)
         channels = build_channels(
@@ -153,11 +163,30 @@ class Monitor:
             self.store, channels, clock=clock, digest_after=config.alerts.digest_after, tz=config.tz
         )
         self.metrics = Metrics(clock)
+        self.metrics.attach_leadership(self.leadership.describe)
+        self.leadership.add_listener(self._role_changed)
+        self.outbox.may_send = self.is_leader
         # Off-hours in the report follow the rule set's business_hours calendar (also after a SIGHUP reload).
         self.reports = ReportScheduler(
             self.store, config, clock=clock, calendars=lambda: self.ruleset.calendars
         )
         self._stop: threading.Event | None = None
+
+    # leadership ---------------------------------------------------------------------------------------
+
+    def is_leader(self) -> bool:
+        return self.leadership.is_leader()
+
+    def _role_changed(self, role: str, _reason: str) -> None:
+        self.metrics.observe_role(role)
+        if role == LEADER:
+            self.leading.set()
+        else:
+            self.leading.clear()
+
+    def _guard_write(self) -> None:
+        """Inside each write transaction of this process: still the leader, as the server sees it?"""
+        self.leadership.guard_transaction(lambda sql, params: self.store.conn.execute(sql, params))
 
     def _rule_title(self, rule_id: str) -> str | None:
         """The loaded rule's title (after a SIGHUP reload too); None for monitor.* and removed rules."""
@@ -167,6 +196,8 @@ class Monitor:
             return None
 
     def poll(self, source: SourceConfig) -> PollResult:
+        if not self.is_leader():  # a standby (or a leader fenced a moment ago) leaves it to the leader
+            return PollResult(source.name, False, error="not the leader", error_kind="cancelled")
         self.metrics.poll_started(source.name)
         problem = self.archive_problem()
         result = self.poller.poll(source) if problem is None else self._archive_gone(source, problem)
@@ -191,6 +222,8 @@ class Monitor:
         return PollResult(source.name, False, error=problem, error_kind="store")
 
     def deliver(self) -> DeliveryReport:
+        if not self.is_leader():
+            return DeliveryReport()  # the leader delivers; the outbox keeps everything for it
         problem = self.archive_problem()
         if problem is not None:
             # The outbox in the file it holds is no one's record any more: the next start sends from the
@@ -216,7 +249,7 @@ class Monitor:
     def apply_retention(self) -> int:
         """Prune events older than ``state.retention_days`` (0 = keep forever); the chain stays verifiable."""
         days = self.config.state.retention_days
-        if days <= 0:
+        if days <= 0 or not self.is_leader():
             return 0
         cutoff = self.clock() - timedelta(days=days)
         deleted = self.store.prune_before(cutoff)
@@ -256,6 +289,10 @@ class Monitor:
             )  # fmt: skip
         return record
 
+    def verify_if_leading(self) -> VerifyRecord | None:
+        """The scheduled verify: the leader's work (a standby's record would be refused by the store)."""
+        return self.verify_chain() if self.is_leader() else None
+
     def run_once(self) -> CycleOutcome:
         """One cycle of every source (side by side, so a slow source delays only itself), then delivery
         and the reports due."""
@@ -288,7 +325,8 @@ class Monitor:
         may ask for minutes) and a Slack rate-limit wait end, and so does a wait for the archive's write
         lock; each cycle of the default client reads for at most ``cycle_deadline``."""
         self._stop = stop
-        self.poller.cancel = stop
+        # A walk also stops at its next page when this process stops leading (fenced): nothing of it commits.
+        self.poller.cancel = _StopOrFenced(stop, self.leadership)
         self.store.interrupt = stop
         for channel in self.outbox.channels.values():
             if isinstance(channel, SlackChannel):
@@ -301,7 +339,7 @@ class Monitor:
                 raise PollCancelled
 
         def raise_if_stopping() -> None:
-            if stop.is_set():
+            if stop.is_set() or not self.is_leader():
                 raise PollCancelled
 
         def client_for_one_cycle(source: SourceConfig) -> XanoClient:
@@ -317,6 +355,8 @@ class Monitor:
 
     def send_due_reports(self) -> list[ReportRun]:
         """Build and email every monthly report that is due and not yet sent (claimed once per period)."""
+        if not self.is_leader():
+            return []  # the leader sends them (each period is claimed once, in the store)
         problem = self.archive_problem()
         if problem is not None:  # a claim recorded in a lost file would send the month again later
             log.error("monthly report skipped", extra={"error": problem})
@@ -348,7 +388,23 @@ class Monitor:
         return True
 
     def close(self) -> None:
+        self.leadership.close()  # releases the leader lock: a standby takes over at its next try
         self.store.close()
+
+
+class _StopOrFenced(threading.Event):
+    """The poller's cancel flag: set when the daemon stops, and also while this process does not lead."""
+
+    def __init__(self, stop: threading.Event, leadership: Leadership) -> None:
+        super().__init__()
+        self._stop, self._leadership = stop, leadership
+
+    def is_set(self) -> bool:
+        return self._stop.is_set() or not self._leadership.is_leader()
+
+
+class NotLeading(Exception):
+    """``run --once`` on PostgreSQL while another process leads (the message names it)."""
 
 
 def config_rules_loader(config_path: str | None, running: Config) -> RulesLoader:
@@ -378,6 +434,12 @@ def run_once_until_stopped(monitor: Monitor, stop: threading.Event | None = None
     it as they stop the daemon: the waits end, and what still runs ``SHUTDOWN_GRACE`` later is abandoned
     (``outcome`` None: exit without waiting for it)."""
     stop = stop or threading.Event()
+    if not monitor.leadership.take_once(ONCE_LEAD_WAIT):
+        holder = monitor.leadership.holder
+        raise NotLeading(
+            f"{monitor.config.state.label()}: another process leads ({holder or 'its name is unknown'}): "
+            "`run --once` works only when no `run` leads this database"
+        )
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _signum, _frame: stop.set())
@@ -489,6 +551,9 @@ def run_daemon(
         interval = source.poll_interval.total_seconds()
         next_start = time.monotonic()
         while not stop.wait(max(0.0, next_start - time.monotonic())):
+            if not monitor.leading.wait(STANDBY_TICK):
+                next_start = time.monotonic()  # the first cycle at once when this process comes to lead
+                continue
             started = time.monotonic()
             guarded(f"poll:{source.name}", lambda: monitor.poll(source), source=source.name)
             deliver_soon.set()  # the cycle's alerts go out now, not at the next delivery tick
@@ -522,11 +587,11 @@ def run_daemon(
 
         return job
 
+    retention_job = scheduled("retention", monitor.apply_retention)
     if monitor.config.state.retention_days > 0:
         every = RETENTION_EVERY.total_seconds()
-        retention_job = scheduled("retention", monitor.apply_retention)
         scheduler.add_job(retention_job, "interval", seconds=every, next_run_time=now, id="retention")
-    verify_job = scheduled("verify", monitor.verify_chain)
+    verify_job = scheduled("verify", monitor.verify_if_leading)
     scheduler.add_job(
         verify_job, "interval", seconds=VERIFY_EVERY.total_seconds(), next_run_time=now, id="verify"
     )
@@ -540,6 +605,26 @@ def run_daemon(
     for worker in workers:
         worker.start()
     scheduler.start()
+
+    def on_role_change(role: str, _reason: str) -> None:
+        if role != LEADER:
+            return
+        # Just took over: deliver what the outbox holds, and catch up the reports and retention now.
+        deliver_soon.set()
+        if not stop.is_set():
+            scheduler.add_job(report_job, id="report-on-takeover", replace_existing=True)
+            if monitor.config.state.retention_days > 0:
+                scheduler.add_job(retention_job, id="retention-on-takeover", replace_existing=True)
+
+    took_over = [False]
+
+    def role_listener(role: str, reason: str) -> None:
+        if took_over[0]:
+            on_role_change(role, reason)
+        took_over[0] = True  # the first call is the role at start: the jobs above run at start anyway
+
+    monitor.leadership.add_listener(role_listener)
+    monitor.leadership.start()  # a standby serves the endpoint and waits in its workers until it leads
     log.info(
         "daemon started",
         extra={"sources": [s.name for s in monitor.config.sources], "rules": len(monitor.ruleset.rules)},

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.exposition import choose_encoder
@@ -79,6 +79,9 @@ class HealthFacts:
     sources: dict[str, SourceFacts] = field(default_factory=dict)
     dead_letters: dict[str, datetime] = field(default_factory=dict)  # channel -> newest dead letter
     archive_problem: str | None = None  # the archive file was deleted or replaced under the daemon
+    # The leadership's own account (monitor.store.leadership): "role" (leader | standby), and on PostgreSQL
+    # "database_error" while the lock connection cannot reach the server.
+    leadership: dict[str, Any] = field(default_factory=lambda: {"role": "leader"})
 
 
 class Metrics:
@@ -158,6 +161,14 @@ class Metrics:
             "Size of the SQLite archive on disk (database and WAL).",
             registry=r,
         )
+        self.role = Gauge(
+            "audit_monitor_role",
+            "1 for this process's role: leader (polls, delivers, reports) or standby (waits to take over).",
+            ["role"],
+            registry=r,
+        )
+        for role, value in (("leader", 1), ("standby", 0)):  # until told otherwise (SQLite: always)
+            self.role.labels(role).set(value)
         self.pruned = Counter(
             "audit_monitor_pruned_events", "Events deleted by retention pruning in this process.", registry=r
         )
@@ -192,6 +203,7 @@ class Metrics:
         # Alerts the store held at the last look (from start): the counter moves by the difference.
         self._alerts_seen: dict[tuple[str, str], int] = {}
         self._outbox_keys: set[tuple[str, str]] = set()
+        self._leadership: Callable[[], dict[str, Any]] = lambda: {"role": "leader"}
 
     # feeding (worker thread) --------------------------------------------------------------------------
 
@@ -311,6 +323,15 @@ class Metrics:
 
     # reading (any thread) -----------------------------------------------------------------------------
 
+    def attach_leadership(self, describe: Callable[[], dict[str, Any]]) -> None:
+        """Where /healthz reads the role from (live: a lease that ran out shows at once)."""
+        self._leadership = describe
+
+    def observe_role(self, role: str) -> None:
+        """A role change: the ``role`` gauge says 1 for the role this process has now."""
+        for name in ("leader", "standby"):
+            self.role.labels(name).set(1 if name == role else 0)
+
     def observe_archive_file(self, problem: str | None) -> None:
         """The daemon's check of the archive file before a cycle: None while it is the file it opened."""
         with self._lock:
@@ -322,6 +343,7 @@ class Metrics:
                 sources=dict(self._sources),
                 dead_letters=dict(self._dead_letters),
                 archive_problem=self._archive_problem,
+                leadership=dict(self._leadership()),
             )
 
     def exposition(self, accept: str | None = None) -> tuple[bytes, str]:

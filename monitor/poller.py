@@ -277,7 +277,8 @@ class Poller:
         except XanoError as exc:
             return self._failed(source, cursor, now, started, "unavailable", str(exc))
         except (PollCancelled, StoreInterrupted):
-            # Shutdown: a page boundary, a retry's sleep or a wait for the write lock ended the cycle.
+            # Shutdown (or fencing: no longer the leader): a page boundary, a retry's sleep or a wait for
+            # the write lock ended the cycle.
             log.info("poll cancelled by shutdown; nothing committed", extra={"source": source.name})
             elapsed = time.monotonic() - started
             return PollResult(source.name, False, duration=elapsed, error="cancelled", error_kind="cancelled")

@@ -74,10 +74,14 @@ def leaderships(pg_url: str) -> Iterator[Callable[..., AdvisoryLeadership]]:
 
 def in_transaction_guard(url: str, leadership: AdvisoryLeadership) -> None:
     """The leadership's guard inside a transaction of another connection (as the store runs it)."""
-    import psycopg
+    from monitor.store import pg
 
-    with psycopg.connect(url) as conn, conn.transaction():
+    conn = pg.connect(url)
+    try:
+        conn.execute("BEGIN")
         leadership.guard_transaction(lambda sql, params: conn.execute(sql, params))
+    finally:
+        conn.close()
 
 
 def via_proxy(url: str, proxy: BlackHoleProxy) -> str:

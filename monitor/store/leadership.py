@@ -41,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
+from monitor.store.connection import StoreError
+
 if TYPE_CHECKING:
     import psycopg
 
@@ -61,6 +63,8 @@ _HOLDS_SQL = (
     "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND pid = %s "
     "AND classid = 1096109390 AND objid = 1 AND objsubid = 2 AND granted)"
 )
+# The same, in the store's placeholder style (``?``), for ``guard_transaction`` on a store connection.
+_GUARD_SQL = _HOLDS_SQL.replace("%s", "?")
 _TRY_LOCK_SQL = "SELECT pg_try_advisory_lock(1096109390, 1)"
 _UNLOCK_SQL = "SELECT pg_advisory_unlock(1096109390, 1)"
 _HOLDER_SQL = (
@@ -71,7 +75,7 @@ _HOLDER_SQL = (
 APPLICATION_NAME = "audit-monitor leader lock"
 
 
-class NotLeader(Exception):
+class NotLeader(StoreError):
     """A write of the leader's work was attempted by a process that is not (or no longer) the leader."""
 
 
@@ -109,6 +113,11 @@ class Leadership(Protocol):
 
     def describe(self) -> dict[str, Any]: ...
 
+    def take_once(self, timeout: float) -> bool: ...
+
+    @property
+    def holder(self) -> str | None: ...
+
     def close(self) -> None: ...
 
 
@@ -131,6 +140,11 @@ class SoleWriter:
 
     def describe(self) -> dict[str, Any]:
         return {"role": LEADER}
+
+    def take_once(self, timeout: float) -> bool:
+        return True
+
+    holder = None
 
     def close(self) -> None:
         return None
@@ -198,6 +212,8 @@ class AdvisoryLeadership:
         ] = []  # given up by the watchdog; the keeper closes them
         self._holder_logged = False  # "standby: the lock is held by ..." once per connection
         self._changed = threading.Event()  # wakes the watchdog at once after the keeper took the lock
+        self._tried = threading.Event()  # set after the first attempt to take the lock (or to connect)
+        self._holder: str | None = None  # who leads, as the last failed attempt saw it
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -235,19 +251,33 @@ class AdvisoryLeadership:
             return self._last_error
 
     def guard_transaction(self, execute: Callable[[str, tuple[Any, ...]], Any]) -> None:
-        """Inside a write transaction, on that transaction's connection: raise ``NotLeader`` unless this
-        process still leads and its lock session still holds the lock as the server sees it now."""
+        """Inside a write transaction, on that transaction's connection (``execute``: the store's, with
+        ``?`` placeholders): raise ``NotLeader`` unless this process still leads and its lock session still
+        holds the lock as the server sees it now."""
         with self._lock:
             valid = self._lease_valid(time.monotonic())
             backend_pid = self._backend_pid
         if not valid or backend_pid is None:
             raise NotLeader("this process is not the leader: the write is rolled back")
-        row = execute(_HOLDS_SQL, (backend_pid,)).fetchone()
+        row = execute(_GUARD_SQL, (backend_pid,)).fetchone()
         if not row or not row[0]:
             raise NotLeader(
                 f"the leader lock is no longer held by this process's session (server pid {backend_pid}): "
                 "the write is rolled back"
             )
+
+    def take_once(self, timeout: float) -> bool:
+        """``run --once``: start, and wait (up to ``timeout`` seconds) for the outcome of the first attempt
+        to take the lock. True when this process leads now; otherwise ``holder`` says who does."""
+        self.start()
+        self._tried.wait(timeout)
+        return self.is_leader()
+
+    @property
+    def holder(self) -> str | None:
+        """Who leads, as this standby's last attempt to take the lock saw it."""
+        with self._lock:
+            return self._holder
 
     # life ---------------------------------------------------------------------------------------------
 
@@ -309,6 +339,7 @@ class AdvisoryLeadership:
             with self._lock:
                 first = self._last_error is None
                 self._last_error = f"cannot reach {self.label}: {_one_line(exc)}"
+            self._tried.set()
             if first:
                 log.warning(
                     "leader lock: cannot reach the database",
@@ -359,10 +390,13 @@ class AdvisoryLeadership:
         if not taken and not self._holder_logged:
             self._holder_logged = True
             holder = lock_holder(conn)
+            with self._lock:
+                self._holder = str(holder) if holder else None
             log.info(
                 "standby: another process leads",
                 extra={"leader": str(holder) if holder else "unknown", "database": self.label},
             )
+        self._tried.set()
         if taken:
             with self._lock:
                 if generation != self._generation:  # given up meanwhile: the close frees the lock
@@ -458,3 +492,12 @@ def _shut_down(conn: psycopg.Connection[Any] | None) -> None:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
+
+
+def leadership_for(target: str, label: str, timings: LeaseTimings | None = None) -> Leadership:
+    """The leadership for ``state.target()``: elected on PostgreSQL, the sole writer on SQLite."""
+    from monitor.store import pg
+
+    if pg.is_url(target):
+        return AdvisoryLeadership(target, label=label, timings=timings)
+    return SoleWriter()

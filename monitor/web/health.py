@@ -49,7 +49,14 @@ def stale_after(source: SourceConfig, config: Config) -> timedelta:
 
 
 def evaluate_health(config: Config, facts: HealthFacts, now: datetime) -> tuple[int, dict[str, Any]]:
-    """(HTTP status, JSON body). 503 names every reason; "starting" until each source completed a cycle."""
+    """(HTTP status, JSON body). 503 names every reason; "starting" until each source completed a cycle.
+
+    Every body says the process's ``role``. A standby (PostgreSQL: another process leads) does not poll, so
+    its sources cannot be stale: it is healthy while it can reach the database to take over (200), and 503
+    naming the database's error when it cannot."""
+    role = str(facts.leadership.get("role", "leader"))
+    if role != "leader":
+        return _standby_health(facts, now, role)
     reasons: list[str] = []
     starting: list[str] = []
     sources: dict[str, Any] = {}
@@ -95,7 +102,7 @@ def evaluate_health(config: Config, facts: HealthFacts, now: datetime) -> tuple[
     if facts.archive_problem is not None:
         # At once, not after stale_after: every cycle fails until someone restores the file and restarts.
         reasons.insert(0, f"archive: {facts.archive_problem}")
-    body: dict[str, Any] = {"status": "ok", "time": format_timestamp(now), "sources": sources}
+    body: dict[str, Any] = {"status": "ok", "role": role, "time": format_timestamp(now), "sources": sources}
     if dead:
         body["dead_letters"] = dead
     if starting:
@@ -105,5 +112,15 @@ def evaluate_health(config: Config, facts: HealthFacts, now: datetime) -> tuple[
     if reasons:
         body["status"] = "unhealthy"
         body["reasons"] = reasons
+        return 503, body
+    return 200, body
+
+
+def _standby_health(facts: HealthFacts, now: datetime, role: str) -> tuple[int, dict[str, Any]]:
+    body: dict[str, Any] = {"status": "ok", "role": role, "time": format_timestamp(now)}
+    error = facts.leadership.get("database_error")
+    if error:
+        body["status"] = "unhealthy"
+        body["reasons"] = [f"database: {error} (this standby could not take over)"]
         return 503, body
     return 200, body
