@@ -30,6 +30,19 @@ WRITER_LOCK_KEY = 0x6175646974_7772
 MIGRATION_LOCK_KEY = 0x6175646974_6D67
 
 
+# libpq settings that make a connection to a host gone silent (a network cut, a crashed server) fail within
+# seconds rather than after the kernel's retransmission timeout (about 15 minutes): keepalives probe an idle
+# connection, tcp_user_timeout ends one whose sent data stays unacknowledged.
+DEAD_PEER_SETTINGS: dict[str, int] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 20_000,
+}
+IDLE_IN_TRANSACTION_MS = 15_000  # below the leader lock's server_idle (20 s): see leadership.py
+
+
 def is_url(target: str) -> bool:
     """Whether ``target`` (``state.url`` or an argument) names a PostgreSQL database rather than a file."""
     return target.startswith(URL_SCHEMES)
@@ -359,11 +372,16 @@ def connect(url: str, *, readonly: bool = False) -> PgConnection:
     import psycopg
 
     label = redact(url)
-    options: dict[str, Any] = {"autocommit": True, "connect_timeout": 10}
+    options: dict[str, Any] = {"autocommit": True, "connect_timeout": 10, **DEAD_PEER_SETTINGS}
     if readonly:
         options["options"] = "-c default_transaction_read_only=on"
     try:
         conn = psycopg.connect(url, **options)
+        if not readonly:
+            # A writer cut off by the network must not keep the writers' lock (and so a standby's takeover)
+            # from everyone: the server ends a transaction left idle this long. The store's transactions
+            # send their statements back to back; none idles for seconds.
+            conn.execute(f"SET idle_in_transaction_session_timeout = {IDLE_IN_TRANSACTION_MS}")
     except Exception as exc:
         raise wrap_error(exc, label) from None
     return PgConnection(conn, label)
