@@ -41,6 +41,7 @@ from tests.tcp_proxy import BlackHoleProxy
 KILLS = 5
 TAKEOVER_LIMIT = 30.0  # seconds: the issue's promise
 CLAIM_RUNS_OUT = 45.0 + 15.0  # outbox.CLAIM_FOR, plus a delivery tick and a cycle
+API_TOKEN = "replica-test-token-0123456789"
 
 
 def config_text(s: Scenario) -> str:
@@ -59,7 +60,7 @@ alerts:
   digest_after: 100000
   slack: {{token: "${{SLACK_BOT_TOKEN}}", channel: "#sec", base_url: "{s.slack.stub.base_url}",
           min_severity: info, timeout: 5s}}
-server: {{listen: "127.0.0.1:0", stale_after: 30s}}
+server: {{listen: "127.0.0.1:0", stale_after: 30s, tokens: [{{name: ops, token: "${{API_TOKEN}}"}}]}}
 """
 
 
@@ -72,7 +73,12 @@ class Replicas:
         self.running: list[Daemon] = []
 
     def start(self, url: str | None = None) -> Daemon:
-        env = {"SIM_TOKEN": self.s.token, "SLACK_BOT_TOKEN": BOT_TOKEN, "AM_STATE_URL": url or self.url}
+        env = {
+            "SIM_TOKEN": self.s.token,
+            "SLACK_BOT_TOKEN": BOT_TOKEN,
+            "API_TOKEN": API_TOKEN,
+            "AM_STATE_URL": url or self.url,
+        }
         daemon = Daemon(self.s.config, self.s.tmp, env, "run")
         self.s.daemons.append(daemon)
         self.running.append(daemon)
@@ -85,7 +91,14 @@ class Replicas:
         return subprocess.run(
             [sys.executable, "-m", "monitor.cli", "--config", str(self.s.config), *args],
             cwd=self.s.tmp,
-            env={**os.environ, "PYTHONPATH": str(REPO), "SIM_TOKEN": self.s.token, "AM_STATE_URL": self.url},
+            env={
+                **os.environ,
+                "PYTHONPATH": str(REPO),
+                "SIM_TOKEN": self.s.token,
+                "SLACK_BOT_TOKEN": BOT_TOKEN,
+                "API_TOKEN": API_TOKEN,
+                "AM_STATE_URL": self.url,
+            },
             capture_output=True,
             text=True,
             timeout=120,
@@ -323,3 +336,57 @@ def test_a_leader_cut_off_from_the_database_fences_itself_and_the_standby_takes_
     assert body["role"] == "standby"  # it keeps trying through the cut, in vain
     repeats = check_invariants(replicas, pg_database, [(cut_at - 1.0, cut_at + 10.0)])
     assert repeats <= 1
+
+
+def metric(daemon: Daemon, line_start: str) -> float:
+    _status, body = http_get(daemon.base_url + "/metrics")
+    for line in body.decode().splitlines():
+        if line.startswith(line_start + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {line_start} in /metrics")
+
+
+def test_a_standby_serves_health_metrics_the_api_and_reads_and_takes_over_a_clean_stop(
+    scenario_factory: Callable[..., Scenario], pg_database: str
+) -> None:
+    s = scenario_factory(days=1, events_per_day=150)
+    replicas = Replicas(s, pg_database)
+    leader = replicas.start()
+    wait_until(lambda: has_cycled_since(leader, "1970"), 60, "the leader's first cycle")
+    standby = replicas.start()
+    wait_until(lambda: role(standby) == "standby", 60, "the second replica to stand by")
+
+    status, body = http_get(standby.base_url + "/healthz")
+    assert status == 200 and json.loads(body)["role"] == "standby", body
+    assert metric(standby, 'audit_monitor_role{role="standby"}') == 1.0
+    assert metric(standby, 'audit_monitor_role{role="leader"}') == 0.0
+    assert metric(leader, 'audit_monitor_role{role="leader"}') == 1.0
+    assert metric(leader, 'audit_monitor_role{role="standby"}') == 0.0
+    # The console's API reads the shared archive on the standby too.
+    import urllib.request
+
+    request = urllib.request.Request(  # noqa: S310 - loopback URL
+        standby.base_url + "/api/v1/events?limit=5", headers={"Authorization": f"Bearer {API_TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback URL
+        assert len(json.loads(answer.read())["items"]) == 5
+    # Read commands work beside both; `run --once` does not compete with the leader.
+    assert replicas.cli("status").returncode == 0
+    once = replicas.cli("run", "--once")
+    assert once.returncode == 2, once.stderr
+    assert "another process leads" in once.stderr and f"pid {leader.proc.pid}" in once.stderr, once.stderr
+    # Who leads, in the logs: the leader's role change and the standby's view of it.
+    assert leader.events("role changed")[-1]["role"] == "leader"
+    seen = standby.events("standby: another process leads")
+    assert seen and f"pid {leader.proc.pid}" in seen[0]["leader"]
+    assert not standby.events("poll cycle"), "a standby polled"
+
+    stopped_at = time.perf_counter()
+    leader.stop()  # SIGTERM: the lock is released on the way out
+    assert leader.proc.returncode == 0
+    wait_until(lambda: role(standby) == "leader", 10, "the standby to take over a clean stop")
+    print(f"a clean stop handed over in {time.perf_counter() - stopped_at:.1f} s")
+    released = [r for r in leader.events("role changed") if r["role"] == "standby"]
+    assert released and "released" in released[-1]["reason"]
+    assert standby.events("role changed")[-1]["reason"] == "took the leader lock"
+    standby.wait_event("poll cycle", 30)
