@@ -218,3 +218,35 @@ def test_sqlite_has_one_writer_that_always_leads() -> None:
     sole.add_listener(seen)
     assert sole.is_leader() and seen.roles() == [LEADER]
     sole.guard_transaction(lambda sql, params: pytest.fail("no query on SQLite"))
+
+
+def test_a_daemon_that_lost_the_lock_commits_nothing(pg_url: str) -> None:
+    """The daemon's store runs the guard inside every write transaction: once the server has ended the
+    lock session, a write is rolled back even before the leader's own heartbeat noticed (the window a
+    network cut or an operator's pg_terminate_backend opens)."""
+    import psycopg
+
+    from monitor.config import Config
+    from monitor.daemon import Monitor
+    from tests.alerts.alerts_support import make_alert
+
+    config = Config.model_validate({"state": {"url": pg_url}, "alerts": {"console": False}})
+    slow_heartbeat = LeaseTimings(heartbeat=5.0, lease=8.0, server_idle=10.0, retry=0.3, connect_timeout=2.0)
+    leadership = AdvisoryLeadership(pg_url, label="test database", timings=slow_heartbeat)
+    monitor = Monitor(config, leadership=leadership)
+    try:
+        assert leadership.take_once(10)
+        kept, lost = make_alert(title="kept"), make_alert(title="lost")
+        with monitor.store.transaction():
+            monitor.store.record_alert(kept, ["console"], kept.event_time)
+        with psycopg.connect(pg_url, autocommit=True) as admin:
+            holder = lock_holder(admin)
+            assert holder is not None
+            admin.execute("SELECT pg_terminate_backend(%s)", (holder.backend_pid,))
+        assert monitor.is_leader()  # its lease still runs: only the check inside the transaction knows
+        with pytest.raises(NotLeader), monitor.store.transaction():
+            monitor.store.record_alert(lost, ["console"], lost.event_time)
+        assert monitor.store.alert_exists(kept.id)
+        assert not monitor.store.alert_exists(lost.id)
+    finally:
+        monitor.close()

@@ -133,6 +133,44 @@ def test_health_starting_then_ok_then_stale_then_ok(tmp_path: Path, clock: FakeC
     assert evaluate_health(cfg, metrics.health_facts(), clock())[0] == 200
 
 
+def test_health_and_the_role_gauge_say_leader_or_standby(tmp_path: Path, clock: FakeClock) -> None:
+    cfg = config(tmp_path)
+    metrics = Metrics(clock)
+    with Store.open(cfg.state.path) as store:
+        metrics.seed(store, ["prod", "dev"])
+    for source in ("prod", "dev"):
+        metrics.observe_poll(Result(source, True))  # type: ignore[arg-type]
+    # SQLite (no leadership attached): the sole writer leads.
+    status, body = evaluate_health(cfg, metrics.health_facts(), clock())
+    assert (status, body["role"]) == (200, "leader")
+
+    # A standby on PostgreSQL: its sources are the leader's business, however old their last success.
+    facts: dict[str, object] = {"role": "standby"}
+    metrics.attach_leadership(lambda: facts)
+    metrics.observe_role("standby")
+    clock.advance(timedelta(hours=2))
+    status, body = evaluate_health(cfg, metrics.health_facts(), clock())
+    assert (status, body["status"], body["role"]) == (200, "ok", "standby")
+    assert "sources" not in body
+    exposition = metrics.exposition()[0].decode()
+    assert 'audit_monitor_role{role="standby"} 1.0' in exposition
+    assert 'audit_monitor_role{role="leader"} 0.0' in exposition
+    # A standby that cannot reach the database could not take over: 503, naming why.
+    facts["database_error"] = "postgresql://monitor@db:5432/audit: connection refused"
+    status, body = evaluate_health(cfg, metrics.health_facts(), clock())
+    assert (status, body["role"]) == (503, "standby")
+    assert body["reasons"] == [
+        "database: postgresql://monitor@db:5432/audit: connection refused (this standby could not take over)"
+    ]
+
+    metrics.attach_leadership(lambda: {"role": "leader"})
+    metrics.observe_role("leader")
+    for source in ("prod", "dev"):
+        metrics.observe_poll(Result(source, True))  # type: ignore[arg-type]
+    assert evaluate_health(cfg, metrics.health_facts(), clock())[1]["role"] == "leader"
+    assert 'audit_monitor_role{role="leader"} 1.0' in metrics.exposition()[0].decode()
+
+
 def test_a_source_that_never_succeeded_is_unhealthy_after_its_first_cycle(
     tmp_path: Path, clock: FakeClock
 ) -> None:
