@@ -153,7 +153,7 @@ class Monitor:
         self.leadership = leadership or leadership_for(config.state.target(), config.state.label())
         self.leading = threading.Event()  # set while this process leads: the workers wait on it
         if self.store.is_postgresql:
-            self.store.commit_guard = self._guard_write
+            self.store.commit_guard = self.leadership.guard_transaction
         self.ruleset = ruleset if ruleset is not None else ruleset_from_config(config)
         self.poller = Poller(self.store, config, self.ruleset, clock=clock, client_factory=client_factory)
         channels = build_channels(
@@ -183,10 +183,6 @@ class Monitor:
             self.leading.set()
         else:
             self.leading.clear()
-
-    def _guard_write(self) -> None:
-        """Inside each write transaction of this process: still the leader, as the server sees it?"""
-        self.leadership.guard_transaction(lambda sql, params: self.store.conn.execute(sql, params))
 
     def _rule_title(self, rule_id: str) -> str | None:
         """The loaded rule's title (after a SIGHUP reload too); None for monitor.* and removed rules."""

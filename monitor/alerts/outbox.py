@@ -20,11 +20,14 @@ alert itself (the Slack thread, the Message-ID to reply to). The store hands one
 was sent; a pass that sends triggers therefore asks for another pass, which sends the notices that became
 due.
 
-Several processes may share one outbox (replicas on PostgreSQL; a `run --once` beside `dead-letters
-requeue`): each batch is *claimed* in a write transaction just before its send (its rows are made due
-``CLAIM_FOR`` later, only if they are still pending and due), so a row another process claimed first is not
-sent twice. A process killed during a send leaves its claim to expire: the row is sent again after
-``CLAIM_FOR``, with the same alert id (the receiver's idempotency key). Before every send ``may_send`` is
+
+On PostgreSQL several processes share one outbox (replicas; the leader elected among them sends, but a
+fenced leader's last moments may overlap its successor's first): each batch is *claimed* in a write
+transaction just before its send (its rows are made due ``CLAIM_FOR`` later, only if they are still pending
+and due), so a row another process claimed first is not sent twice. A process killed during a send leaves its
+claim to run out: the row is sent again after ``CLAIM_FOR``, with the same alert id (the receiver's
+idempotency key). On SQLite the archive's writer lock already makes this process the only sender, so rows are
+not claimed and a restart after a crash sends the interrupted row at once. Before every send ``may_send`` is
 asked (the daemon: "am I still the leader?"): a fenced leader stops at once, mid-pass.
 """
 
@@ -164,6 +167,7 @@ class OutboxWorker:
         self.digest_after = digest_after
         # Asked before every send; the daemon sets it to "still the leader?" (a fenced leader stops at once).
         self.may_send: Callable[[], bool] = lambda: True
+        self.claims = store.is_postgresql  # several senders can share the outbox only there
 
     def deliver_due(self) -> DeliveryReport:
         report = DeliveryReport()
@@ -272,6 +276,8 @@ class OutboxWorker:
 
     def _claim(self, name: str, batch: _Batch, now: datetime) -> _Batch | None:
         """Claim the batch's rows for this process (those still pending and due); None when none is left."""
+        if not self.claims:
+            return batch
         with self.store.transaction():
             taken = set(self.store.claim_deliveries(name, [i.key for i in batch.items], now, now + CLAIM_FOR))
         items = [item for item in batch.items if item.key in taken]

@@ -107,9 +107,10 @@ class StoreCore:
         # Set (by the daemon, to its stop event) to end waits for the write lock at once: SIGTERM must not
         # wait out another process's transaction.
         self.interrupt: threading.Event | None = None
-        # Set by a daemon on PostgreSQL to its leadership's check: run inside every write transaction, just
-        # before COMMIT, it raises (and the transaction rolls back) unless this process still leads.
-        self.commit_guard: Callable[[], None] | None = None
+        # Set by a daemon on PostgreSQL to its leadership's check: called inside every write transaction,
+        # just before COMMIT, with the transaction's ``execute``; it raises (and the transaction rolls back)
+        # unless this process still leads (monitor/store/leadership.py).
+        self.commit_guard: Callable[[Callable[..., Any]], None] | None = None
 
     # connections --------------------------------------------------------------------------------------
 
@@ -366,7 +367,7 @@ class StoreCore:
             for callback in link.before_commit:
                 callback()
             if self.commit_guard is not None:
-                self.commit_guard()  # last: an ex-leader never commits (see monitor/store/leadership.py)
+                self.commit_guard(link.conn.execute)  # last: an ex-leader never commits
         except pg.PostgresUnavailable as exc:
             # the connection was lost: the server undid the transaction; the message names the database
             self._rollback()

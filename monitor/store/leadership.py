@@ -490,8 +490,11 @@ def _shut_down(conn: psycopg.Connection[Any] | None) -> None:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The error's first line, as the store words a driver's error (a URL in it loses its password)."""
+    from monitor.store import pg
+
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    return pg._clean(text[0] if text else type(exc).__name__)[:300]  # the store's own redaction
 
 
 def leadership_for(target: str, label: str, timings: LeaseTimings | None = None) -> Leadership:

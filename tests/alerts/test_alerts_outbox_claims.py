@@ -1,8 +1,9 @@
-"""Two senders on one outbox (replicas sharing a PostgreSQL database during a takeover; a `run --once`
-beside a daemon's delivery): a row is claimed in a write transaction just before its send, so no alert goes
-out twice while both run, and a claim left by a sender that died runs out and the row is sent again.
+"""Two senders on one PostgreSQL outbox (replicas during a takeover): a row is claimed in a write
+transaction just before its send, so no alert goes out twice while both run, and a claim left by a sender
+that died runs out and the row is sent again. (On SQLite the archive's writer lock keeps a second sender
+out, and rows are not claimed: tests/alerts/test_alerts_outbox.py.)
 
-Each sender has a Store of its own (its own connection, as a second process has), on both backends. The
+Each sender has a Store of its own (its own connection, as a second process has). The
 channel is a recording one (what is under test is the outbox and the store, not a transport): it lets the
 first sender hand over to the second in the middle of a send, the moment a takeover can land in.
 """
@@ -12,11 +13,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import timedelta
 
+import pytest
+
 from monitor.alerts.model import Alert
 from monitor.alerts.outbox import CLAIM_FOR, OutboxWorker
 from monitor.store import Store
 from tests.alerts.alerts_support import make_alert, record
 from tests.conftest import FakeClock
+from tests.postgres import PostgresServer
+
+
+@pytest.fixture
+def store_target(pg_server: PostgresServer, pg_template: str) -> str:
+    """A migrated, empty PostgreSQL archive of this test's own."""
+    return pg_server.new_database(template=pg_template)
 
 
 class RecordingChannel:
