@@ -289,9 +289,25 @@ class Monitor:
         """The scheduled verify: the leader's work (a standby's record would be refused by the store)."""
         return self.verify_chain() if self.is_leader() else None
 
+    def lead_once(self) -> None:
+        """For one cycle outside the daemon (``run --once``): take the lead, or raise ``NotLeading`` naming
+        the process that leads (on PostgreSQL; on SQLite this process is the only writer already)."""
+        if self.is_leader() or self.leadership.take_once(ONCE_LEAD_WAIT):
+            return
+        label = self.config.state.label()
+        error = self.leadership.database_error
+        if error is not None:
+            raise NotLeading(f"{label}: cannot take the leader lock: {error}")
+        holder = self.leadership.holder
+        raise NotLeading(
+            f"{label}: another process leads ({holder or 'its name is unknown'}): "
+            "`run --once` works only when no `run` leads this database"
+        )
+
     def run_once(self) -> CycleOutcome:
         """One cycle of every source (side by side, so a slow source delays only itself), then delivery
-        and the reports due."""
+        and the reports due. Takes the lead first (``lead_once``)."""
+        self.lead_once()
         outcome = CycleOutcome()
         sources = self.config.sources
         if len(sources) == 1:
@@ -430,12 +446,7 @@ def run_once_until_stopped(monitor: Monitor, stop: threading.Event | None = None
     it as they stop the daemon: the waits end, and what still runs ``SHUTDOWN_GRACE`` later is abandoned
     (``outcome`` None: exit without waiting for it)."""
     stop = stop or threading.Event()
-    if not monitor.leadership.take_once(ONCE_LEAD_WAIT):
-        holder = monitor.leadership.holder
-        raise NotLeading(
-            f"{monitor.config.state.label()}: another process leads ({holder or 'its name is unknown'}): "
-            "`run --once` works only when no `run` leads this database"
-        )
+    monitor.lead_once()
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda _signum, _frame: stop.set())

@@ -250,3 +250,22 @@ def test_a_daemon_that_lost_the_lock_commits_nothing(pg_url: str) -> None:
         assert not monitor.store.alert_exists(lost.id)
     finally:
         monitor.close()
+
+
+def test_one_cycle_in_process_takes_the_lead_or_names_who_has_it(pg_url: str) -> None:
+    import os
+
+    from monitor.config import Config
+    from monitor.daemon import Monitor, NotLeading
+
+    config = Config.model_validate({"state": {"url": pg_url}, "alerts": {"console": False}})
+    first, second = Monitor(config), Monitor(config)
+    try:
+        assert first.run_once().ok  # no `start()` needed: one cycle takes the lead first
+        assert first.is_leader()
+        with pytest.raises(NotLeading, match=f"another process leads .*pid {os.getpid()}"):
+            second.run_once()
+        assert not second.is_leader()
+    finally:
+        first.close()
+        second.close()

@@ -20,7 +20,6 @@ alert itself (the Slack thread, the Message-ID to reply to). The store hands one
 was sent; a pass that sends triggers therefore asks for another pass, which sends the notices that became
 due.
 
-
 On PostgreSQL several processes share one outbox (replicas; the leader elected among them sends, but a
 fenced leader's last moments may overlap its successor's first): each batch is *claimed* in a write
 transaction just before its send (its rows are made due ``CLAIM_FOR`` later, only if they are still pending

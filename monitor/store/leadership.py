@@ -118,6 +118,9 @@ class Leadership(Protocol):
     @property
     def holder(self) -> str | None: ...
 
+    @property
+    def database_error(self) -> str | None: ...
+
     def close(self) -> None: ...
 
 
@@ -145,6 +148,7 @@ class SoleWriter:
         return True
 
     holder = None
+    database_error = None
 
     def close(self) -> None:
         return None
@@ -270,7 +274,8 @@ class AdvisoryLeadership:
         """``run --once``: start, and wait (up to ``timeout`` seconds) for the outcome of the first attempt
         to take the lock. True when this process leads now; otherwise ``holder`` says who does."""
         self.start()
-        self._tried.wait(timeout)
+        if not self.is_leader():
+            self._tried.wait(timeout)
         return self.is_leader()
 
     @property
@@ -282,6 +287,8 @@ class AdvisoryLeadership:
     # life ---------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        if self._threads:
+            return  # started already (``take_once`` after ``start``, or twice)
         for name, target in (("leader-keeper", self._keep), ("leader-watchdog", self._watch)):
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
