@@ -11,6 +11,13 @@ reading has an overall deadline (``cycle_deadline``); a longer walk goes on from
 The HTTP application (monitor.web) runs in its own thread: /healthz and /metrics read only
 ``Monitor.metrics``; the API and the console open their own connections to the archive.
 
+Leadership (monitor/store/leadership.py): on PostgreSQL several daemons may share the database and only the
+leader works; the workers of a standby wait (``Monitor.leading``) while the HTTP application keeps serving,
+and start at once when it takes over (delivery, the report and retention catch up then). Every cycle, every
+page of a walk and every send asks ``Monitor.is_leader()``; every write transaction of the store checks the
+lock inside the transaction (``Store.commit_guard``). On SQLite the writer lock already made this process the
+only writer, and it leads from the start.
+
 Signals: SIGTERM/SIGINT set the stop event. Every wait in a cycle looks at it: between pages and between
 chunks of an answer, a retry's backoff, a Slack rate-limit wait, a wait for the archive's write lock;
 a cycle stopped that way commits nothing and the next start repeats it. Work that still runs
