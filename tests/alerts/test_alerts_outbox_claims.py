@@ -15,7 +15,7 @@ from datetime import timedelta
 
 import pytest
 
-from monitor.alerts.model import Alert
+from monitor.alerts.model import TRIGGER, Alert
 from monitor.alerts.outbox import CLAIM_FOR, OutboxWorker
 from monitor.store import Store
 from tests.alerts.alerts_support import make_alert, record
@@ -65,13 +65,14 @@ def test_two_senders_never_send_the_same_row(store_target: str, clock: FakeClock
 
 def test_a_claim_left_by_a_dead_sender_runs_out(store_target: str, clock: FakeClock) -> None:
     alert = make_alert()
+    key = (alert.id, TRIGGER)  # an outbox row: the alert's trigger message on channel "hook"
     sent: list[str] = []
     with Store.open(store_target) as store:
         record(store, [alert], ["hook"], clock())
         with store.transaction():  # a sender claimed the row, then died before sending or recording
-            assert store.claim_deliveries("hook", [alert.id], clock(), clock() + CLAIM_FOR) == [alert.id]
+            assert store.claim_deliveries("hook", [key], clock(), clock() + CLAIM_FOR) == [key]
         with store.transaction():  # nobody claims a claimed row
-            assert store.claim_deliveries("hook", [alert.id], clock(), clock() + CLAIM_FOR) == []
+            assert store.claim_deliveries("hook", [key], clock(), clock() + CLAIM_FOR) == []
         worker = OutboxWorker(store, {"hook": RecordingChannel(sent)}, clock=clock)
         assert worker.deliver_due().sent == 0
         clock.advance(CLAIM_FOR - timedelta(seconds=1))
