@@ -12,6 +12,7 @@ SQL here is portable (named parameters, no SQLite-only functions), so a PostgreS
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -140,7 +141,19 @@ def get_event(store: Store, source: str, event_id: int) -> dict[str, Any] | None
     ).fetchone()
     if row is None:
         return None
-    seq, _ms, source, event_id, created_at, type_, msg, user, workspace, branch, raw, archived_at, hash_ = row
+    *columns, raw, archived_at, hash_ = row
+    return {
+        **event_fields(columns),
+        "raw": json.loads(raw),
+        "archived_at": archived_at,
+        "chain": {"seq": columns[0], "hash": hash_},
+    }
+
+
+def event_fields(row: Sequence[Any]) -> dict[str, Any]:
+    """An event's fields as the API and the console name them, from a row of ``_EVENT_COLUMNS`` (what
+    ``search_events`` returns)."""
+    _seq, _ms, source, event_id, created_at, type_, msg, user, workspace, branch = row
     return {
         "source": source,
         "id": event_id,
@@ -150,9 +163,6 @@ def get_event(store: Store, source: str, event_id: int) -> dict[str, Any] | None
         "user": user,
         "workspace": workspace,
         "branch": branch,
-        "raw": json.loads(raw),
-        "archived_at": archived_at,
-        "chain": {"seq": seq, "hash": hash_},
     }
 
 

@@ -192,23 +192,13 @@ def event_items(rows: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
     type's category is worked out once a page, not once a row (the walk of the archive builds millions)."""
     categories: dict[str, str] = {}
     items = []
-    for _seq, _ms, source, event_id, created_at, type_, msg, user, workspace, branch in rows:
-        category = categories.get(type_)
+    for row in rows:
+        item = search.event_fields(row)
+        category = categories.get(item["type"])
         if category is None:
-            category = categories[type_] = category_of(type_)
-        items.append(
-            {
-                "source": source,
-                "id": event_id,
-                "created_at": created_at,
-                "type": type_,
-                "msg": msg,
-                "user": user,
-                "workspace": workspace,
-                "branch": branch,
-                "category": category,
-            }
-        )
+            category = categories[item["type"]] = category_of(item["type"])
+        item["category"] = category
+        items.append(item)
     return items
 
 
