@@ -29,6 +29,9 @@ from monitor.store.leadership import (
 from tests.tcp_proxy import BlackHoleProxy
 
 FAST = LeaseTimings(heartbeat=0.3, lease=1.5, server_idle=3.0, retry=0.3, connect_timeout=2.0)
+# A leader that notices a lost lock only seconds later: what it may still write meanwhile is the guard's
+# alone to refuse (with FAST timings its heartbeat could notice, reconnect and win the lock back first).
+SLOW_TO_NOTICE = LeaseTimings(heartbeat=4.0, lease=8.0, server_idle=16.0, retry=4.0, connect_timeout=2.0)
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:
@@ -129,7 +132,7 @@ def test_the_transaction_guard_refuses_a_process_that_lost_the_lock(
 ) -> None:
     import psycopg
 
-    first = leaderships()
+    first = leaderships(timings=SLOW_TO_NOTICE)
     wait_for(first.is_leader, 10, "leadership")
     in_transaction_guard(pg_url, first)  # the leader may write
 
@@ -146,7 +149,7 @@ def test_the_transaction_guard_refuses_a_process_that_lost_the_lock(
     with pytest.raises(NotLeader):
         in_transaction_guard(pg_url, first)
     wait_for(second.is_leader, 10, "the standby to take over")
-    wait_for(lambda: not first.is_leader(), 5, "the old leader to notice")
+    wait_for(lambda: not first.is_leader(), 2 * SLOW_TO_NOTICE.heartbeat + 2, "the old leader to notice")
     in_transaction_guard(pg_url, second)
 
 
