@@ -38,7 +38,7 @@ from monitor.status import render_status_data, status_data
 from monitor.store import DatabaseError, Store, StoreError, StoreUnavailable, copy
 from monitor.store.files import ArchiveLocked
 from monitor.store.pg import is_url as is_postgresql_url
-from monitor.web import ServerError
+from monitor.web import ServerError, listen_problem
 
 
 @click.group(
@@ -109,6 +109,9 @@ def run(ctx: CliContext, once: bool, log_level: str) -> None:
             EXIT_USAGE,
         )
     ctx.require_secrets(config)
+    problem = None if once else listen_problem(config)  # before the archive is opened: nothing is created
+    if problem is not None:
+        fail(f"configuration error: {ctx.config_path or './audit-monitor.yaml'}: {problem}", EXIT_USAGE)
     setup_logging(log_level, log_format=config.log_format, secrets=config_secrets(config))
     # Held until the process exits (also through sys.exit below): one writer per archive.
     writer_lock = ctx.writer_lock()

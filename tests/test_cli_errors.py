@@ -185,3 +185,18 @@ def test_disabling_an_unknown_rule_is_a_configuration_error(tmp_path: Path, sim:
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert f"{config}:14: rules.disable[1]: no rule has the id 'unknown.rule'" in done.stderr
     assert "xano.table.deleted" not in done.stderr  # the known id is fine
+
+
+# [14.5] a public address without any token: refused before the archive is opened, so nothing is created.
+def test_run_refuses_a_public_address_without_tokens_before_creating_the_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "state" / "archive.db"
+    config = tmp_path / "audit-monitor.yaml"
+    config.write_text(
+        f"state: {{path: {archive}}}\n"
+        "sources:\n  - {name: prod, base_url: 'http://127.0.0.1:9', token: t}\n"
+        "server: {listen: '0.0.0.0:9108'}\n",
+        encoding="utf-8",
+    )
+    done = cli("--config", str(config), "run", env={})
+    assert_usage_error(done, str(config), "server.listen is 0.0.0.0:9108", "server.tokens", "127.0.0.1")
+    assert not archive.exists() and not archive.parent.exists()

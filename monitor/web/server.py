@@ -127,6 +127,26 @@ def exposure_problem(listen: str) -> str:
     )
 
 
+def listen_problem(config: Config) -> str | None:
+    """Why ``server.listen`` cannot be served as configured, or None. ``run`` asks before it opens the
+    archive, so that a refused configuration creates or changes nothing."""
+    listen = config.server.listen
+    if not listen:
+        return None
+    try:
+        host, _port = parse_listen(listen)
+    except ValueError as exc:
+        return f"server.listen: {exc}"
+    missing = missing_secrets(config.server)
+    if missing:
+        return "server.tokens: " + "; ".join(missing)
+    if not is_loopback(host) and not config.server.tokens:
+        # Fail closed: an address others can reach, with nothing configured to tell who is asking, is a
+        # mistake far more often than a choice.
+        return exposure_problem(listen)
+    return None
+
+
 class WebServer:
     """``server.listen``: /healthz, /metrics, and (with ``server.tokens``) the JSON API and the console."""
 
@@ -156,18 +176,10 @@ class WebServer:
 
     def start(self) -> tuple[str, int]:
         listen = self.config.server.listen
-        try:
-            host, port = parse_listen(listen)
-        except ValueError as exc:
-            raise ServerError(f"server.listen: {exc}") from None
-        missing = missing_secrets(self.config.server)
-        if missing:
-            raise ServerError("server.tokens: " + "; ".join(missing))
-        if not is_loopback(host) and not self.config.server.tokens:
-            # Fail closed: an address others can reach, with nothing configured to tell who is asking, is
-            # a mistake far more often than a choice (issue: "refuses to start on a non-loopback address
-            # without any token configured").
-            raise ServerError(exposure_problem(listen))
+        problem = listen_problem(self.config)
+        if problem is not None:
+            raise ServerError(problem)
+        host, port = parse_listen(listen)
         try:
             context = WebContext.from_config(self.config, self.metrics, clock=self.clock)
             if self.guesses is not None:
