@@ -30,36 +30,46 @@ TARGET_RSS_MB = 150
 
 
 class TreeRss(threading.Thread):
-    """Samples the summed RSS of a process and its children (the report's CSV workers) every 20 ms."""
+    """Samples the summed memory of a process and its children (the report's workers) every 20 ms: RSS,
+    which counts the pages they share (libraries) once per process, and PSS, which shares them out."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.pid = 0
         self.peak_kib = 0
+        self.peak_pss_kib = 0
         self.stop = threading.Event()
 
     def watch(self, pid: int) -> None:
         self.pid = pid
         self.start()
 
-    def finish(self) -> float:
-        """Stop sampling; the peak in MB."""
+    def finish(self) -> tuple[float, float]:
+        """Stop sampling; the peaks of the summed RSS and PSS in MB."""
         self.stop.set()
         self.join()
-        return self.peak_kib / 1024
+        return self.peak_kib / 1024, self.peak_pss_kib / 1024
 
     def run(self) -> None:
         while not self.stop.wait(0.02):
-            total = 0
+            rss = pss = 0
             for pid in [self.pid, *self.children(self.pid)]:
-                try:
-                    status = Path(f"/proc/{pid}/status").read_text()
-                except OSError:
-                    continue
-                for line in status.splitlines():
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-            self.peak_kib = max(self.peak_kib, total)
+                rss += self.field(f"/proc/{pid}/status", "VmRSS:")
+                pss += self.field(f"/proc/{pid}/smaps_rollup", "Pss:")
+            self.peak_kib = max(self.peak_kib, rss)
+            self.peak_pss_kib = max(self.peak_pss_kib, pss)
+
+    @staticmethod
+    def field(path: str, name: str) -> int:
+        """A kB figure of a /proc file; 0 when the process has gone."""
+        try:
+            text = Path(path).read_text()
+        except OSError:
+            return 0
+        for line in text.splitlines():
+            if line.startswith(name):
+                return int(line.split()[1])
+        return 0
 
     @staticmethod
     def children(pid: int) -> list[int]:
@@ -97,13 +107,14 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
     run = run_measured(
         monitor_command(archive.config, "report", "--month", MONTH), on_spawn=tree.watch
     ).check()
-    tree_mb = tree.finish()
+    tree_mb, tree_pss_mb = tree.finish()
     csv_path = workdir / "reports" / f"compliance-report-{MONTH}.csv"
     html_path = workdir / "reports" / f"compliance-report-{MONTH}.html"
     print(run.stdout.splitlines()[0])
     print(f"report (subprocess, end to end): {run.seconds:.1f} s ({run.cpu_seconds:.1f} s CPU), "
           f"peak RSS {run.peak_rss_mb:.0f} MB "
-          f"(all its processes together: {tree_mb:.0f} MB; this process's peak at spawn, the figure's "
+          f"(all its processes together: RSS {tree_mb:.0f} MB, PSS {tree_pss_mb:.0f} MB; "
+          f"this process's peak at spawn, the figure's "
           f"floor: {run.parent_peak_rss_mb:.0f} MB) "
           f"(targets: < {TARGET_SECONDS} s, < {TARGET_RSS_MB} MB); "
           f"CSV {csv_path.stat().st_size / 1e6:.0f} MB, "
@@ -116,6 +127,7 @@ def measure(args: argparse.Namespace, workdir: Path) -> dict[str, float]:
         "cpu_seconds": run.cpu_seconds,
         "peak_rss_mb": run.peak_rss_mb,
         "tree_rss_mb": tree_mb,
+        "tree_pss_mb": tree_pss_mb,
         "html_kb": html_path.stat().st_size / 1e3,
         "load_before": load_before,
     }

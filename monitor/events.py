@@ -185,6 +185,28 @@ def archive_json(entry: Any, *, may_hold_floats: bool = True) -> str:
     return text
 
 
+def decode_entry(text: str) -> Any:
+    """An archived entry's JSON (``archive_json``'s text), decoded.
+
+    orjson reads it ~3x faster than the stdlib, which counts where every archived row of a month is read
+    (the report's chain walk and CSV, export). It gives the stdlib's values except for an integer outside
+    64 bits, which it reads as a float: text with a run of 19 digits or more (any such integer, and some
+    strings) is left to the stdlib, as is what orjson refuses (a lone surrogate escape, NaN, 1e400).
+    """
+    encoded = text.encode("utf-8", "surrogatepass")
+    # Digits turned into zeros, then one substring search: a regex for the run costs twice orjson's read.
+    if _NINETEEN_ZEROS not in encoded.translate(_DIGITS_TO_ZERO):
+        try:
+            return orjson.loads(encoded)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_NINETEEN_ZEROS = b"0" * 19
+
+
 def _shape(value: Any) -> tuple[int, bool]:
     """How deep ``value`` nests, and whether it holds a float or anything but JSON's plain types.
 
@@ -290,7 +312,7 @@ class StagedEvent(AuditEvent):
         try:
             return _RAW_SLOT.__get__(self, AuditEvent)  # type: ignore[no-any-return]
         except AttributeError:  # not decoded yet
-            decoded = json.loads(self._raw_json)
+            decoded = decode_entry(self._raw_json)
             _RAW_SLOT.__set__(self, decoded)
             return decoded  # type: ignore[no-any-return]
 
@@ -310,6 +332,14 @@ def nested_str(raw: dict[str, Any], outer: str, inner: str) -> str | None:
 
 def normalize(source: str, entry: Any) -> AuditEvent:
     """Turn one API entry into an AuditEvent, or raise NormalizationError saying why."""
+    event_id, created_at, event_type, msg = entry_fields(entry)
+    return AuditEvent(source=source, id=event_id, created_at=created_at, type=event_type, msg=msg, raw=entry)
+
+
+def entry_fields(entry: Any) -> tuple[int, datetime, str, str]:
+    """An API entry's normalised fields (id, created_at, type, msg), or NormalizationError saying why.
+
+    ``normalize`` without building the event: ``verify`` re-derives every archived row's columns so."""
     if isinstance(entry, UnreadableEntry):
         raise NormalizationError(entry.reason)
     if not isinstance(entry, dict):
@@ -330,11 +360,9 @@ def normalize(source: str, entry: Any) -> AuditEvent:
     created_at = parse_timestamp(entry.get("created_at"))
     event_type = entry.get("type")
     msg = entry.get("msg")
-    return AuditEvent(
-        source=source,
-        id=event_id,
-        created_at=created_at,
-        type="" if event_type is None else str(event_type),
-        msg="" if msg is None else str(msg),
-        raw=entry,
+    return (
+        event_id,
+        created_at,
+        "" if event_type is None else str(event_type),
+        "" if msg is None else str(msg),
     )

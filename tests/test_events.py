@@ -19,6 +19,7 @@ from monitor.events import (
     StagedEvent,
     archive_json,
     canonical_json,
+    decode_entry,
     normalize,
     parse_timestamp,
 )
@@ -174,3 +175,29 @@ def test_archive_json_spells_exactly_the_canonical_json(value: object) -> None:
             expected.encode("utf-8")
         return
     assert text == expected
+
+
+@settings(max_examples=400, deadline=None)
+@given(_json_values)
+def test_decode_entry_reads_what_the_stdlib_reads(value: object) -> None:
+    # Every archived row the report walks and exports is read through orjson; the values must be the
+    # stdlib's, including what orjson refuses (integers beyond 64 bits, NaN, lone surrogates).
+    text = canonical_json(value)
+    decoded, expected = decode_entry(text), json.loads(text)
+    # NaN is not equal to itself: compare the spellings, which also tell 1 from 1.0 and True.
+    assert canonical_json(decoded) == canonical_json(expected)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"id":18446744073709551616}',
+        '{"msg":"\\ud800"}',
+        '{"msg":"\ud800"}',
+        '{"x":NaN}',
+        '{"a":1,"a":2}',
+        '{"f":1e400}',
+    ],
+)
+def test_decode_entry_falls_back_to_the_stdlib_where_orjson_refuses(text: str) -> None:
+    assert canonical_json(decode_entry(text)) == canonical_json(json.loads(text))

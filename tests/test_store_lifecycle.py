@@ -125,3 +125,27 @@ def test_silences_hold_back_matching_alerts_only_while_active(store_target: str)
         kinds = [a.kind for a in lifecycle.actions_between(store, 0, store.head()[0])]
         assert kinds == ["silence.added", "silence.added", "silence.expired", "silence.expired"]
         assert store.verify().ok
+
+
+def test_a_walk_in_two_parts_is_the_whole_walk_at_every_seam(store_target: str) -> None:
+    """The report walks a long stretch in two processes: to a seq, and on from that seq's stored hash.
+    Joined, the parts must say what one walk says, whatever link (event, prune record, history record)
+    the seam falls on, and a bad row on either side of it must be found."""
+    with Store.open(store_target) as store:
+        archive(store, [entry(i, i) for i in range(1, 5)])  # pruned below
+        archive(store, [entry(i, 60 * 24 * 10 + i) for i in range(5, 7)])
+        alert_id = recorded(store, alert(5))
+        lifecycle.transition(store, alert_id, "acknowledged", actor="oncall", at=T0)
+        archive(store, [entry(i, 60 * 24 * 10 + i) for i in range(7, 9)])
+        assert store.prune_before(T0 + timedelta(days=5), at=T0 + timedelta(days=20)) == 4
+        archive(store, [entry(9, 60 * 24 * 11)])
+        whole = store.verify()
+        assert whole.ok and whole.prunes == 1 and whole.actions == 1 and whole.start_seq == 4
+        for seam in range(whole.start_seq + 1, store.head()[0]):
+            assert store.verify(through=seam).then(store.verify(after=seam)) == whole, seam
+        with store.transaction():
+            store.conn.execute("UPDATE events SET msg = 'edited' WHERE event_id = 7")  # outside the store API
+        bad = store.conn.execute("SELECT seq FROM events WHERE event_id = 7").fetchone()[0]
+        for seam in (bad - 1, bad, bad + 1):
+            joined = store.verify(through=seam).then(store.verify(after=seam))
+            assert not joined.ok and joined.bad_seq == bad and joined == store.verify(), seam

@@ -7,12 +7,11 @@ kept chain starts (genesis when there is none), re-deriving every row's indexed 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any
 
-from monitor.events import AuditEvent, canonical_json, format_timestamp
+from monitor.events import AuditEvent, canonical_json, decode_entry, format_timestamp
 from monitor.store import lifecycle
 from monitor.store.chain import (
     GENESIS_HASH,
@@ -194,7 +193,7 @@ class ArchiveMixin(MetaMixin):
         )
         for name, event_id, created_at, event_type, msg, raw in rows:
             when = datetime.fromisoformat(created_at)
-            yield AuditEvent(name, event_id, when, event_type, msg, json.loads(raw))
+            yield AuditEvent(name, event_id, when, event_type, msg, decode_entry(raw))
 
     def events_by_id(self, source: str, event_ids: Iterable[int]) -> list[AuditEvent]:
         """The archived events of ``source`` with these ids, in id order (an alert's triggering events)."""
@@ -208,7 +207,7 @@ class ArchiveMixin(MetaMixin):
             [source, *ids],
         ).fetchall()
         return [
-            AuditEvent(name, event_id, datetime.fromisoformat(created_at), event_type, msg, json.loads(raw))
+            AuditEvent(name, event_id, datetime.fromisoformat(created_at), event_type, msg, decode_entry(raw))
             for name, event_id, created_at, event_type, msg, raw in rows
         ]
 
@@ -331,19 +330,21 @@ class ArchiveMixin(MetaMixin):
             "branch_label, raw, hash FROM events WHERE seq > ? AND seq <= ? ORDER BY seq",
             (start_seq, stop),
         )
-        for number, (seq, source, event_id, *columns, raw, stored) in enumerate(rows):
-            if number % 2000 == 0:
+        for row in rows:
+            seq = row[0]
+            if checked % 2000 == 0:
                 # The daemon verifies on a schedule: a walk of millions of rows must not hold up SIGTERM.
                 self._check_interrupt("the end of a verify")
             if pending and (failed := check_prunes(seq)) is not None:
                 return failed
             checked += 1
             if seq != expected:
-                return VerifyResult(False, checked, prev, seq, source, event_id, gap(seq))
-            problem = row_problem(prev, source, event_id, tuple(columns), raw, stored)
+                return VerifyResult(False, checked, prev, seq, row[1], row[2], gap(seq))
+            # Sliced, not unpacked: this loop runs for every archived row.
+            problem = row_problem(prev, row[1], row[2], row[3:10], row[10], row[11])
             if problem is not None:
-                return VerifyResult(False, checked, prev, seq, source, event_id, problem)
-            prev, expected = stored, seq + 1
+                return VerifyResult(False, checked, prev, seq, row[1], row[2], problem)
+            prev, expected = row[11], seq + 1
         if (failed := check_prunes(stop + 1)) is not None:
             return failed
         if expected <= stop:  # the walk ended before `stop`: the rows up to it are gone (a prune's bound)

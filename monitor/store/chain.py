@@ -21,9 +21,10 @@ from monitor.events import (
     AuditEvent,
     NormalizationError,
     canonical_json,
+    decode_entry,
+    entry_fields,
     format_timestamp,
     nested_str,
-    normalize,
 )
 
 GENESIS_HASH = "0" * 64
@@ -52,17 +53,18 @@ def chain_hash(prev_hash: str, source: str, event_id: int, raw_json: str) -> str
 
 def derived_columns(event: AuditEvent) -> tuple[Any, ...]:
     """The columns an archived row derives from its entry, in table order: created_at, created_ms, type,
-    msg, user_email, workspace_name, branch_label. Staging writes them and ``verify`` re-derives them.
+    msg, user_email, workspace_name, branch_label. Staging writes them and ``verify`` re-derives them."""
+    return _columns(event.created_at, event.type, event.msg, event.raw)
 
-    Read from the raw entry directly rather than through AuditEvent's properties: this runs for every
-    entry a walk reads.
-    """
-    created_at, raw = event.created_at, event.raw
+
+def _columns(created_at: datetime, event_type: str, msg: str, raw: dict[str, Any]) -> tuple[Any, ...]:
+    # Read from the raw entry directly rather than through AuditEvent's properties: this runs for every
+    # entry a walk reads.
     return (
         format_timestamp(created_at),
         int(created_at.timestamp() * 1000),
-        event.type,
-        event.msg,
+        event_type,
+        msg,
         nested_str(raw, "user", "email"),
         nested_str(raw, "workspace", "name"),
         nested_str(raw, "branch", "label"),
@@ -82,10 +84,12 @@ def row_problem(
     if chain_hash(prev, source, event_id, raw) != stored:
         return "hash does not match the row's content or its predecessor"
     try:
-        event = normalize(source, json.loads(raw))
+        entry = decode_entry(raw)
+        entry_id, created_at, event_type, msg = entry_fields(entry)
     except (ValueError, NormalizationError) as exc:
         return f"raw entry no longer parses: {exc}"
-    if event.id != event_id or derived_columns(event) != columns:
+    # What normalize and derived_columns give, without building the event: a walk does this for every row.
+    if entry_id != event_id or _columns(created_at, event_type, msg, entry) != columns:
         return "indexed columns differ from the raw entry"
     return None
 
@@ -111,6 +115,27 @@ class VerifyResult:
     start_seq: int = 0
     start_hash: str = GENESIS_HASH
     whole: bool = True
+
+    def then(self, later: VerifyResult) -> VerifyResult:
+        """This walk followed by ``later``, which chained on from this walk's last link: one stretch walked
+        in two parts at once (the report does). The first failure if either failed, else the whole."""
+        if not self.ok:
+            return self
+        if not later.ok:  # (a failed walk does not say where it began)
+            return replace(later, rows_checked=self.rows_checked + later.rows_checked)
+        if later.start_seq != self.head_seq:
+            raise ValueError(
+                f"a walk from seq {later.start_seq} does not continue one ending at {self.head_seq}"
+            )
+        return replace(
+            later,
+            rows_checked=self.rows_checked + later.rows_checked,
+            prunes=self.prunes + later.prunes,
+            actions=self.actions + later.actions,
+            start_seq=self.start_seq,
+            start_hash=self.start_hash,
+            whole=self.whole,
+        )
 
 
 @dataclass(frozen=True)

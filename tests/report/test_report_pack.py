@@ -89,11 +89,12 @@ def test_the_anchor_beside_the_report_is_checked_by_verify(
     assert not check_anchor(store, anchor).ok
 
 
+@pytest.mark.parametrize("tampered", [5, 14])  # in the first and in the second half of the walk
 def test_the_chain_walk_in_a_worker_process_reports_a_broken_chain(
-    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tampered: int
 ) -> None:
-    """A large archive is walked by a spawned process while the CSV is written; its verdict must still
-    reach the integrity section, the controls, and the JSON."""
+    """A large archive is walked by spawned processes (two halves, split at seq 9 here) while the CSV is
+    written; their verdict must still reach the integrity section, the controls, and the JSON."""
     from monitor.report import evidence
 
     monkeypatch.setattr(evidence, "available_cpus", lambda: 2)
@@ -103,10 +104,11 @@ def test_the_chain_walk_in_a_worker_process_reports_a_broken_chain(
     # The walk from row 1 (the row before the month's first event, row 2): rows 2-17.
     assert clean.figures.integrity.verify_rows == 16 and clean.figures.integrity.verify_from.seq == 1
     with store.transaction():
-        store.conn.execute("UPDATE events SET msg = 'edited' WHERE seq = 5")  # outside the store API
+        store.conn.execute("UPDATE events SET msg = 'edited' WHERE seq = ?", (tampered,))  # outside the API
     files = build_report(store, config, period, tmp_path / "bad", now=NOW, parallel_min_events=1)
     integrity = files.figures.integrity
-    assert integrity is not None and not integrity.verify_ok and integrity.verify_detail.startswith("row 5")
+    assert integrity is not None and not integrity.verify_ok
+    assert integrity.verify_detail.startswith(f"row {tampered}")
     assert {c.control: c.status for c in files.figures.controls}["164.312(b)"] == "exception"
     assert files.json is not None
     assert json.loads(files.json.read_text(encoding="utf-8"))["integrity"]["verify_ok"] is False
