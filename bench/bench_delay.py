@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +31,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from bench.common import monitor_command
+from bench.common import monitor_command, stop_process
 from monitor.simulator import Simulator
 
 TARGET_SECONDS = 5.0
@@ -135,13 +134,7 @@ class Daemon:
 
     def stop(self) -> None:
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            stop_process(self.proc)
         finally:
             self.stdout.close()
             self.stderr.close()

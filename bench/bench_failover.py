@@ -31,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bench.common import monitor_command
+from bench.common import monitor_command, stop_process
 from monitor.simulator import Simulator
 
 TARGET_SECONDS = 30.0
@@ -80,13 +80,7 @@ class Replica:
         self._close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc)
         self._close()
 
     def _close(self) -> None:

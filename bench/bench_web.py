@@ -23,7 +23,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import socket
 import statistics
 import subprocess
@@ -36,7 +35,7 @@ from typing import Any
 import httpx
 import orjson
 
-from bench.common import own_peak_rss_mb
+from bench.common import own_peak_rss_mb, stop_process
 from bench.month_archive import USERS, ensure_archive
 
 VIEWER_TOKEN = "bench-viewer-token-0123456789"
@@ -93,11 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         try:
             figures = measure(f"http://127.0.0.1:{port}", daemon.pid, args.idle, Path(tmp) / "daemon.log")
         finally:
-            daemon.send_signal(signal.SIGTERM)
-            try:
-                daemon.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                daemon.kill()
+            stop_process(daemon, grace=30)
             log.close()
         figures.update(
             events_total=float(archive.events_total),

@@ -94,6 +94,19 @@ def run_measured(
         )
 
 
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15) -> int:
+    """Stop a daemon as an operator does: SIGTERM, up to ``grace`` seconds to finish its cycle and exit,
+    then SIGKILL. Its exit status (negative: the signal that ended it)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+    return proc.returncode
+
+
 def monitor_command(config: Path, *args: str) -> list[str]:
     """``audit-monitor --config CONFIG ARGS`` with this interpreter (the venv's, whatever PATH says)."""
     return [sys.executable, "-m", "monitor.cli", "--config", str(config), *args]

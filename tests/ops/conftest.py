@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import signal
 import sqlite3
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from bench.common import stop_process
 from monitor.simulator import Simulator
 
 REPO = Path(__file__).resolve().parents[2]
@@ -117,13 +117,7 @@ class Daemon:
 
     def stop(self) -> None:
         try:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-                try:
-                    self.proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    self.proc.kill()
-                    self.proc.wait(timeout=5)
+            stop_process(self.proc)
         finally:
             self._stdout.close()
             self._stderr.close()
