@@ -3,11 +3,12 @@ every figure and table (``report_json``, schema in docs/report-schema.md), and t
 
 The CSV: every event of the month, in ``audit-monitor export``'s format (``write_csv``).
 
-Parsing each archived entry and formatting its row costs some 25 microseconds of Python per event, so a
-month of a million events takes half a minute in one process. Large months are therefore cut into
+Parsing each archived entry and formatting its row costs some 20-45 microseconds of Python per event, so
+a month of a million events takes half a minute or more in one process. Large months are therefore cut into
 consecutive time slices of equal event counts: this process writes the first slice while a spawned worker
 process writes the second to a part file, which is then appended (its header line dropped). The result
-is byte for byte what a single ``write_csv`` would write.
+is byte for byte what a single ``write_csv`` would write. Meanwhile the chain walk runs in spawned
+processes too (``start_verify``).
 """
 
 from __future__ import annotations
