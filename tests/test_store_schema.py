@@ -3,6 +3,7 @@ and the rule that SQL stays inside monitor/store/."""
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 import subprocess
@@ -107,6 +108,23 @@ def test_an_archive_of_schema_1_is_upgraded_revision_by_revision(tmp_path: Path)
         )
         assert store.state_get("monitor.auth_failed", "prod") == {}
         assert store.verify().ok
+
+
+def test_an_upgrade_logs_one_line_of_its_own_not_alembics_steps(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    conn = sqlite3.connect(tmp_path / "a.db", isolation_level=None)
+    with caplog.at_level(logging.DEBUG):
+        upgrade_sqlite(conn, "0001")
+        upgrade_sqlite(conn)
+        upgrade_sqlite(conn)  # nothing left to do: nothing said
+    conn.close()
+    said = [(r.name, r.getMessage(), r.revision_before, r.revision) for r in caplog.records]  # type: ignore[attr-defined]
+    assert said == [
+        ("monitor.store", "archive schema created", None, "0001"),
+        ("monitor.store", "archive schema upgraded", "0001", f"{SCHEMA_VERSION:04d}"),
+    ]
+    assert logging.getLogger("alembic").level == logging.NOTSET  # left as it was
 
 
 def test_a_schema_this_release_does_not_know_is_refused_by_name(tmp_path: Path) -> None:

@@ -21,10 +21,15 @@ downgrade). ``tests/test_store_schema.py`` checks that the revisions form one li
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger("monitor.store")
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 _REVISION_FILE = re.compile(r"^(\d{4})_\w+\.py$")
@@ -85,6 +90,8 @@ def upgrade_sqlite(conn: sqlite3.Connection, target: str = "head") -> None:
             _upgrade(connection, "sqlite", target)
     except DBAPIError as exc:
         raise UpgradeFailed(str(exc.orig)) from None
+    after = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    _log_upgrade("sqlite", f"{version:04d}" if version else None, f"{after:04d}")
 
 
 def postgresql_version(conn: Any) -> str | None:
@@ -137,6 +144,9 @@ def upgrade_postgresql(conn: Any, url: str, target: str = "head") -> None:
         raise UpgradeFailed(str(cause)) from None
     finally:
         engine.dispose()
+    # (Two replicas starting at once on an empty database both say so: the second read None before it
+    # waited for the first.)
+    _log_upgrade("postgresql", version, postgresql_version(conn) or known)
 
 
 def _has_version_table(conn: sqlite3.Connection) -> bool:
@@ -156,22 +166,44 @@ def _config(connection: Any, dialect: str) -> Any:
 
 
 def _upgrade(connection: Any, dialect: str, target: str) -> None:
-    from alembic import command
-    from alembic.util import CommandError
+    with _alembic_quiet():
+        from alembic import command
+        from alembic.util import CommandError
 
+        try:
+            command.upgrade(_config(connection, dialect), target)
+        except CommandError as exc:
+            # The version table names a revision this release does not have: a newer release wrote it.
+            known = revisions(dialect)[-1]
+            raise NewerSchema(str(exc), known) from None
+
+
+@contextlib.contextmanager
+def _alembic_quiet() -> Iterator[None]:
+    """Alembic logs every plugin it sets up and every step at INFO (19 lines of the daemon's JSON log on a
+    first start); ``_log_upgrade`` says in one line what changed instead. Its warnings still show."""
+    alembic_log = logging.getLogger("alembic")
+    level = alembic_log.level
+    alembic_log.setLevel(logging.WARNING)
     try:
-        command.upgrade(_config(connection, dialect), target)
-    except CommandError as exc:
-        # The version table names a revision this release does not have: a newer release wrote it.
-        known = revisions(dialect)[-1]
-        raise NewerSchema(str(exc), known) from None
+        yield
+    finally:
+        alembic_log.setLevel(level)
+
+
+def _log_upgrade(dialect: str, before: str | None, after: str) -> None:
+    if before == after:
+        return
+    event = "archive schema created" if before is None else "archive schema upgraded"
+    log.info(event, extra={"dialect": dialect, "revision_before": before, "revision": after})
 
 
 def _stamp(connection: Any, revision: str) -> None:
-    from alembic.migration import MigrationContext
+    with _alembic_quiet():
+        from alembic.migration import MigrationContext
 
-    with connection.begin():
-        MigrationContext.configure(connection).stamp(_script(), revision)
+        with connection.begin():
+            MigrationContext.configure(connection).stamp(_script(), revision)
 
 
 def _script() -> Any:
