@@ -77,6 +77,7 @@ DELIVERY_EVERY = 5.0  # seconds between deliveries when no cycle asks for one so
 SHUTDOWN_GRACE = 5.0  # seconds work in flight gets after SIGTERM before the process exits regardless
 ONCE_LEAD_WAIT = 15.0  # seconds `run --once` waits to hear whether it may lead (connect, try the lock)
 STANDBY_TICK = 0.5  # seconds between a standby worker's looks at whether this process leads now
+STANDBY_METRICS_SECONDS = 15.0  # how stale a standby's archive gauges (events, lag, outbox) may be
 MIN_CYCLE_DEADLINE = timedelta(minutes=10)
 
 
@@ -178,6 +179,8 @@ class Monitor:
             self.store, config, clock=clock, calendars=lambda: self.ruleset.calendars
         )
         self._stop: threading.Event | None = None
+        self._standby_metrics_lock = threading.Lock()
+        self._standby_metrics_at = time.monotonic()  # seeded at start
 
     # leadership ---------------------------------------------------------------------------------------
 
@@ -207,6 +210,21 @@ class Monitor:
         self.metrics.observe_poll(result)
         self.metrics.observe_store(self.store)
         return result
+
+    def refresh_standby_metrics(self) -> None:
+        """A standby's archive gauges, from the shared database, at most every STANDBY_METRICS_SECONDS
+        (every source's worker calls this while it waits to lead)."""
+        now = time.monotonic()
+        with self._standby_metrics_lock:
+            if now - self._standby_metrics_at < STANDBY_METRICS_SECONDS:
+                return
+            self._standby_metrics_at = now
+        try:
+            self.metrics.refresh_archive_gauges(self.store, [s.name for s in self.config.sources])
+        except StoreError as exc:  # the database is away: /healthz says so; the gauges keep their values
+            log.debug("standby metrics not refreshed", extra={"error": str(exc)})
+        except Exception:  # called from a source's worker, which must outlive it to lead one day
+            log.exception("standby metrics not refreshed")
 
     def archive_problem(self) -> str | None:
         """Before each cycle and delivery: is ``state.path`` still the file this process opened?
@@ -567,6 +585,7 @@ def run_daemon(
         while not stop.wait(max(0.0, next_start - time.monotonic())):
             if not monitor.leading.wait(STANDBY_TICK):
                 next_start = time.monotonic()  # the first cycle at once when this process comes to lead
+                monitor.refresh_standby_metrics()
                 continue
             started = time.monotonic()
             guarded(f"poll:{source.name}", lambda: monitor.poll(source), source=source.name)

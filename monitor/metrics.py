@@ -217,25 +217,16 @@ class Metrics:
     ) -> None:
         """At start: the gauges from what the store holds; every counter at zero for each known label set
         (``sources``, ``channels``, the (rule id, severity) pairs of ``rules``, and those the store names)."""
-        counts = store.event_counts_by_source()
         for name in sources:
             self.events_archived.labels(name)
             for outcome in POLL_OUTCOMES:
                 self.polls.labels(name, outcome)
             for kind in POLL_ERROR_KINDS:
                 self.poll_errors.labels(name, kind)
-        for name in sorted(set(sources) | set(counts)):
-            held = int(counts.get(name, 0))
-            self.archive_events.labels(name).set(held)
-            newest = store.newest_event_time(name) if held else None
-            if newest is not None:
-                self._set_newest(name, newest)
         with self._lock:
             for name in sources:
                 self._sources.setdefault(name, SourceFacts())
-        for cursor in store.cursors():
-            if cursor.source in sources and cursor.last_success_at is not None:
-                self._success(cursor.source, cursor.last_success_at)
+        self.refresh_archive_gauges(store, sources)
         # The alerts already recorded are the baseline: only those recorded from now on are counted.
         self._alerts_seen = store.alert_counts()
         for key in sorted(set(self._alerts_seen) | set(rules)):
@@ -247,10 +238,39 @@ class Metrics:
         for surface in ("api", "console"):
             self.auth_failures.labels(surface)
             self.auth_throttled.labels(surface)
+        self.observe_store(store)
+
+    def refresh_archive_gauges(self, store: Store, sources: Iterable[str]) -> None:
+        """The gauges that describe the shared archive rather than this process's own work: the events it
+        holds and the newest per source (the lag), each source's last successful poll, the outbox depth,
+        the last dead letter, the size and the last verify. At start; and on a standby, which polls and
+        delivers nothing, on its poll timer, so its /metrics follow what the leader does (counters stay
+        this process's own)."""
+        counts = store.event_counts_by_source()
+        for name in sorted(set(sources) | set(counts)):
+            held = int(counts.get(name, 0))
+            self.archive_events.labels(name).set(held)
+            newest = store.newest_event_time(name) if held else None
+            if newest is not None:
+                self._set_newest(name, newest)
+        for cursor in store.cursors():
+            if cursor.source in sources and cursor.last_success_at is not None:
+                self._success(cursor.source, cursor.last_success_at)
         last_verify = store.last_verify()
         if last_verify is not None:
             self.observe_verify(last_verify)
-        self.observe_store(store)
+        self._observe_outbox(store)
+
+    def _observe_outbox(self, store: Store) -> None:
+        depth = store.outbox_depth()
+        self._outbox_keys |= set(depth)
+        for key in self._outbox_keys:
+            self.outbox.labels(*key).set(depth.get(key, 0))
+        # A dead row's next_attempt_at is the moment it was dead-lettered (the outbox worker sets it so).
+        dead = store.last_dead_letter_at()
+        with self._lock:
+            self._dead_letters = dead
+        self.archive_bytes.set(store.file_size())
 
     def poll_started(self, source: str) -> None:
         with self._lock:
@@ -300,15 +320,7 @@ class Metrics:
         """Alerts, outbox depth, dead letters and file size, from the store (cheap queries)."""
         for (rule, severity), count in store.alert_counts().items():
             self._advance(self.alerts, self._alerts_seen, (rule, severity), count)
-        depth = store.outbox_depth()
-        self._outbox_keys |= set(depth)
-        for key in self._outbox_keys:
-            self.outbox.labels(*key).set(depth.get(key, 0))
-        # A dead row's next_attempt_at is the moment it was dead-lettered (the outbox worker sets it so).
-        dead = store.last_dead_letter_at()
-        with self._lock:
-            self._dead_letters = dead
-        self.archive_bytes.set(store.file_size())
+        self._observe_outbox(store)
 
     def observe_verify(self, record: VerifyRecord) -> None:
         self.chain_verified.set(record.verified_at.timestamp())

@@ -362,6 +362,15 @@ def test_a_standby_serves_health_metrics_the_api_and_reads_and_takes_over_a_clea
     assert metric(standby, 'audit_monitor_role{role="leader"}') == 0.0
     assert metric(leader, 'audit_monitor_role{role="leader"}') == 1.0
     assert metric(leader, 'audit_monitor_role{role="standby"}') == 0.0
+    # The standby's archive gauges follow what the leader archives (read from the shared database every
+    # 15 s), rather than keeping their values from its start.
+    archived = 'audit_monitor_archive_events{source="sim"}'
+    before, added_at = metric(standby, archived), time.time()
+    s.sim.add_event("Update Record")
+    wait_until(lambda: metric(leader, archived) == before + 1, 60, "the leader to archive the new event")
+    wait_until(lambda: metric(standby, archived) == before + 1, 40, "the standby's gauge to follow")
+    # ... and so does each source's last successful poll (the leader's cycle that archived it, or later).
+    assert metric(standby, 'audit_monitor_last_success_timestamp_seconds{source="sim"}') >= added_at - 1
     # The console's API reads the shared archive on the standby too.
     import urllib.request
 
