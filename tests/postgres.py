@@ -15,6 +15,7 @@ import itertools
 import os
 import pwd
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -105,6 +106,25 @@ class PostgresServer:
             str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(self.root / "server.log"),
             "-o", options, "-w", "-t", "60", "start",
         )  # fmt: skip
+        self._reap_when_gone(os.getpid())
+
+    def _reap_when_gone(self, owner: int) -> None:
+        """Stop the server and remove its folder once process ``owner`` has ended, however it ended: a test
+        run killed with kill -9 or ^C twice runs no cleanup, and left a server running per run."""
+        stop = shlex.join(
+            [*self._run_as, str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"]
+        )
+        watch = (
+            f"while kill -0 {owner} 2>/dev/null; do sleep 2; done; "
+            f"if [ -d {shlex.quote(str(self.data))} ]; then {stop}; fi; rm -rf {shlex.quote(str(self.root))}"
+        )
+        subprocess.Popen(  # noqa: S603 - our own command line
+            ["/bin/sh", "-c", watch],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # not in the test run's process group: a ^C there does not end it
+        )
 
     def stop(self) -> None:
         with contextlib.suppress(Exception):
