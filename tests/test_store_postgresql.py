@@ -315,3 +315,34 @@ server: {{listen: ""}}
             assert after["events"] == before["events"] + 1 == len(simulator.visible_events())
             assert after["alerts"] == before["alerts"] + 1
             assert target.verify().ok
+
+
+def test_a_transaction_left_idle_is_ended_by_the_server_and_the_next_one_reconnects(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A writer's transaction idle past idle_in_transaction_session_timeout (15 s; 1 s here) is ended by
+    the server, so a writer cut off mid-transaction cannot hold the writers' lock from a new leader. The
+    store reports it as a store error, nothing of the transaction is kept, and the next one reconnects."""
+    import time
+
+    from monitor.store import StoreError, pg
+
+    monkeypatch.setattr(pg, "IDLE_IN_TRANSACTION_MS", 1000)
+    with Store.open(pg_url) as store:
+        first = {"id": 1, "created_at": "2026-03-01T09:00:00Z", "type": "Login", "msg": "m"}
+        with store.transaction():
+            store.archive(
+                normalize("prod", first), canonical_json(first), store.head_hash(), datetime.now(UTC)
+            )
+        second = {**first, "id": 2}
+        with pytest.raises(StoreError), store.transaction():
+            store.archive(
+                normalize("prod", second), canonical_json(second), store.head_hash(), datetime.now(UTC)
+            )
+            time.sleep(2.5)  # idle inside the transaction: the server ends the session
+        assert store.event_count() == 1  # a new connection; the idle transaction's row was never kept
+        with store.transaction():
+            store.archive(
+                normalize("prod", second), canonical_json(second), store.head_hash(), datetime.now(UTC)
+            )
+        assert store.event_count() == 2 and store.verify().ok
