@@ -492,15 +492,20 @@ async def dashboard_figures(
 def time_counts(
     store: Store, since: datetime, until: datetime, closed: list[tuple[int, int]]
 ) -> tuple[dict[str, int], int]:
-    """(events per UTC day with any, events in the ``closed`` runs) from one set of range counts: the
-    period cut at every day boundary and every closing and opening time."""
+    """(events per UTC day of the period, in order, a day without events included, and the events in the
+    ``closed`` runs) from one set of range counts: the period cut at every day boundary and every closing
+    and opening time. A day without events is listed: on a security dashboard a quiet day is a fact to see
+    (nobody worked, or nothing was polled), not a row to leave out."""
     start, end = search.epoch_ms(since), search.epoch_ms(until)
     day = start - start % search.DAY_MS + search.DAY_MS
     cuts = {start, end, *range(day, end, search.DAY_MS)}
     cuts.update(edge for run in closed for edge in run if start < edge < end)
     ordered = sorted(cuts)
     closed_starts = [low for low, _high in closed]
-    per_day: dict[str, int] = {}
+    per_day = {
+        datetime.fromtimestamp(low // search.DAY_MS * search.DAY_SECONDS, tz=UTC).date().isoformat(): 0
+        for low in ordered[:-1]
+    }  # every day the period touches (MAX_PERIOD bounds their number)
     off_hours = 0
     for low, count in zip(ordered, search.counts_between(store, ordered), strict=False):
         if not count:

@@ -152,6 +152,24 @@ def test_dashboard_figures_match_the_simulators_ground_truth(web: Web) -> None:
     shown = {name: int(value) for name, value in re.findall(r'data-figure="(\w+)">(\d+)<', html)}
     assert {k: shown[k] for k in expected} == expected
 
+    # Every UTC day the period touches has its row, a day without events too (with 0).
+    def touched(start: datetime, end: datetime) -> list[str]:
+        last = (end - timedelta(milliseconds=1)).date()
+        return [(start.date() + timedelta(days=n)).isoformat() for n in range((last - start.date()).days + 1)]
+
+    per_day = {
+        day: str(sum(1 for t, _ in inside if t.date().isoformat() == day)) for day in touched(since, until)
+    }
+    assert dict(re.findall(r'data-day="([\d-]+)">(\d+)<', html)) == per_day
+    quiet = until + timedelta(days=30)  # after every event the simulator serves
+    html = client.get(
+        "/", params={"since": format_timestamp(quiet), "until": format_timestamp(quiet + timedelta(days=2))}
+    ).text
+    assert "No events in this period." in html
+    assert re.findall(r'data-day="([\d-]+)">(\d+)<', html) == [
+        (day, "0") for day in touched(quiet, quiet + timedelta(days=2))
+    ]
+
 
 try:
     from playwright.sync_api import sync_playwright
