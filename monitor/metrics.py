@@ -18,7 +18,7 @@ No ``_created`` series are exported: nothing here reads them, and each restart w
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -238,9 +238,8 @@ class Metrics:
         for surface in ("api", "console"):
             self.auth_failures.labels(surface)
             self.auth_throttled.labels(surface)
-        self.observe_store(store)
 
-    def refresh_archive_gauges(self, store: Store, sources: Iterable[str]) -> None:
+    def refresh_archive_gauges(self, store: Store, sources: Collection[str]) -> None:
         """The gauges that describe the shared archive rather than this process's own work: the events it
         holds and the newest per source (the lag), each source's last successful poll, the outbox depth,
         the last dead letter, the size and the last verify. At start; and on a standby, which polls and
