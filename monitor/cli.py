@@ -11,7 +11,7 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, TextIO
 
 import click
 
@@ -31,7 +31,7 @@ from monitor.display import one_line
 from monitor.engine import RuleLoadError, ruleset_from_config
 from monitor.engine.calendars import Calendar
 from monitor.events import format_timestamp
-from monitor.export import write_csv, write_jsonl
+from monitor.export import write_events_csv, write_jsonl
 from monitor.logs import config_secrets, setup_logging
 from monitor.report import Period, ReportError, ReportSendError, produce_report
 from monitor.status import render_status_data, status_data
@@ -202,14 +202,18 @@ def export(ctx: CliContext, since: str, until: str, fmt: str, out: str | None, s
     """Export archived events with since <= created_at < until as CSV or JSON Lines."""
     config = ctx.config()
     start, end = date_range(config, since, until)
-    writer = write_csv if fmt == "csv" else write_jsonl
     with ctx.open_archive() as store:
         if source is not None:
             # Sources of the config, and any the archive still holds from an earlier config.
             known = dict.fromkeys([*(s.name for s in config.sources), *(c.source for c in store.cursors())])
             if source not in known:
                 fail(f"usage error: --source: no source {source!r} (known: {', '.join(known)})", EXIT_USAGE)
-        events = store.iter_events(start, end, source=source)
+
+        def write(handle: TextIO) -> int:
+            if fmt == "csv":
+                return write_events_csv(store, start, end, handle, config.tz, source=source)
+            return write_jsonl(store.iter_events(start, end, source=source), handle, config.tz)
+
         if out:
             try:
                 descriptor = os.open(out, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o600)
@@ -219,10 +223,10 @@ def export(ctx: CliContext, since: str, until: str, fmt: str, out: str | None, s
             # existed before: os.open's mode applies only to a file it creates.
             os.fchmod(descriptor, 0o600)
             with open(descriptor, "w", encoding="utf-8", newline="") as handle:
-                count = writer(events, handle, config.tz)
+                count = write(handle)
             click.echo(f"{count} events written to {out}", err=True)
         else:
-            writer(events, sys.stdout, config.tz)
+            write(sys.stdout)
 
 
 @cli.command()

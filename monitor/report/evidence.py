@@ -1,13 +1,13 @@
 """The evidence pack: the CSV of every event of the month (``audit-monitor export``'s format), the JSON of
 every figure and table (``report_json``, schema in docs/report-schema.md), and the ``sha256sum`` manifest.
 
-The CSV: every event of the month, in ``audit-monitor export``'s format (``write_csv``).
+The CSV: every event of the month, in ``audit-monitor export``'s format (``write_events_csv``).
 
 Parsing each archived entry and formatting its row costs some 20-45 microseconds of Python per event, so
 a month of a million events takes half a minute or more in one process. Large months are therefore cut into
 consecutive time slices of equal event counts: this process writes the first slice while a spawned worker
 process writes the second to a part file, which is then appended (its header line dropped). The result
-is byte for byte what a single ``write_csv`` would write. Meanwhile the chain walk runs in spawned
+is byte for byte what a single ``write_events_csv`` would write. Meanwhile the chain walk runs in spawned
 processes too (``start_verify``).
 """
 
@@ -29,7 +29,7 @@ from zoneinfo import ZoneInfo
 
 from monitor.anchors import ChainAnchor
 from monitor.events import format_timestamp
-from monitor.export import CSV_COLUMNS, write_csv
+from monitor.export import CSV_COLUMNS, write_events_csv
 from monitor.report.figures import Figures
 from monitor.store import Store, VerifyResult
 
@@ -118,8 +118,9 @@ def _write_part(db_path: str, since: str, until: str, tz_name: str, out_path: st
         Store.open(db_path, readonly=True) as store,
         open(out_path, "w", encoding="utf-8", newline="") as handle,
     ):
-        events = store.iter_events(datetime.fromisoformat(since), datetime.fromisoformat(until))
-        return write_csv(events, handle, ZoneInfo(tz_name))
+        return write_events_csv(
+            store, datetime.fromisoformat(since), datetime.fromisoformat(until), handle, ZoneInfo(tz_name)
+        )
 
 
 def write_month_csv(
@@ -140,10 +141,10 @@ def write_month_csv(
     """
     workers = min(MAX_PROCESSES, available_cpus()) - 1
     if total < parallel_min_events or workers < 1 or not store.reopenable:
-        return write_csv(store.iter_events(start, end), out, tz)
+        return write_events_csv(store, start, end, out, tz)
     parts = slices(store, start, end, total, workers + 1)
     if len(parts) == 1:
-        return write_csv(store.iter_events(start, end), out, tz)
+        return write_events_csv(store, start, end, out, tz)
     part_paths = [scratch / f".report-part-{os.getpid()}-{index}.csv" for index in range(1, len(parts))]
     try:
         context = multiprocessing.get_context("spawn")  # fork is unsafe in the threaded daemon
@@ -152,7 +153,7 @@ def write_month_csv(
                 pool.submit(_write_part, store.path, since.isoformat(), until.isoformat(), tz.key, str(path))
                 for (since, until), path in zip(parts[1:], part_paths, strict=True)
             ]
-            rows = write_csv(store.iter_events(*parts[0]), out, tz)
+            rows = write_events_csv(store, *parts[0], out, tz)
             rows += sum(future.result() for future in futures)
         for path in part_paths:
             with open(path, encoding="utf-8", newline="") as part:
