@@ -31,11 +31,11 @@ def entry(**changes: Any) -> dict[str, Any]:
     return base
 
 
-def check(raw: dict[str, Any], columns: tuple[Any, ...]) -> str | None:
-    """row_problem for event 500001 of source prod, stored with its entry's true hash after genesis."""
+def check(raw: dict[str, Any], columns: tuple[Any, ...], event_id: int = 500001) -> str | None:
+    """row_problem for an event of source prod, stored with its entry's true hash after genesis."""
     text = canonical_json(raw)
-    stored = chain_hash(GENESIS_HASH, "prod", 500001, text)
-    return row_problem(GENESIS_HASH, "prod", 500001, columns, text, stored)
+    stored = chain_hash(GENESIS_HASH, "prod", event_id, text)
+    return row_problem(GENESIS_HASH, "prod", event_id, columns, text, stored)
 
 
 def full_derivation(raw: dict[str, Any], event_id: int, columns: tuple[Any, ...]) -> bool:
@@ -104,6 +104,14 @@ def test_a_tampered_column_is_found(index: int, value: Any) -> None:
     assert check(raw, columns) == "indexed columns differ from the raw entry"
 
 
+def test_a_number_beyond_64_bits_is_read_exactly() -> None:
+    """orjson reads 10**20 as the float 1e+20; a column tampered to that spelling is still found."""
+    raw = entry(user={"email": 10**20})
+    columns = derived_columns(normalize("prod", raw))
+    assert columns[4] == str(10**20) and check(raw, columns) is None
+    assert check(raw, _tampered(columns, 4, "1e+20")) == "indexed columns differ from the raw entry"
+
+
 def test_an_entry_and_a_stored_time_both_in_another_spelling_are_found() -> None:
     """The entry's text matches the stored time's, but the stored time is not the form the archive writes."""
     raw = entry(created_at="2026-03-14 21:21:29.911000Z")
@@ -126,7 +134,7 @@ _stored_times = st.one_of(
     st.datetimes(timezones=st.just(UTC)).map(lambda moment: moment.isoformat(timespec="microseconds")),
     st.text(alphabet="0123456789-:T .+W", max_size=34),
 )
-_texts = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans())
+_texts = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans(), st.just(10**20))
 
 
 @settings(max_examples=400, deadline=None)
@@ -176,3 +184,5 @@ def test_the_short_way_never_accepts_what_the_full_derivation_refuses(
     for candidate_id in (event_id, 7) if isinstance(event_id, int) else (7,):
         if _plainly_derived(raw, candidate_id, columns):
             assert full_derivation(raw, candidate_id, columns)
+        # The whole row check, which reads the archived text with orjson first: the same verdict.
+        assert (check(raw, columns, candidate_id) is None) == full_derivation(raw, candidate_id, columns)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
 
+import orjson
+
 from monitor.events import (
     EPOCH_SECONDS_BELOW,
     AuditEvent,
@@ -86,9 +88,15 @@ def row_problem(
     if chain_hash(prev, source, event_id, raw) != stored:
         return "hash does not match the row's content or its predecessor"
     try:
-        entry = decode_entry(raw)
-        if _plainly_derived(entry, event_id, columns):
+        # orjson as is, though it reads an integer beyond 64 bits as a float (decode_entry): the short way
+        # takes no number but an int id (and an int time, in range), so it never agrees through a misread,
+        # and what it does not show is derived in full from decode_entry's exact reading.
+        if _plainly_derived(orjson.loads(raw), event_id, columns):
             return None
+    except ValueError:  # what orjson refuses: decode_entry reads it or says why
+        pass
+    try:
+        entry = decode_entry(raw)
         entry_id, created_at, event_type, msg = entry_fields(entry)
     except (ValueError, NormalizationError) as exc:
         return f"raw entry no longer parses: {exc}"
@@ -139,10 +147,21 @@ def _plainly_derived(entry: Any, event_id: int, columns: tuple[Any, ...]) -> boo
     else:
         return False
     return int(moment.timestamp() * 1000) == created_ms and (email, workspace, branch) == (
-        nested_str(entry, "user", "email"),
-        nested_str(entry, "workspace", "name"),
-        nested_str(entry, "branch", "label"),
+        _text_member(entry, "user", "email"),
+        _text_member(entry, "workspace", "name"),
+        _text_member(entry, "branch", "label"),
     )
+
+
+_UNSHOWN = object()  # equal to no stored column
+
+
+def _text_member(entry: dict[str, Any], outer: str, inner: str) -> Any:
+    """``nested_str`` where the value is text or absent; anything else (a number, which str() spells, and
+    which orjson may have misread) is left to the full derivation."""
+    node = entry.get(outer)
+    value = node.get(inner) if type(node) is dict else None
+    return value if value is None or type(value) is str else _UNSHOWN
 
 
 def missing(first: int, last: int) -> str:
