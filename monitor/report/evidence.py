@@ -3,12 +3,13 @@ every figure and table (``report_json``, schema in docs/report-schema.md), and t
 
 The CSV: every event of the month, in ``audit-monitor export``'s format (``write_events_csv``).
 
-Parsing each archived entry and formatting its row costs some 20-45 microseconds of Python per event, so
-a month of a million events takes half a minute or more in one process. Large months are therefore cut into
-consecutive time slices of equal event counts: this process writes the first slice while a spawned worker
-process writes the second to a part file, which is then appended (its header line dropped). The result
-is byte for byte what a single ``write_events_csv`` would write. Meanwhile the chain walk runs in spawned
-processes too (``start_verify``).
+Reading each archived entry's values and formatting its row costs some 15-30 microseconds per event, so a
+month of a million events takes half a minute or more in one process. Large months are therefore cut into
+consecutive time slices by event count (``start_month_csv``): spawned worker processes write the later
+slices to part files from the start of the report, while this process computes the figures and then
+writes the first, smaller slice and appends the parts (their header lines dropped). The result is byte for
+byte what a single ``write_events_csv`` would write. Meanwhile the chain walk runs in spawned processes too
+(``start_verify``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import itertools
 import json
 import multiprocessing
 import os
@@ -26,6 +28,8 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
+
+import orjson
 
 from monitor.anchors import ChainAnchor
 from monitor.events import format_timestamp
@@ -41,6 +45,8 @@ PARALLEL_MIN_EVENTS = 200_000
 # One worker beside this process: twice as fast on two cores, and a worker holds ~60 MB of its own, so
 # more of them would break the report's memory budget (150 MB for a month of a million events).
 MAX_PROCESSES = 2
+# The share of a large month's CSV this process writes itself, after the figures (see start_month_csv).
+FIRST_SHARE = 0.4
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -52,17 +58,18 @@ def available_cpus() -> int:
 
 
 def slices(
-    store: Store, start: datetime, end: datetime, total: int, parts: int
+    store: Store, start: datetime, end: datetime, total: int, shares: Sequence[float]
 ) -> list[tuple[datetime, datetime]]:
-    """``parts`` consecutive [since, until) slices of [start, end) with about equal event counts.
+    """Consecutive [since, until) slices of [start, end), one per share, holding about those shares of the
+    ``total`` events (fewer slices when events are too few to cut).
 
     Bounds fall on whole milliseconds (an event's ``created_ms``), so ``created_at >= bound`` puts every
     event in exactly one slice.
     """
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
     bounds = [start]
-    for index in range(1, parts):
-        created_ms = store.nth_created_ms(start_ms, end_ms, total * index // parts)
+    for share in itertools.accumulate(shares[:-1]):
+        created_ms = store.nth_created_ms(start_ms, end_ms, round(total * share))
         if created_ms is None:
             break
         bound = _EPOCH + timedelta(milliseconds=created_ms)
@@ -123,46 +130,73 @@ def _write_part(db_path: str, since: str, until: str, tz_name: str, out_path: st
         )
 
 
-def write_month_csv(
+class MonthCsv:
+    """The month's CSV, its later slices being written by worker processes from the start of the report
+    (``start_month_csv``) while this process computes the figures; ``write`` then writes the first slice
+    and appends the workers' part files."""
+
+    def __init__(
+        self,
+        store: Store,
+        tz: ZoneInfo,
+        first: tuple[datetime, datetime],
+        parts: list[tuple[Future[int], Path]],
+    ) -> None:
+        self.store, self.tz, self.first, self.parts = store, tz, first, parts
+
+    def write(self, out: TextIO) -> int:
+        """Write every event of the month to ``out``; return the number of rows (the caller checks it)."""
+        rows = write_events_csv(self.store, *self.first, out, self.tz)
+        if not self.parts:
+            return rows
+        rows += sum(future.result() for future, _ in self.parts)
+        out.flush()
+        for _, path in self.parts:
+            with open(path, "rb") as part:
+                part.readline()  # the header, already written once
+                # Bytes to bytes: the part is the same UTF-8 text, no need to decode and encode it again.
+                shutil.copyfileobj(part, out.buffer, 1024 * 1024)
+        return rows
+
+    def close(self) -> None:
+        """Remove the part files (written or not); a worker still running is cancelled if it has not begun."""
+        for future, path in self.parts:
+            future.cancel()
+            path.unlink(missing_ok=True)
+
+
+def start_month_csv(
     store: Store,
     start: datetime,
     end: datetime,
     tz: ZoneInfo,
-    out: TextIO,
     *,
-    total: int,
     scratch: Path,
     parallel_min_events: int = PARALLEL_MIN_EVENTS,
-) -> int:
-    """Write every event with start <= created_at < end to ``out``; return the number of rows.
+) -> MonthCsv:
+    """The CSV of every event with start <= created_at < end, its later slices started in worker processes
+    writing part files to ``scratch`` (the report folder) when the month is large.
 
-    ``total`` (the figures' count) decides whether to use workers, whose part files go to ``scratch``
-    (the report folder); the caller still checks the row count.
+    This process first computes the figures, which take about a sixth of the CSV's time, so it writes the
+    smaller first slice (FIRST_SHARE) and the workers share the rest.
     """
     workers = min(MAX_PROCESSES, available_cpus()) - 1
-    if total < parallel_min_events or workers < 1 or not store.reopenable:
-        return write_events_csv(store, start, end, out, tz)
-    parts = slices(store, start, end, total, workers + 1)
-    if len(parts) == 1:
-        return write_events_csv(store, start, end, out, tz)
-    part_paths = [scratch / f".report-part-{os.getpid()}-{index}.csv" for index in range(1, len(parts))]
-    try:
-        context = multiprocessing.get_context("spawn")  # fork is unsafe in the threaded daemon
-        with ProcessPoolExecutor(max_workers=len(part_paths), mp_context=context) as pool:
-            futures = [
-                pool.submit(_write_part, store.path, since.isoformat(), until.isoformat(), tz.key, str(path))
-                for (since, until), path in zip(parts[1:], part_paths, strict=True)
-            ]
-            rows = write_events_csv(store, *parts[0], out, tz)
-            rows += sum(future.result() for future in futures)
-        for path in part_paths:
-            with open(path, encoding="utf-8", newline="") as part:
-                part.readline()  # the header, already written once
-                shutil.copyfileobj(part, out, 1024 * 1024)
-        return rows
-    finally:
-        for path in part_paths:
-            path.unlink(missing_ok=True)
+    start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
+    total = store.count_between(start_ms, end_ms) if workers >= 1 and store.reopenable else 0
+    if total < parallel_min_events:
+        return MonthCsv(store, tz, (start, end), [])
+    parts = slices(store, start, end, total, [FIRST_SHARE, *[(1 - FIRST_SHARE) / workers] * workers])
+    paths = [scratch / f".report-part-{os.getpid()}-{index}.csv" for index in range(1, len(parts))]
+    if not paths:
+        return MonthCsv(store, tz, (start, end), [])
+    context = multiprocessing.get_context("spawn")  # fork is unsafe in the threaded daemon
+    pool = ProcessPoolExecutor(max_workers=len(paths), mp_context=context)
+    futures = [
+        pool.submit(_write_part, store.path, since.isoformat(), until.isoformat(), tz.key, str(path))
+        for (since, until), path in zip(parts[1:], paths, strict=True)
+    ]
+    pool.shutdown(wait=False)  # the workers exit when their one job is done
+    return MonthCsv(store, tz, parts[0], list(zip(futures, paths, strict=True)))
 
 
 # --- digests and the manifest ------------------------------------------------------------------------------
@@ -176,10 +210,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def manifest_text(paths: Sequence[Path]) -> str:
+def manifest_text(paths: Sequence[Path], digests: dict[str, str] | None = None) -> str:
     """``sha256sum``'s own format ("<hex>  <name>", two spaces: binary-safe text mode), names relative to the
-    folder, so ``sha256sum -c`` run in the report folder checks every file."""
-    return "".join(f"{sha256_file(path)}  {path.name}\n" for path in paths)
+    folder, so ``sha256sum -c`` run in the report folder checks every file. ``digests`` (by name) are files
+    already hashed since they were written, the CSV of hundreds of megabytes among them."""
+    known = digests or {}
+    return "".join(f"{known.get(path.name) or sha256_file(path)}  {path.name}\n" for path in paths)
 
 
 # --- the JSON ----------------------------------------------------------------------------------------------
@@ -205,7 +241,14 @@ def _utc(instant: datetime | None) -> str | None:
 
 
 def _listed(rows: Sequence[Any], total: int) -> dict[str, Any]:
-    return {"total": total, "listed": len(rows), "rows": _plain(list(rows))}
+    # The rows as they are (dataclasses): up to 10,000 of them per list, which orjson spells itself, as
+    # _plain does (instants as ISO 8601 with their offset), some 30 times faster (report_json_bytes).
+    return {"total": total, "listed": len(rows), "rows": list(rows)}
+
+
+def report_json_bytes(document: dict[str, Any]) -> bytes:
+    """``report_json``'s document as JSON text (UTF-8), indented."""
+    return orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS)
 
 
 def report_json(

@@ -9,7 +9,6 @@ image library, and is never blocked as "remote content".
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,9 +28,10 @@ from monitor.report.evidence import (
     PARALLEL_MIN_EVENTS,
     manifest_text,
     report_json,
+    report_json_bytes,
     sha256_file,
+    start_month_csv,
     start_verify,
-    write_month_csv,
 )
 from monitor.report.figures import (
     CATEGORIES,
@@ -336,18 +336,12 @@ def build_report(
         nonlocal rows
         if config.report.csv_bom:
             handle.write("\ufeff")  # Excel opens a CSV as UTF-8 only after a byte-order mark
-        rows = write_month_csv(
-            store,
-            period.start,
-            period.end,
-            config.tz,
-            handle,
-            total=figures.total,
-            scratch=out,
-            parallel_min_events=parallel_min_events,
-        )
+        rows = month_csv.write(handle)
 
     walk = start_verify(store, walk_start(store, period), parallel_min_events)
+    month_csv = start_month_csv(
+        store, period.start, period.end, config.tz, scratch=out, parallel_min_events=parallel_min_events
+    )
     try:
         with store.read_snapshot():  # the figures and the CSV see the same archive
             figures = compute_figures(
@@ -365,6 +359,8 @@ def build_report(
             atomic_write(csv_path, write_events)
     except OSError as exc:
         raise ReportError(f"{csv_path}: cannot write the CSV: {exc.strerror}") from None
+    finally:
+        month_csv.close()
     if walk is not None:
         apply_verify(figures, walk.result())
     # After the snapshot: the count queries go over the network, and only when reconciling is possible.
@@ -381,7 +377,7 @@ def build_report(
         document = report_json(
             figures, csv_name=csv_path.name, csv_rows=rows, csv_sha256=digests[csv_path.name], anchor=anchor
         )
-        atomic_write(json_path, lambda handle: json.dump(document, handle, ensure_ascii=False, indent=1))
+        atomic_write(json_path, lambda handle: handle.buffer.write(report_json_bytes(document)))
         atomic_write(anchor_path, lambda handle: handle.write(anchor.to_json() + "\n"))
         digests.update({p.name: sha256_file(p) for p in (json_path, anchor_path)})
         files = ReportFiles(
@@ -405,7 +401,7 @@ def build_report(
             write_pdf(rendered.html, pdf_path)
             files = dataclasses.replace(files, pdf=pdf_path)
             listed.append(pdf_path)
-        atomic_write(manifest_path, lambda handle: handle.write(manifest_text(listed)))
+        atomic_write(manifest_path, lambda handle: handle.write(manifest_text(listed, digests)))
     except OSError as exc:
         raise ReportError(f"{out}: cannot write the report: {exc.strerror}") from None
     return files
