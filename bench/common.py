@@ -109,7 +109,7 @@ def stop_process(proc: subprocess.Popen[bytes], grace: float = 15) -> int:
 
 def monitor_command(config: Path, *args: str) -> list[str]:
     """``audit-monitor --config CONFIG ARGS`` with this interpreter (the venv's, whatever PATH says)."""
-    return [sys.executable, "-m", "monitor.cli", "--config", str(config), *args]
+    return [sys.executable, "-m", "monitor", "--config", str(config), *args]
 
 
 def cpu_model() -> str:

@@ -48,7 +48,6 @@ LISTEN_ENV = "AUDIT_MONITOR_LISTEN"  # server.listen when the file does not set 
 TOKEN_ENV = "AUDIT_MONITOR_API_TOKEN"  # noqa: S105 - the variable's name
 TOKEN_ENV_NAME = "api"  # noqa: S105 - the token's name in logs
 
-SEVERITIES = ("info", "low", "medium", "high", "critical")
 Severity = Literal["info", "low", "medium", "high", "critical"]
 
 

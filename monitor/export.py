@@ -11,13 +11,11 @@ import csv
 import json
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from monitor.events import AuditEvent, canonical_json, decode_entry
-
-if TYPE_CHECKING:
-    from monitor.store import Store
+from monitor.store import Store
 
 CSV_COLUMNS = [
     "source",
@@ -182,6 +180,18 @@ def write_events_csv(
     writer = csv.writer(out)
     writer.writerow(CSV_COLUMNS)
     return _write_rows(writer.writerow, rows, tz)
+
+
+def write_events_csv_file(db_path: str, since: str, until: str, tz_name: str, out_path: str) -> int:
+    """``write_events_csv`` of [since, until) (ISO 8601) into a new file, over a read-only connection of its
+    own: what the report's worker processes run (their arguments cross the process boundary as text)."""
+    with (
+        Store.open(db_path, readonly=True) as store,
+        open(out_path, "w", encoding="utf-8", newline="") as handle,
+    ):
+        return write_events_csv(
+            store, datetime.fromisoformat(since), datetime.fromisoformat(until), handle, ZoneInfo(tz_name)
+        )
 
 
 def _write_rows(write: Any, rows: Iterator[tuple[Any, ...]], tz: ZoneInfo) -> int:

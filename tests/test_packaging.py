@@ -44,7 +44,7 @@ def test_wheel_installs_with_rules_and_templates(wheel: Path, tmp_path: Path) ->
     for name in rules_in_repo + templates_in_repo:
         assert f"monitor/_bundled/{name}" in names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "audit-monitor = monitor.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "audit-monitor = monitor.__main__:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
     target = tmp_path / "site"
     subprocess.run(
@@ -113,3 +113,16 @@ def test_wheel_metadata_names_the_license_urls_and_classifiers(wheel: Path) -> N
     assert "Programming Language :: Python :: 3.12" in classifiers
     assert any(c.startswith("Development Status ::") for c in classifiers)
     assert any(c.startswith("Topic :: System :: Monitoring") for c in classifiers)
+
+
+def test_a_report_worker_imports_neither_the_cli_nor_the_configuration() -> None:
+    """A report's worker processes (multiprocessing, spawn) import the parent's main module, then the store
+    or the export: neither may pull in the command line or the configuration's models, ~1 s and ~40 MB a
+    worker on a small machine (bench/RESULTS.md)."""
+    probe = (
+        "import sys, monitor.__main__, monitor.store, monitor.export; "
+        "print(sorted({m.split('.')[0] if not m.startswith('monitor') else m for m in sys.modules} "
+        "& {'pydantic', 'jinja2', 'click', 'httpx', 'monitor.cli', 'monitor.config', 'monitor.report'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]", done.stdout

@@ -8,9 +8,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from monitor.alerts.model import Alert, severity_rank
+from monitor.alerts.model import SEVERITIES, Alert, severity_rank
 from monitor.alerts.outbox import Channel, DeliveryError
-from monitor.config import SEVERITIES, Config, effective_console
+from monitor.config import Config, effective_console
 
 TEST_RULE_ID = "monitor.channel_test"
 

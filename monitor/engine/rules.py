@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from monitor.config import SEVERITIES, parse_duration
+from monitor.alerts.model import SEVERITIES
+from monitor.config import parse_duration
 from monitor.engine.condition import (
     KEYWORDS,
     NAME_PATTERN,

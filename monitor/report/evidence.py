@@ -33,7 +33,7 @@ import orjson
 
 from monitor.anchors import ChainAnchor
 from monitor.events import format_timestamp
-from monitor.export import CSV_COLUMNS, write_events_csv
+from monitor.export import CSV_COLUMNS, write_events_csv, write_events_csv_file
 from monitor.report.figures import Figures
 from monitor.store import Store, VerifyResult
 
@@ -79,12 +79,6 @@ def slices(
     return list(zip(bounds, bounds[1:], strict=False))
 
 
-def _verify(db_path: str, after: int, through: int | None) -> VerifyResult:
-    """A worker: the chain walk over its own connection (a read-only walk; no writes)."""
-    with Store.open(db_path, readonly=True) as store:
-        return store.verify(after=after, through=through)
-
-
 class ChainWalk:
     """The report's chain walk, running in spawned processes: ``result()`` waits for it."""
 
@@ -114,20 +108,12 @@ def start_verify(
         middle = after + (head - after) // 2
         stretches = [(after, middle), (middle, None)]
     pool = ProcessPoolExecutor(max_workers=len(stretches), mp_context=multiprocessing.get_context("spawn"))
-    parts = [pool.submit(_verify, store.path, start, through) for start, through in stretches]
+    parts = [
+        pool.submit(Store.verify_read_only, store.path, after=start, through=through)
+        for start, through in stretches
+    ]
     pool.shutdown(wait=False)  # the workers exit when their one job is done
     return ChainWalk(parts)
-
-
-def _write_part(db_path: str, since: str, until: str, tz_name: str, out_path: str) -> int:
-    """A worker: one slice into its own file, with its own connection (never one shared across processes)."""
-    with (
-        Store.open(db_path, readonly=True) as store,
-        open(out_path, "w", encoding="utf-8", newline="") as handle,
-    ):
-        return write_events_csv(
-            store, datetime.fromisoformat(since), datetime.fromisoformat(until), handle, ZoneInfo(tz_name)
-        )
 
 
 class MonthCsv:
@@ -192,7 +178,9 @@ def start_month_csv(
     context = multiprocessing.get_context("spawn")  # fork is unsafe in the threaded daemon
     pool = ProcessPoolExecutor(max_workers=len(paths), mp_context=context)
     futures = [
-        pool.submit(_write_part, store.path, since.isoformat(), until.isoformat(), tz.key, str(path))
+        pool.submit(
+            write_events_csv_file, store.path, since.isoformat(), until.isoformat(), tz.key, str(path)
+        )
         for (since, until), path in zip(parts[1:], paths, strict=True)
     ]
     pool.shutdown(wait=False)  # the workers exit when their one job is done

@@ -63,3 +63,10 @@ __all__ = [
 class Store(ArchiveMixin, CursorsMixin, RuleStateMixin, AlertsMixin, ReadsMixin):
     """Open with ``Store.open(path)`` (an SQLite file) or ``Store.open(url)`` (``postgresql://...``); use as
     a context manager to close it."""
+
+    @classmethod
+    def verify_read_only(cls, path: str, *, after: int, through: int | None) -> VerifyResult:
+        """``verify`` over a read-only connection of its own (a read-only walk writes nothing): what the
+        report's worker processes run, which import the store and nothing more."""
+        with cls.open(path, readonly=True) as store:
+            return store.verify(after=after, through=through)

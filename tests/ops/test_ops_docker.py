@@ -80,7 +80,7 @@ def test_the_image_is_slim_non_root_with_state_on_a_volume() -> None:
     assert one("EXPOSE") == "9108"
     assert json.loads(one("CMD")) == ["audit-monitor", "run"]
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts["audit-monitor"] == "monitor.cli:main"
+    assert scripts["audit-monitor"] == "monitor.__main__:main"
     # The package is installed from the copied source, not in editable mode.
     installs = [a for k, a in instructions() if k == "RUN" and "pip install" in a]
     assert installs and all("-e" not in shlex.split(a) and "--editable" not in a for a in installs)
