@@ -40,13 +40,15 @@ from monitor.store import Store, VerifyResult
 SCHEMA = "xano-audit-monitor/compliance-report"
 SCHEMA_VERSION = 1
 
-# Below this many events one process is done before a worker would have started (~1 s to spawn).
+# Below this many events one process is done before a worker would have started and read its share.
 PARALLEL_MIN_EVENTS = 200_000
-# One worker beside this process: twice as fast on two cores, and a worker holds ~60 MB of its own, so
-# more of them would break the report's memory budget (150 MB for a month of a million events).
-MAX_PROCESSES = 2
-# The share of a large month's CSV this process writes itself, after the figures (see start_month_csv).
-FIRST_SHARE = 0.4
+# Worker processes beside this one, which computes the figures meanwhile: each takes the next job when it
+# is done with one, so three keep two cores busy to the end. A worker imports the store and the export
+# only (~35 MB); more of them would only share the same cores.
+WORKERS = 3
+# A large month's CSV is written in this many slices, jobs for the workers: small enough that the last one
+# to finish keeps one core busy for a few seconds at most.
+CSV_SLICES = 6
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -79,8 +81,18 @@ def slices(
     return list(zip(bounds, bounds[1:], strict=False))
 
 
+def worker_pool(store: Store, parallel_min_events: int = PARALLEL_MIN_EVENTS) -> ProcessPoolExecutor | None:
+    """The report's worker processes, spawned (fork is unsafe in the threaded daemon), for the chain walk
+    (``start_verify``) and the CSV (``start_month_csv``). None when everything is done in this process: an
+    archive too small to be worth a worker, a single CPU, or PostgreSQL (a worker would need the password
+    handed to it)."""
+    if not store.reopenable or available_cpus() < 2 or store.event_count() < parallel_min_events:
+        return None
+    return ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
+
+
 class ChainWalk:
-    """The report's chain walk, running in spawned processes: ``result()`` waits for it."""
+    """The report's chain walk, running in worker processes: ``result()`` waits for it."""
 
     def __init__(self, parts: list[Future[VerifyResult]]) -> None:
         self.parts = parts
@@ -91,63 +103,61 @@ class ChainWalk:
 
 
 def start_verify(
-    store: Store, after: int, parallel_min_events: int = PARALLEL_MIN_EVENTS
+    store: Store, after: int, pool: ProcessPoolExecutor | None, parallel_min_events: int = PARALLEL_MIN_EVENTS
 ) -> ChainWalk | None:
-    """The chain walk from link ``after`` (``figures.walk_start``) in spawned processes while this one
-    computes the figures and writes the CSV: it re-hashes and re-derives every row of the month (~40 µs a
-    row), so done in line it would nearly double the report's time. A long walk is cut in two halves at a
-    seq, walked at once: each row's check needs only its predecessor's stored hash, so the second half
-    chains from the stored hash where the first ends, and the first checks that hash. Otherwise the walk
-    alone, in one process the length of the CSV's two, would be the last to finish. None for an archive
-    small enough to walk in line, or a single CPU."""
-    if not store.reopenable or available_cpus() < 2 or store.event_count() < parallel_min_events:
+    """The chain walk from link ``after`` (``figures.walk_start``) in worker processes while this one
+    computes the figures: it re-hashes and re-derives every row of the month, so done in line it would
+    nearly double the report's time. A long walk is cut in two halves at a seq, walked at once: each row's
+    check needs only its predecessor's stored hash, so the second half chains from the stored hash where
+    the first ends, and the first checks that hash. None without workers (the figures walk in line)."""
+    if pool is None:
         return None
     head = store.head()[0]
     stretches: list[tuple[int, int | None]] = [(after, None)]
     if head - after >= parallel_min_events:
         middle = after + (head - after) // 2
         stretches = [(after, middle), (middle, None)]
-    pool = ProcessPoolExecutor(max_workers=len(stretches), mp_context=multiprocessing.get_context("spawn"))
-    parts = [
-        pool.submit(Store.verify_read_only, store.path, after=start, through=through)
-        for start, through in stretches
-    ]
-    pool.shutdown(wait=False)  # the workers exit when their one job is done
-    return ChainWalk(parts)
+    return ChainWalk(
+        [
+            pool.submit(Store.verify_read_only, store.path, after=start, through=through)
+            for start, through in stretches
+        ]
+    )
 
 
 class MonthCsv:
-    """The month's CSV, its later slices being written by worker processes from the start of the report
-    (``start_month_csv``) while this process computes the figures; ``write`` then writes the first slice
-    and appends the workers' part files."""
+    """The month's CSV: written by this process (``write``), or by worker processes in slices, part files
+    that ``write`` then joins."""
 
     def __init__(
         self,
         store: Store,
         tz: ZoneInfo,
-        first: tuple[datetime, datetime],
+        month: tuple[datetime, datetime],
         parts: list[tuple[Future[int], Path]],
     ) -> None:
-        self.store, self.tz, self.first, self.parts = store, tz, first, parts
+        self.store, self.tz, self.month, self.parts = store, tz, month, parts
 
     def write(self, out: TextIO) -> int:
         """Write every event of the month to ``out``; return the number of rows (the caller checks it)."""
-        rows = write_events_csv(self.store, *self.first, out, self.tz)
         if not self.parts:
-            return rows
-        rows += sum(future.result() for future, _ in self.parts)
+            return write_events_csv(self.store, *self.month, out, self.tz)
+        rows = sum(future.result() for future, _ in self.parts)
         out.flush()
-        for _, path in self.parts:
+        for index, (_, path) in enumerate(self.parts):
             with open(path, "rb") as part:
-                part.readline()  # the header, already written once
+                if index:
+                    part.readline()  # the header, written once by the first part
                 # Bytes to bytes: the part is the same UTF-8 text, no need to decode and encode it again.
                 shutil.copyfileobj(part, out.buffer, 1024 * 1024)
         return rows
 
     def close(self) -> None:
-        """Remove the part files (written or not); a worker still running is cancelled if it has not begun."""
+        """Remove the part files: a job not begun is cancelled, one running is waited for (a worker would
+        otherwise write its file after it was removed)."""
         for future, path in self.parts:
-            future.cancel()
+            if not future.cancel():
+                future.exception()  # waits; its error, if any, was the report's or is moot now
             path.unlink(missing_ok=True)
 
 
@@ -158,33 +168,25 @@ def start_month_csv(
     tz: ZoneInfo,
     *,
     scratch: Path,
+    pool: ProcessPoolExecutor | None,
     parallel_min_events: int = PARALLEL_MIN_EVENTS,
 ) -> MonthCsv:
-    """The CSV of every event with start <= created_at < end, its later slices started in worker processes
-    writing part files to ``scratch`` (the report folder) when the month is large.
-
-    This process first computes the figures, which take about a sixth of the CSV's time, so it writes the
-    smaller first slice (FIRST_SHARE) and the workers share the rest.
-    """
-    workers = min(MAX_PROCESSES, available_cpus()) - 1
+    """The CSV of every event with start <= created_at < end. For a large month its CSV_SLICES consecutive
+    time slices, of equal event counts, are jobs for the workers, each writing a part file to ``scratch``
+    (the report folder); they begin as soon as the chain walk's halves are under way."""
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
-    total = store.count_between(start_ms, end_ms) if workers >= 1 and store.reopenable else 0
-    if total < parallel_min_events:
+    total = store.count_between(start_ms, end_ms) if pool is not None else 0
+    if pool is None or total < parallel_min_events:
         return MonthCsv(store, tz, (start, end), [])
-    parts = slices(store, start, end, total, [FIRST_SHARE, *[(1 - FIRST_SHARE) / workers] * workers])
-    paths = [scratch / f".report-part-{os.getpid()}-{index}.csv" for index in range(1, len(parts))]
-    if not paths:
-        return MonthCsv(store, tz, (start, end), [])
-    context = multiprocessing.get_context("spawn")  # fork is unsafe in the threaded daemon
-    pool = ProcessPoolExecutor(max_workers=len(paths), mp_context=context)
+    parts = slices(store, start, end, total, [1 / CSV_SLICES] * CSV_SLICES)
+    paths = [scratch / f".report-part-{os.getpid()}-{index}.csv" for index in range(len(parts))]
     futures = [
         pool.submit(
             write_events_csv_file, store.path, since.isoformat(), until.isoformat(), tz.key, str(path)
         )
-        for (since, until), path in zip(parts[1:], paths, strict=True)
+        for (since, until), path in zip(parts, paths, strict=True)
     ]
-    pool.shutdown(wait=False)  # the workers exit when their one job is done
-    return MonthCsv(store, tz, parts[0], list(zip(futures, paths, strict=True)))
+    return MonthCsv(store, tz, (start, end), list(zip(futures, paths, strict=True)))
 
 
 # --- digests and the manifest ------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from monitor.report.evidence import (
     sha256_file,
     start_month_csv,
     start_verify,
+    worker_pool,
 )
 from monitor.report.figures import (
     CATEGORIES,
@@ -338,10 +339,19 @@ def build_report(
             handle.write("\ufeff")  # Excel opens a CSV as UTF-8 only after a byte-order mark
         rows = month_csv.write(handle)
 
-    walk = start_verify(store, walk_start(store, period), parallel_min_events)
+    pool = worker_pool(store, parallel_min_events)
+    walk = start_verify(store, walk_start(store, period), pool, parallel_min_events)
     month_csv = start_month_csv(
-        store, period.start, period.end, config.tz, scratch=out, parallel_min_events=parallel_min_events
+        store,
+        period.start,
+        period.end,
+        config.tz,
+        scratch=out,
+        pool=pool,
+        parallel_min_events=parallel_min_events,
     )
+    if pool is not None:
+        pool.shutdown(wait=False)  # the workers exit when no job is left
     try:
         with store.read_snapshot():  # the figures and the CSV see the same archive
             figures = compute_figures(

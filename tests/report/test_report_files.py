@@ -131,11 +131,11 @@ def test_a_large_month_is_written_by_worker_processes_byte_for_byte(
 ) -> None:
     period = Period.parse("2026-03", config.tz)
     single = build_report(store, config, period, tmp_path / "single", now=NOW)
-    monkeypatch.setattr(evidence, "available_cpus", lambda: 3)  # this process and one spawned worker
-    monkeypatch.setattr(evidence, "MAX_PROCESSES", 3)  # and a second one, to test the ordering of parts
+    monkeypatch.setattr(evidence, "available_cpus", lambda: 2)  # worker processes, whatever runs the test
     parallel = build_report(store, config, period, tmp_path / "parallel", now=NOW, parallel_min_events=1)
     assert parallel.rows == IN_MONTH
-    assert parallel.csv.read_bytes() == single.csv.read_bytes()
+    assert parallel.csv.read_bytes() == single.csv.read_bytes()  # six slices joined in order, one header
+    assert parallel.figures.integrity == single.figures.integrity  # the walk in the workers: the same
     assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == [
         "compliance-report-2026-03.anchor.json",
         "compliance-report-2026-03.csv",
