@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta, timezone
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -112,6 +112,12 @@ def write_csv(events: Iterable[AuditEvent], out: TextIO, tz: ZoneInfo) -> int:
     return count
 
 
+# What _SpelledCells and _Texts remember: at most this many values, each under REMEMBERED_LENGTH characters
+# (~15 MB at most, whatever the archive holds).
+REMEMBERED_CELLS = 20_000
+REMEMBERED_LENGTH = 256
+
+
 class _SpelledCells(dict[str | None, str]):
     """The CSV cell of a value given in the archive's JSON spelling (None: no value), as ``_cell`` makes it
     of the decoded value. Remembered, for ids, emails, names and labels repeat from row to row; objects
@@ -127,7 +133,7 @@ class _SpelledCells(dict[str | None, str]):
             cell = _cell(json.loads(spelling) if "\\" in spelling else spelling[1:-1])
         else:  # a number: its spelling is Python's (json spells a float with repr)
             cell = spelling
-        if len(self) < 100_000:
+        if len(self) < REMEMBERED_CELLS and len(spelling) < REMEMBERED_LENGTH:
             self[spelling] = cell
         return cell
 
@@ -194,7 +200,9 @@ def write_events_csv_file(db_path: str, since: str, until: str, tz_name: str, ou
         )
 
 
-def _write_rows(write: Any, rows: Iterator[tuple[Any, ...]], tz: ZoneInfo) -> int:
+def _write_rows(
+    write: Callable[[Iterable[Any]], object], rows: Iterator[tuple[Any, ...]], tz: ZoneInfo
+) -> int:
     cells, texts, local = _SpelledCells(), _Texts(), _LocalTimes(tz)
     count = 0
     for row in rows:
@@ -220,10 +228,13 @@ def _write_rows(write: Any, rows: Iterator[tuple[Any, ...]], tz: ZoneInfo) -> in
 
 
 class _Texts(dict[str, str]):
-    """``_cell`` of a source name or an event type, remembered (a few dozen of them fill a month)."""
+    """``_cell`` of a source name or an event type, remembered: a few dozen of them fill a month (and
+    entries with a new type each time, no more than REMEMBERED_CELLS)."""
 
     def __missing__(self, text: str) -> str:
-        cell = self[text] = _cell(text)
+        cell = _cell(text)
+        if len(self) < REMEMBERED_CELLS and len(text) < REMEMBERED_LENGTH:
+            self[text] = cell
         return cell
 
 

@@ -17,7 +17,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from monitor.events import canonical_json, format_timestamp, normalize
-from monitor.export import ENTRY_PATHS, _LocalTimes, write_csv, write_events_csv
+from monitor.export import (
+    ENTRY_PATHS,
+    REMEMBERED_CELLS,
+    REMEMBERED_LENGTH,
+    _LocalTimes,
+    _SpelledCells,
+    write_csv,
+    write_events_csv,
+)
 from monitor.store import Store
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -248,3 +256,13 @@ def test_local_times_on_both_sides_of_a_change_inside_an_hour() -> None:
     assert local.hours["2026-10-03T15"] is None  # two offsets in that hour
     assert local(format_timestamp(change + timedelta(hours=1))) == "2026-10-04T03:30:00+11:00"
     assert local.hours["2026-10-03T16"] == (timedelta(hours=11), "+11:00")
+
+
+def test_remembered_cells_are_bounded() -> None:
+    """Hostile entries (a new long value in every row) cannot make the CSV writer's memory grow."""
+    cells = _SpelledCells()
+    for index in range(REMEMBERED_CELLS + 5_000):
+        assert cells[f'"=v{index}"'] == f"'=v{index}"
+    long_value = '"' + "x" * REMEMBERED_LENGTH + '"'
+    assert cells[long_value] == "x" * REMEMBERED_LENGTH
+    assert len(cells) <= REMEMBERED_CELLS and long_value not in cells
