@@ -171,11 +171,13 @@ _scalars = st.one_of(
     st.text(max_size=8),
     st.sampled_from(["=1", "+x", "-2.5", "@a", "\tb", "\rc", "-", "'", '"', "\\", "\u2028", "1e5"]),
 )
-_values = st.recursive(
-    _scalars,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
-    max_leaves=6,
-)
+
+
+def _nested(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
+
+
+_values = st.recursive(_scalars, _nested, max_leaves=6)
 _objects = st.one_of(
     st.dictionaries(st.sampled_from(["id", "email", "name", "label", "type", "x"]), _values), _values
 )
