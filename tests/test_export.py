@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -137,14 +136,12 @@ def test_the_csv_read_by_the_archive_is_the_csv_written_from_the_entries(store_t
     assert rows[22]["user.email"] == "'\r\nforged,row" and rows[22]["user.id"] == "-1"
 
 
-def test_a_sqlite_that_spells_values_its_own_way_is_read_the_long_way(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_sqlite_that_spells_values_its_own_way_is_read_the_long_way(tmp_path: Path) -> None:
     entries = awkward_entries()
     with Store.open(tmp_path / "a.db") as store:
         archive(store, entries)
-        assert store._sqlite_spells_values_as_archived()  # this SQLite copies a value's text
-        monkeypatch.setattr(Store, "_sqlite_spells_values_as_archived", lambda self: False)
+        assert store._sqlite_spells_values_as_archived  # this SQLite copies a value's text
+        store.__dict__["_sqlite_spells_values_as_archived"] = False  # as a SQLite that spells otherwise
         assert store.iter_entry_values(None, None, ENTRY_PATHS) is None
         assert store_csv(store, BERLIN) == python_csv(entries, BERLIN)
 

@@ -4,12 +4,11 @@ every figure and table (``report_json``, schema in docs/report-schema.md), and t
 The CSV: every event of the month, in ``audit-monitor export``'s format (``write_events_csv``).
 
 Reading each archived entry's values and formatting its row costs some 15-30 microseconds per event, so a
-month of a million events takes half a minute or more in one process. Large months are therefore cut into
-consecutive time slices by event count (``start_month_csv``): spawned worker processes write the later
-slices to part files from the start of the report, while this process computes the figures and then
-writes the first, smaller slice and appends the parts (their header lines dropped). The result is byte for
-byte what a single ``write_events_csv`` would write. Meanwhile the chain walk runs in spawned processes too
-(``start_verify``).
+month of a million events takes half a minute or more in one process. A large month is therefore cut into
+consecutive time slices of equal event counts (``start_month_csv``), jobs that worker processes take
+from the start of the report, one after the other, beside the chain walk's two halves (``start_verify``),
+each slice into a part file; this process computes the figures meanwhile, then joins the parts (the
+header kept once). The result is byte for byte what a single ``write_events_csv`` would write.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import itertools
 import json
 import multiprocessing
 import os
@@ -60,18 +58,17 @@ def available_cpus() -> int:
 
 
 def slices(
-    store: Store, start: datetime, end: datetime, total: int, shares: Sequence[float]
+    store: Store, start: datetime, end: datetime, total: int, parts: int
 ) -> list[tuple[datetime, datetime]]:
-    """Consecutive [since, until) slices of [start, end), one per share, holding about those shares of the
-    ``total`` events (fewer slices when events are too few to cut).
+    """``parts`` consecutive [since, until) slices of [start, end) with about equal event counts.
 
     Bounds fall on whole milliseconds (an event's ``created_ms``), so ``created_at >= bound`` puts every
     event in exactly one slice.
     """
     start_ms, end_ms = int(start.timestamp() * 1000), int(end.timestamp() * 1000)
     bounds = [start]
-    for share in itertools.accumulate(shares[:-1]):
-        created_ms = store.nth_created_ms(start_ms, end_ms, round(total * share))
+    for index in range(1, parts):
+        created_ms = store.nth_created_ms(start_ms, end_ms, total * index // parts)
         if created_ms is None:
             break
         bound = _EPOCH + timedelta(milliseconds=created_ms)
@@ -178,7 +175,7 @@ def start_month_csv(
     total = store.count_between(start_ms, end_ms) if pool is not None else 0
     if pool is None or total < parallel_min_events:
         return MonthCsv(store, tz, (start, end), [])
-    parts = slices(store, start, end, total, [1 / CSV_SLICES] * CSV_SLICES)
+    parts = slices(store, start, end, total, CSV_SLICES)
     paths = [scratch / f".report-part-{os.getpid()}-{index}.csv" for index in range(len(parts))]
     futures = [
         pool.submit(

@@ -6,6 +6,7 @@ kept chain starts (genesis when there is none), re-deriving every row's indexed 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
@@ -225,7 +226,7 @@ class ArchiveMixin(MetaMixin):
         value as the archive does (``_sqlite_spells_values_as_archived``): the caller reads
         ``iter_events`` then.
         """
-        if self.is_postgresql or not self._sqlite_spells_values_as_archived():
+        if self.is_postgresql or not self._sqlite_spells_values_as_archived:
             return None
         clauses, params = self._range(since, until, source)
         values = ", ".join("CASE WHEN readable THEN raw -> ? END" for _ in paths)
@@ -236,22 +237,19 @@ class ArchiveMixin(MetaMixin):
             [*(f"$.{path}" for path in paths), *params],
         )
 
+    @functools.cached_property
     def _sqlite_spells_values_as_archived(self) -> bool:
         """Whether this SQLite's ``->`` gives a value of an archived entry exactly as the archive spells it
         (SQLite 3.38 on copies the value's text): tried once on an entry of awkward values."""
-        known = self.__dict__.get("_spells_values")
-        if known is None:
-            text = canonical_json(_SPELLING_PROBE)
-            try:
-                spelled = [
-                    self.conn.execute("SELECT ? -> ?", (text, f"$.{key}")).fetchone()[0]
-                    for key in _SPELLING_PROBE
-                ]
-            except sqlite3.Error:  # before 3.38: no ->
-                spelled = []
-            known = spelled == [canonical_json(value) for value in _SPELLING_PROBE.values()]
-            self.__dict__["_spells_values"] = known
-        return bool(known)
+        text = canonical_json(_SPELLING_PROBE)
+        try:
+            spelled = [
+                self.conn.execute("SELECT ? -> ?", (text, f"$.{key}")).fetchone()[0]
+                for key in _SPELLING_PROBE
+            ]
+        except sqlite3.Error:  # before 3.38: no ->
+            return False
+        return spelled == [canonical_json(value) for value in _SPELLING_PROBE.values()]
 
     def events_by_id(self, source: str, event_ids: Iterable[int]) -> list[AuditEvent]:
         """The archived events of ``source`` with these ids, in id order (an alert's triggering events)."""
