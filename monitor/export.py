@@ -7,10 +7,10 @@ true or false as Python spells them (``True``), and an object or a list in the a
 
 from __future__ import annotations
 
-import csv
 import json
-from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta, timezone
+import re
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
@@ -103,13 +103,34 @@ def csv_row(event: AuditEvent, tz: ZoneInfo) -> list[str]:
 
 
 def write_csv(events: Iterable[AuditEvent], out: TextIO, tz: ZoneInfo) -> int:
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
+    out.write(_HEADER)
     count = 0
     for event in events:
-        writer.writerow(csv_row(event, tz))
+        out.write(csv_line(csv_row(event, tz)))
         count += 1
     return count
+
+
+# csv.writer's quoting (the excel dialect, QUOTE_MINIMAL): a field holding the delimiter, the quote or a line
+# break is quoted, its quotes doubled; lines end in CRLF. Written out here because a row is mostly cells the
+# writer remembers already quoted, and csv.writer, re-examining every cell of every row, was a fifth of a
+# month-long CSV's time (tests/test_export.py checks the two agree on any text).
+_NEEDS_QUOTES = re.compile(r'[,"\r\n]')
+
+
+def csv_field(cell: str) -> str:
+    """A cell as csv.writer writes it."""
+    if _NEEDS_QUOTES.search(cell) is None:
+        return cell
+    return '"' + cell.replace('"', '""') + '"'
+
+
+def csv_line(cells: Iterable[str]) -> str:
+    """A row of cells as csv.writer writes it, with its line end."""
+    return ",".join(map(csv_field, cells)) + "\r\n"
+
+
+_HEADER = csv_line(CSV_COLUMNS)
 
 
 # What _SpelledCells and _Texts remember: at most this many values, each under REMEMBERED_LENGTH characters
@@ -119,53 +140,82 @@ REMEMBERED_LENGTH = 256
 
 
 class _SpelledCells(dict[str | None, str]):
-    """The CSV cell of a value given in the archive's JSON spelling (None: no value), as ``_cell`` makes it
-    of the decoded value. Remembered, for ids, emails, names and labels repeat from row to row; objects
-    and lists (``data``) rarely do, and their spelling is their cell."""
+    """The CSV field of a value given in the archive's JSON spelling (None: no value): ``_cell`` of the
+    decoded value, quoted as csv.writer would. Remembered, for ids, emails, names and labels repeat from
+    row to row; objects and lists (``data``) rarely do, and their spelling is their cell."""
 
     def __init__(self) -> None:
-        super().__init__({None: "", "null": "", "true": "True", "false": "False"})
+        super().__init__({None: "", "null": "", "true": "True", "false": "False", "[]": "[]", "{}": "{}"})
 
     def __missing__(self, spelling: str) -> str:
         if spelling[0] in "{[":
-            return spelling
+            return csv_field(spelling)
         if spelling[0] == '"':
-            cell = _cell(json.loads(spelling) if "\\" in spelling else spelling[1:-1])
+            cell = csv_field(_cell(json.loads(spelling) if "\\" in spelling else spelling[1:-1]))
         else:  # a number: its spelling is Python's (json spells a float with repr)
-            cell = spelling
+            cell = csv_field(spelling)
         if len(self) < REMEMBERED_CELLS and len(spelling) < REMEMBERED_LENGTH:
             self[spelling] = cell
         return cell
 
 
+class _Texts(dict[str, str]):
+    """The CSV field of a source name or an event type (``_cell``, quoted), remembered: a few dozen of them
+    fill a month (and entries with a new type each time, no more than REMEMBERED_CELLS)."""
+
+    def __missing__(self, text: str) -> str:
+        cell = csv_field(_cell(text))
+        if len(self) < REMEMBERED_CELLS and len(text) < REMEMBERED_LENGTH:
+            self[text] = cell
+        return cell
+
+
+# The part of a stored time (``format_timestamp``'s fixed-width text) after its minute: ":SS.ffffff+00:00".
+_STORED_SECONDS = re.compile(r":[0-5][0-9]\.[0-9]{6}\+00:00")
+
+
 class _LocalTimes:
     """A stored UTC time (``format_timestamp``'s text) as ISO 8601 in the zone, as
-    ``datetime.astimezone(tz).isoformat()`` spells it: the zone's offset is looked up once per UTC hour
-    (an hour holding an offset change is converted row by row)."""
+    ``datetime.astimezone(tz).isoformat()`` spells it, by splicing text: the local date, hour and minute and
+    the offset are worked out once per UTC minute (an offset of whole minutes leaves the seconds as they
+    are). A minute holding an offset change, an offset with seconds (local mean time) or a time in another
+    form is converted by datetime, row by row."""
+
+    # Rows come in time order, so a minute once passed does not come back: the memory is emptied when full.
+    MINUTES = 4096
 
     def __init__(self, tz: ZoneInfo) -> None:
         self.tz = tz
-        self.hours: dict[str, tuple[timedelta, str] | None] = {}
+        self.minutes: dict[str, tuple[str, str] | None] = {}
 
     def __call__(self, stored: str) -> str:
-        hour = stored[:13]
+        minute = stored[:16]
         try:
-            offset = self.hours[hour]
+            local = self.minutes[minute]
         except KeyError:
-            offset = self.hours[hour] = self._offset(hour)
-        if offset is None:
+            if len(self.minutes) >= self.MINUTES:
+                self.minutes.clear()
+            local = self.minutes[minute] = self._minute(minute)
+        if local is None or _STORED_SECONDS.fullmatch(stored, 16) is None:
             return datetime.fromisoformat(stored).astimezone(self.tz).isoformat()
-        delta, suffix = offset
-        return (datetime.fromisoformat(stored[:26]) + delta).isoformat() + suffix
+        prefix, offset = local
+        # isoformat leaves out a fraction of zero microseconds.
+        seconds = stored[16:19] if stored[20:26] == "000000" else stored[16:26]
+        return prefix + seconds + offset
 
-    def _offset(self, hour: str) -> tuple[timedelta, str] | None:
-        start = datetime.fromisoformat(hour + ":00:00+00:00")
-        first = start.astimezone(self.tz).utcoffset()
-        last = (start + timedelta(hours=1, microseconds=-1)).astimezone(self.tz).utcoffset()
-        if first is None or first != last:
+    def _minute(self, minute: str) -> tuple[str, str] | None:
+        """The local "YYYY-MM-DDTHH:MM" of a UTC minute and its offset as isoformat writes it ("+01:00"), or
+        None when they are not the same for each of its instants."""
+        try:
+            start = datetime.fromisoformat(minute + ":00+00:00")
+            first = start.astimezone(self.tz)
+            last = (start + timedelta(minutes=1, microseconds=-1)).astimezone(self.tz)
+        except (ValueError, OverflowError):  # not a stored time, or at the ends of datetime's range
             return None
-        # The offset as isoformat writes it ("+01:00", "+00:53:28"), from a time of that fixed offset.
-        return first, datetime(2000, 1, 1, tzinfo=timezone(first)).isoformat()[19:]
+        offset = first.utcoffset()
+        if offset is None or offset != last.utcoffset() or offset % timedelta(minutes=1):
+            return None
+        return first.isoformat()[:16], first.isoformat()[19:]
 
 
 def write_events_csv(
@@ -183,9 +233,8 @@ def write_events_csv(
     rows = store.iter_entry_values(since, until, ENTRY_PATHS, source=source)
     if rows is None:
         return write_csv(store.iter_events(since, until, source=source), out, tz)
-    writer = csv.writer(out)
-    writer.writerow(CSV_COLUMNS)
-    return _write_rows(writer.writerow, rows, tz)
+    out.write(_HEADER)
+    return _write_rows(out, rows, tz)
 
 
 def write_events_csv_file(db_path: str, since: str, until: str, tz_name: str, out_path: str) -> int:
@@ -200,10 +249,9 @@ def write_events_csv_file(db_path: str, since: str, until: str, tz_name: str, ou
         )
 
 
-def _write_rows(
-    write: Callable[[Iterable[Any]], object], rows: Iterator[tuple[Any, ...]], tz: ZoneInfo
-) -> int:
+def _write_rows(out: TextIO, rows: Iterator[tuple[Any, ...]], tz: ZoneInfo) -> int:
     cells, texts, local = _SpelledCells(), _Texts(), _LocalTimes(tz)
+    lines: list[str] = []
     count = 0
     for row in rows:
         count += 1
@@ -212,30 +260,21 @@ def _write_rows(
             event = AuditEvent(
                 name, event_id, datetime.fromisoformat(created_at), event_type, msg, decode_entry(raw)
             )
-            write(csv_row(event, tz))
-            continue
-        write(
-            (
-                texts[name],
-                event_id,
-                local(created_at),
-                texts[event_type],
-                msg if msg[:1] not in _FORMULA_START else _cell(msg),
-                *map(cells.__getitem__, row[6:]),
+            lines.append(csv_line(csv_row(event, tz)))
+        else:
+            lines.append(
+                f"{texts[name]},"
+                f"{event_id if type(event_id) is int else csv_field(str(event_id))},"
+                f"{local(created_at)},"
+                f"{texts[event_type]},"
+                f"{csv_field(msg if msg[:1] not in _FORMULA_START else _cell(msg))},"
+                f"{','.join(map(cells.__getitem__, row[6:]))}\r\n"
             )
-        )
+        if len(lines) == 1000:  # written a thousand lines at a time: one write call a row costs more
+            out.write("".join(lines))
+            lines.clear()
+    out.write("".join(lines))
     return count
-
-
-class _Texts(dict[str, str]):
-    """``_cell`` of a source name or an event type, remembered: a few dozen of them fill a month (and
-    entries with a new type each time, no more than REMEMBERED_CELLS)."""
-
-    def __missing__(self, text: str) -> str:
-        cell = _cell(text)
-        if len(self) < REMEMBERED_CELLS and len(text) < REMEMBERED_LENGTH:
-            self[text] = cell
-        return cell
 
 
 def write_jsonl(events: Iterable[AuditEvent], out: TextIO, tz: ZoneInfo) -> int:

@@ -7,7 +7,7 @@ import csv
 import io
 import itertools
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,11 +17,14 @@ from hypothesis import strategies as st
 
 from monitor.events import canonical_json, format_timestamp, normalize
 from monitor.export import (
+    CSV_COLUMNS,
     ENTRY_PATHS,
     REMEMBERED_CELLS,
     REMEMBERED_LENGTH,
     _LocalTimes,
     _SpelledCells,
+    csv_line,
+    csv_row,
     write_csv,
     write_events_csv,
 )
@@ -89,7 +92,9 @@ def python_csv(entries: list[dict[str, Any]], tz: ZoneInfo, source: str = "prod"
         key=lambda e: (int(e.created_at.timestamp() * 1000), format_timestamp(e.created_at), e.id),
     )
     out = io.StringIO()
-    write_csv(events, out, tz)
+    writer = csv.writer(out)  # the standard library's writer: export.csv_line must write what it does
+    writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_row(event, tz) for event in events)
     return out.getvalue()
 
 
@@ -232,7 +237,16 @@ class _shared_store:  # noqa: N801 - used as a context manager, like a function
         min_value=datetime(1900, 1, 2), max_value=datetime(2100, 1, 1), timezones=st.just(UTC)
     ),
     zone=st.sampled_from(
-        ["Europe/Berlin", "Australia/Lord_Howe", "America/St_Johns", "Asia/Kolkata", "Pacific/Chatham", "UTC"]
+        [
+            "Europe/Berlin",
+            "Australia/Lord_Howe",
+            "America/St_Johns",
+            "Asia/Kolkata",
+            "Pacific/Chatham",
+            "Europe/Amsterdam",
+            "Africa/Monrovia",
+            "UTC",
+        ]
     ),
 )
 def test_local_times_are_the_zones_own(moment: datetime, zone: str) -> None:
@@ -240,8 +254,8 @@ def test_local_times_are_the_zones_own(moment: datetime, zone: str) -> None:
     assert _LocalTimes(tz)(format_timestamp(moment)) == moment.astimezone(tz).isoformat()
 
 
-def test_local_times_on_both_sides_of_a_change_inside_an_hour() -> None:
-    """Lord Howe Island moves its clocks by 30 minutes at 15:30 UTC: that hour is converted row by row."""
+def test_local_times_on_both_sides_of_a_change() -> None:
+    """Lord Howe Island moves its clocks by 30 minutes at 15:30 UTC: each minute has the offset of its own."""
     tz = ZoneInfo("Australia/Lord_Howe")
     local = _LocalTimes(tz)
     change = datetime(2026, 10, 3, 15, 30, tzinfo=UTC)
@@ -252,9 +266,63 @@ def test_local_times_on_both_sides_of_a_change_inside_an_hour() -> None:
         change + timedelta(minutes=29),
     ):
         assert local(format_timestamp(moment)) == moment.astimezone(tz).isoformat()
-    assert local.hours["2026-10-03T15"] is None  # two offsets in that hour
+    assert local.minutes["2026-10-03T15:29"] == ("2026-10-04T01:59", "+10:30")
+    assert local.minutes["2026-10-03T15:30"] == ("2026-10-04T02:30", "+11:00")
     assert local(format_timestamp(change + timedelta(hours=1))) == "2026-10-04T03:30:00+11:00"
-    assert local.hours["2026-10-03T16"] == (timedelta(hours=11), "+11:00")
+
+
+class _ChangeAtHalfAMinute(tzinfo):
+    """UTC until 12:00:30 UTC on 2026-03-01, then +01:00: an offset change inside a minute."""
+
+    change = datetime(2026, 3, 1, 12, 0, 30)
+
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        return (
+            timedelta(hours=1) if dt is not None and dt.replace(tzinfo=None) >= self.change else timedelta(0)
+        )
+
+    def dst(self, dt: datetime | None) -> timedelta:
+        return timedelta(0)
+
+    def fromutc(self, dt: datetime) -> datetime:
+        return dt + self.utcoffset(dt)
+
+
+def test_local_times_in_a_minute_holding_a_change_or_of_an_offset_with_seconds() -> None:
+    odd = _ChangeAtHalfAMinute()
+    local = _LocalTimes(odd)  # type: ignore[arg-type]
+    for seconds in (0, 29, 30, 59):
+        moment = datetime(2026, 3, 1, 12, 0, seconds, 5, tzinfo=UTC)
+        assert local(format_timestamp(moment)) == moment.astimezone(odd).isoformat()
+    assert local.minutes["2026-03-01T12:00"] is None  # converted row by row
+    # Amsterdam's summer time was 1 hour 19 minutes 32 seconds ahead of UTC until 1937.
+    amsterdam = _LocalTimes(ZoneInfo("Europe/Amsterdam"))
+    moment = datetime(1930, 6, 1, 8, 15, 59, tzinfo=UTC)
+    assert amsterdam(format_timestamp(moment)) == "1930-06-01T09:35:31+01:19:32"
+    assert amsterdam.minutes["1930-06-01T08:15"] is None
+    # A time in another form than the stored one is read as it is.
+    assert _LocalTimes(BERLIN)("2026-03-29T01:30:00+00:00") == "2026-03-29T03:30:00+02:00"
+    assert _LocalTimes(BERLIN)("2026-03-29 00:30:00.5+00:00") == "2026-03-29T01:30:00.500000+01:00"
+
+
+def test_remembered_minutes_are_bounded() -> None:
+    local = _LocalTimes(BERLIN)
+    for index in range(_LocalTimes.MINUTES * 2 + 3):
+        moment = T0 + timedelta(minutes=index, seconds=7)
+        assert local(format_timestamp(moment)) == moment.astimezone(BERLIN).isoformat()
+    assert len(local.minutes) <= _LocalTimes.MINUTES
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.text(alphabet=st.sampled_from("a,\"\r\n \t'=é"), max_size=5) | st.text(max_size=8), max_size=6
+    )
+)
+def test_lines_are_written_as_the_csv_module_writes_them(cells: list[str]) -> None:
+    expected = io.StringIO()
+    csv.writer(expected).writerow(["first", *cells])  # (a row of one empty cell is a case of its own)
+    assert csv_line(["first", *cells]) == expected.getvalue()
 
 
 def test_remembered_cells_are_bounded() -> None:
