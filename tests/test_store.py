@@ -141,6 +141,33 @@ def test_iter_events_range_and_order(store_target: str) -> None:
         assert json.loads(json.dumps(next(store.iter_events()).to_dict()))["id"] == 3
 
 
+def test_the_first_events_of_types_are_the_same_read_by_type_or_in_time_order(store_target: str) -> None:
+    """Both ways of reading them (few matching events among many, or many) give the same rows, ties in
+    time broken by source and id alike."""
+    items = [
+        entry(i, minutes=i // 3, type=("Delete Table", "Login", "Create Token")[i % 3]) for i in range(1, 61)
+    ]
+    with Store.open(store_target) as store:
+        archive(store, items, source="b")
+        archive(store, [entry(i, minutes=i // 3, type="Delete Table") for i in range(1, 61, 3)], source="a")
+        start_ms, end_ms = int(T0.timestamp() * 1000), int((T0 + timedelta(minutes=15)).timestamp() * 1000)
+        types = ["Create Token", "Delete Table"]
+        total, by_type = store.events_of_types(start_ms, end_ms, types, 7, within=10**6)
+        _, in_time_order = store.events_of_types(start_ms, end_ms, types, 7, within=1)
+        expected = sorted(
+            (
+                (i.get("created_at"), i.get("type"), source, i.get("id"))
+                for source, group in (("b", items), ("a", [entry(i, i // 3) for i in range(1, 61, 3)]))
+                for i in group
+                if i["type"] in types or source == "a"
+            ),
+            key=lambda r: (r[0], r[2], r[3]),
+        )
+        assert total == len([r for r in expected if r[0] < (T0 + timedelta(minutes=15)).isoformat()])
+        assert by_type == in_time_order
+        assert [(row[6], row[7]) for row in by_type] == [(r[2], r[3]) for r in expected[:7]]
+
+
 def test_staging_of_an_older_schema_is_recreated_with_the_derived_columns(tmp_path: Path) -> None:
     """An archive of schema 2 (staging held only the raw JSON) opens, keeps its events and stages anew."""
     path = tmp_path / "a.db"

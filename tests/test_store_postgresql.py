@@ -231,7 +231,13 @@ def test_every_read_query_answers_the_same_on_both_backends(tmp_path: Path, pg_u
                         ),
                         key=lambda r: str(r[0]),
                     ),
-                    "types": store.events_of_types(start_ms, end_ms, ["Delete Table", "Login Failed"], 5),
+                    # Few among many (read by type), and many among few (read in time order).
+                    "types": [
+                        store.events_of_types(
+                            start_ms, end_ms, ["Delete Table", "Login Failed"], 5, within=within
+                        )
+                        for within in (10**6, 1)
+                    ],
                     "newest": store.newest_event_time("prod"),
                     "oldest": store.oldest_event_time(),
                     "head": store.head(),

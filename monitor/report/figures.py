@@ -750,7 +750,14 @@ def compute_figures(
                 event_id=event_id,
             )
             for created_at, event_type, email, workspace, _branch, msg, source, event_id in (
-                store.first_events_of_types(start_ms, end_ms, critical_types, cap)
+                store.first_events_of_types(
+                    start_ms,
+                    end_ms,
+                    critical_types,
+                    cap,
+                    matching=figures.critical_total,
+                    within=figures.total,
+                )
             )
         ]
 
@@ -837,9 +844,9 @@ def _matching(by_type: Counter[str], wanted: frozenset[str]) -> list[str]:
 
 
 def _change_rows(
-    store: Store, period: Period, types: list[str], calendar: Calendar, cap: int
+    store: Store, period: Period, types: list[str], calendar: Calendar, cap: int, within: int
 ) -> tuple[int, list[ChangeRow]]:
-    total, rows = store.events_of_types(_ms(period.start), _ms(period.end), types, cap)
+    total, rows = store.events_of_types(_ms(period.start), _ms(period.end), types, cap, within=within)
     out = []
     for created_at, event_type, email, workspace, branch, msg, source, event_id in rows:
         when = datetime.fromisoformat(created_at)
@@ -910,10 +917,10 @@ def _evidence_figures(
     )
 
     figures.privileged_total, figures.privileged = _change_rows(
-        store, period, _matching(by_type, _PRIVILEGED), calendar, cap
+        store, period, _matching(by_type, _PRIVILEGED), calendar, cap, figures.total
     )
     figures.changes_total, figures.changes = _change_rows(
-        store, period, _matching(by_type, _CHANGES), calendar, cap
+        store, period, _matching(by_type, _CHANGES), calendar, cap, figures.total
     )
     figures.changes_off_hours = sum(1 for c in figures.changes if c.off_hours)
     figures.first_admins = [a for a in _all_alerts(store, period, cap) if a.rule_id == FIRST_ADMIN_RULE]
