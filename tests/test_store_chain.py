@@ -146,6 +146,9 @@ _texts = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans(),
     email=_texts,
     shift=st.one_of(st.none(), _stored_times, st.integers(), st.just("mirror")),
     stored_ms_shift=st.integers(min_value=-1, max_value=1),
+    member=st.sampled_from(["user", "workspace", "branch"]),
+    member_shape=st.sampled_from(["object", "absent", "not an object"]),
+    stored_member=st.one_of(st.just("derived"), _texts, st.floats(allow_nan=False)),
 )
 @example(
     event_id=1,
@@ -155,6 +158,45 @@ _texts = st.one_of(st.none(), st.integers(), st.text(max_size=5), st.booleans(),
     email="a@b",
     shift="2026-03-14 21:21:29.911000+00:00",
     stored_ms_shift=0,
+    member="user",
+    member_shape="object",
+    stored_member="derived",
+)
+@example(
+    event_id=1,
+    created_at="2026-03-14T21:21:29.911000Z",
+    event_type="x",
+    msg="y",
+    email=5,
+    shift=None,
+    stored_ms_shift=0,
+    member="workspace",
+    member_shape="object",
+    stored_member=5,
+)
+@example(
+    event_id=1,
+    created_at="2026-03-14T21:21:29.911000Z",
+    event_type="x",
+    msg="y",
+    email="a@b",
+    shift=None,
+    stored_ms_shift=0,
+    member="user",
+    member_shape="absent",
+    stored_member="a@b",
+)
+@example(
+    event_id=1,
+    created_at="2026-03-14T21:21:29.911000Z",
+    event_type="x",
+    msg="y",
+    email="a@b",
+    shift=None,
+    stored_ms_shift=0,
+    member="branch",
+    member_shape="not an object",
+    stored_member="a@b",
 )
 def test_the_short_way_never_accepts_what_the_full_derivation_refuses(
     event_id: Any,
@@ -164,10 +206,17 @@ def test_the_short_way_never_accepts_what_the_full_derivation_refuses(
     email: Any,
     shift: Any,
     stored_ms_shift: int,
+    member: str,
+    member_shape: str,
+    stored_member: Any,
 ) -> None:
-    """Columns derived from a related entry (or stored times of any text) are accepted the short way only
-    when the full derivation gives exactly them."""
-    raw = entry(id=event_id, created_at=created_at, type=event_type, msg=msg, user={"email": email})
+    """Columns derived from a related entry (or stored times of any text, stored members of any type) are
+    accepted the short way only when the full derivation gives exactly them."""
+    inner = {"user": "email", "workspace": "name", "branch": "label"}[member]
+    raw = entry(id=event_id, created_at=created_at, type=event_type, msg=msg)
+    raw[member] = {"object": {inner: email}, "absent": None, "not an object": [email]}[member_shape]
+    if raw[member] is None:
+        del raw[member]
     honest = entry(id=7, created_at="2026-03-14T21:21:29.911000Z", type="x", msg="y", user={"email": "a@b"})
     try:
         columns = derived_columns(normalize("prod", raw))
@@ -181,6 +230,8 @@ def test_the_short_way_never_accepts_what_the_full_derivation_refuses(
         moment = INSTANT + timedelta(microseconds=shift % 10**9)
         columns = _tampered(columns, 0, moment.isoformat(timespec="microseconds"))
     columns = _tampered(columns, 1, columns[1] + stored_ms_shift)
+    if stored_member != "derived":
+        columns = _tampered(columns, {"user": 4, "workspace": 5, "branch": 6}[member], stored_member)
     for candidate_id in (event_id, 7) if isinstance(event_id, int) else (7,):
         if _plainly_derived(raw, candidate_id, columns):
             assert full_derivation(raw, candidate_id, columns)

@@ -146,22 +146,19 @@ def _plainly_derived(entry: Any, event_id: int, columns: tuple[Any, ...]) -> boo
             return False
     else:
         return False
-    return int(moment.timestamp() * 1000) == created_ms and (email, workspace, branch) == (
-        _text_member(entry, "user", "email"),
-        _text_member(entry, "workspace", "name"),
-        _text_member(entry, "branch", "label"),
+    if int(moment.timestamp() * 1000) != created_ms:
+        return False
+    # nested_str's text, where the member is text or absent: a stored column is text or NULL, and equals
+    # no number or other value (which str() would spell, and orjson may have misread).
+    user, space, branch_node = entry.get("user"), entry.get("workspace"), entry.get("branch")
+    return (
+        (user.get("email") if type(user) is dict else None) == email
+        and (space.get("name") if type(space) is dict else None) == workspace
+        and (branch_node.get("label") if type(branch_node) is dict else None) == branch
+        and (email is None or type(email) is str)
+        and (workspace is None or type(workspace) is str)
+        and (branch is None or type(branch) is str)
     )
-
-
-_UNSHOWN = object()  # equal to no stored column
-
-
-def _text_member(entry: dict[str, Any], outer: str, inner: str) -> Any:
-    """``nested_str`` where the value is text or absent; anything else (a number, which str() spells, and
-    which orjson may have misread) is left to the full derivation."""
-    node = entry.get(outer)
-    value = node.get(inner) if type(node) is dict else None
-    return value if value is None or type(value) is str else _UNSHOWN
 
 
 def missing(first: int, last: int) -> str:
