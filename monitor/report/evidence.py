@@ -19,7 +19,6 @@ import hashlib
 import json
 import multiprocessing
 import os
-import shutil
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from datetime import UTC, date, datetime, timedelta
@@ -46,8 +45,9 @@ PARALLEL_MIN_EVENTS = 200_000
 WORKERS = 3
 # A large month's CSV is written in this many slices, jobs for the workers: small enough that the last one
 # to finish keeps one core busy for a few seconds at most.
-CSV_SLICES = 6
+CSV_SLICES = 8
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+BOM = "\ufeff"  # Excel opens a CSV as UTF-8 only after a byte-order mark (report.csv_bom)
 
 
 def available_cpus() -> int:
@@ -135,19 +135,31 @@ class MonthCsv:
     ) -> None:
         self.store, self.tz, self.month, self.parts = store, tz, month, parts
 
-    def write(self, out: TextIO) -> int:
-        """Write every event of the month to ``out``; return the number of rows (the caller checks it)."""
+    def write(self, out: TextIO, *, bom: bool = False) -> tuple[int, str | None]:
+        """Write every event of the month to ``out``, after a byte-order mark if ``bom``. Return the number
+        of rows (the caller checks it) and, when the parts were joined, the sha256 of what was written (None:
+        the caller hashes the file)."""
         if not self.parts:
-            return write_events_csv(self.store, *self.month, out, self.tz)
-        rows = sum(future.result() for future, _ in self.parts)
+            if bom:
+                out.write(BOM)
+            return write_events_csv(self.store, *self.month, out, self.tz), None
+        digest = hashlib.sha256()
         out.flush()
-        for index, (_, path) in enumerate(self.parts):
+        if bom:
+            out.buffer.write(BOM.encode())
+            digest.update(BOM.encode())
+        rows = 0
+        for index, (future, path) in enumerate(self.parts):
+            # Each part joined (and hashed) as soon as it is done, while the workers write the later ones.
+            rows += future.result()
             with open(path, "rb") as part:
                 if index:
                     part.readline()  # the header, written once by the first part
                 # Bytes to bytes: the part is the same UTF-8 text, no need to decode and encode it again.
-                shutil.copyfileobj(part, out.buffer, 1024 * 1024)
-        return rows
+                while chunk := part.read(1024 * 1024):
+                    out.buffer.write(chunk)
+                    digest.update(chunk)
+        return rows, digest.hexdigest()
 
     def close(self) -> None:
         """Remove the part files: a job not begun is cancelled, one running is waited for (a worker would

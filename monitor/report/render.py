@@ -331,13 +331,11 @@ def build_report(
     json_path, anchor_path = out / f"{base}.json", out / f"{base}.anchor.json"
     manifest_path = out / f"{base}.sha256"
     calendar, origin = business_calendar(config, calendars)
-    rows = 0
+    rows, csv_digest = 0, None
 
     def write_events(handle: TextIO) -> None:
-        nonlocal rows
-        if config.report.csv_bom:
-            handle.write("\ufeff")  # Excel opens a CSV as UTF-8 only after a byte-order mark
-        rows = month_csv.write(handle)
+        nonlocal rows, csv_digest
+        rows, csv_digest = month_csv.write(handle, bom=config.report.csv_bom)
 
     pool = worker_pool(store, parallel_min_events)
     walk = start_verify(store, walk_start(store, period), pool, parallel_min_events)
@@ -383,7 +381,7 @@ def build_report(
             "(the archive changed while the report was written; it is retried)"
         )
     try:
-        digests = {csv_path.name: sha256_file(csv_path)}
+        digests = {csv_path.name: csv_digest or sha256_file(csv_path)}
         document = report_json(
             figures, csv_name=csv_path.name, csv_rows=rows, csv_sha256=digests[csv_path.name], anchor=anchor
         )

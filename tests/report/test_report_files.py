@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import stat
 from pathlib import Path
@@ -134,7 +135,7 @@ def test_a_large_month_is_written_by_worker_processes_byte_for_byte(
     monkeypatch.setattr(evidence, "available_cpus", lambda: 2)  # worker processes, whatever runs the test
     parallel = build_report(store, config, period, tmp_path / "parallel", now=NOW, parallel_min_events=1)
     assert parallel.rows == IN_MONTH
-    assert parallel.csv.read_bytes() == single.csv.read_bytes()  # six slices joined in order, one header
+    assert parallel.csv.read_bytes() == single.csv.read_bytes()  # the slices joined in order, one header
     assert parallel.figures.integrity == single.figures.integrity  # the walk in the workers: the same
     assert sorted(p.name for p in (tmp_path / "parallel").iterdir()) == [
         "compliance-report-2026-03.anchor.json",
@@ -144,6 +145,14 @@ def test_a_large_month_is_written_by_worker_processes_byte_for_byte(
         "compliance-report-2026-03.sha256",
         "compliance-report-2026-03.txt",
     ]  # no part files left behind
+    # The digest taken while the parts were joined is the file's, with a byte-order mark too.
+    name = parallel.csv.name
+    assert parallel.digests[name] == hashlib.sha256(parallel.csv.read_bytes()).hexdigest()
+    excel = config.model_copy(update={"report": config.report.model_copy(update={"csv_bom": True})})
+    marked = build_report(store, excel, period, tmp_path / "bom", now=NOW, parallel_min_events=1)
+    assert marked.csv.read_bytes() == "\ufeff".encode() + single.csv.read_bytes()
+    assert marked.digests[name] == hashlib.sha256(marked.csv.read_bytes()).hexdigest()
+    assert f"{marked.digests[name]}  {name}\n" in marked.manifest.read_text(encoding="utf-8")
 
 
 def test_slices_partition_the_month_on_millisecond_bounds(store: Store, config: Config) -> None:
