@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -139,6 +140,36 @@ def test_the_csv_read_by_the_archive_is_the_csv_written_from_the_entries(store_t
     assert rows[16]["data"] == '{"ratio":NaN}'
     assert rows[19]["msg"].startswith("'=HYPERLINK") and rows[19]["type"] == "'+Delete Table"
     assert rows[22]["user.email"] == "'\r\nforged,row" and rows[22]["user.id"] == "-1"
+
+
+def test_an_entry_sqlite_cannot_read_midway_is_read_again_from_where_the_read_stopped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fast read fails the whole statement at an entry holding NaN: the rest is read guarded, from the
+    row after the last one written, with no row lost or written twice."""
+    entries = [
+        {"id": i, "created_at": (T0 + timedelta(seconds=i // 2)).isoformat(), "type": "Login", "msg": f"m{i}"}
+        for i in range(1, 5001)
+    ]
+    entries[3000]["data"] = {"ratio": float("nan")}
+    offsets: list[Any] = []
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, entries)
+        archive(store, entries[:10], source="other")  # the same ids and times: ties broken by source
+        stream = store.stream
+
+        def spy(sql: str, params: Any, batch: int = 2000) -> Any:
+            if "OFFSET" in sql:
+                offsets.append(params[-1])
+            return stream(sql, params, batch)
+
+        monkeypatch.setattr(store, "stream", spy)
+        text = store_csv(store, BERLIN)
+    assert offsets and offsets[0] > 0  # taken up again midway, not from the start
+    expected = python_csv(entries, BERLIN).splitlines()
+    others = python_csv(entries[:10], BERLIN, source="other").splitlines()[1:]
+    assert sorted(text.splitlines()) == sorted(expected + others)
+    assert len(text.splitlines()) == 1 + 5000 + 10
 
 
 def test_a_sqlite_that_spells_values_its_own_way_is_read_the_long_way(tmp_path: Path) -> None:
