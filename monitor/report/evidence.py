@@ -258,7 +258,9 @@ def report_json(
     integrity = f.integrity
     responses = []
     for r in f.responses:
-        item = _plain(r)
+        # Its fields as they are, for orjson to spell (as _plain would): thousands of alerts, each walked
+        # by _plain, took half a second at the end of the report.
+        item = {field.name: getattr(r, field.name) for field in dataclasses.fields(r)}
         item.update(
             delivered_at=_plain(r.delivered_at),
             mtta_seconds=r.mtta_seconds,
