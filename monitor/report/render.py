@@ -254,6 +254,16 @@ def body_figures(figures: Figures, rows: int) -> Figures:
     )
 
 
+REPORT_TEMPLATES = ("report.html.j2", "report_subject.txt.j2", "report.txt.j2")
+
+
+def compile_templates() -> None:
+    """Compile the report's templates now (jinja keeps them): a large report does so while its workers
+    still write the CSV, not after them (a third of a second)."""
+    for name in REPORT_TEMPLATES:
+        environment().get_template(name)
+
+
 def render(figures: Figures, evidence: Evidence, rows: int = BODY_ROWS) -> RenderedReport:
     env = environment()
     while True:
@@ -364,6 +374,7 @@ def build_report(
             )
             # The head the figures were computed on: `verify --anchor` checks later that it is still there.
             anchor = take_anchor(store, now)
+            compile_templates()
             atomic_write(csv_path, write_events)
     except OSError as exc:
         raise ReportError(f"{csv_path}: cannot write the CSV: {exc.strerror}") from None
