@@ -159,6 +159,11 @@ class MonthCsv:
                 while chunk := part.read(1024 * 1024):
                     out.buffer.write(chunk)
                     digest.update(chunk)
+            if index < len(self.parts) - 1:
+                # On the disk while the workers write the later parts: the caller's fsync, at the end of
+                # the report, then waits for the last part only.
+                out.buffer.flush()
+                os.fsync(out.fileno())
         return rows, digest.hexdigest()
 
     def close(self) -> None:
