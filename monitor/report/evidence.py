@@ -39,10 +39,10 @@ SCHEMA_VERSION = 1
 
 # Below this many events one process is done before a worker would have started and read its share.
 PARALLEL_MIN_EVENTS = 200_000
-# Worker processes beside this one, which computes the figures meanwhile: each takes the next job when it
-# is done with one, so three keep two cores busy to the end. A worker imports the store and the export
-# only (~35 MB); more of them would only share the same cores.
-WORKERS = 3
+# Worker processes beside this one, which computes the figures meanwhile: one per core, up to this many.
+# Each takes the next job when it is done with one. A worker imports the store and the export only
+# (~35 MB). On two cores, a third worker only shared them: ~1 s more of CPU, and no sooner done.
+MAX_WORKERS = 4
 # A large month's CSV is written in this many slices, jobs for the workers: small enough that the last one
 # to finish keeps one core busy for a few seconds at most.
 CSV_SLICES = 8
@@ -86,7 +86,8 @@ def worker_pool(store: Store, parallel_min_events: int = PARALLEL_MIN_EVENTS) ->
     worker would need the password handed to it)."""
     if not store.reopenable or available_cpus() < 2 or store.head()[0] < parallel_min_events:
         return None
-    return ProcessPoolExecutor(max_workers=WORKERS, mp_context=multiprocessing.get_context("spawn"))
+    workers = min(available_cpus(), MAX_WORKERS)
+    return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 
 class ChainWalk:
