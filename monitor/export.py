@@ -234,7 +234,10 @@ def write_events_csv(
     if rows is None:
         return write_csv(store.iter_events(since, until, source=source), out, tz)
     out.write(_HEADER)
-    return _write_rows(out, rows, tz)
+    try:
+        return _write_rows(out, rows, tz)
+    finally:
+        rows.close()  # its read snapshot ends now, while the archive is open, even when writing failed
 
 
 def write_events_csv_file(db_path: str, since: str, until: str, tz_name: str, out_path: str) -> int:
@@ -264,15 +267,19 @@ def _write_rows(out: TextIO, rows: Iterator[tuple[Any, ...]], tz: ZoneInfo) -> i
             lines.append(csv_line(csv_row(event, tz)))
         else:
             data = row[-1]  # (the last path) an object, mostly unlike any other: its spelling is its cell
-            lines.append(
-                f"{text(name)},"
-                f"{event_id if type(event_id) is int else csv_field(str(event_id))},"
-                f"{local(created_at)},"
-                f"{text(event_type)},"
-                f"{csv_field(msg if msg[:1] not in _FORMULA_START else _cell(msg))},"
-                f"{','.join(map(cell, row[6:-1]))},"
-                f"{csv_field(data) if data is not None and data[0] == '{' else cell(data)}\r\n"
-            )
+            try:
+                lines.append(
+                    f"{text(name)},"
+                    f"{event_id if type(event_id) is int else csv_field(str(event_id))},"
+                    f"{local(created_at)},"
+                    f"{text(event_type)},"
+                    f"{csv_field(msg if msg[:1] not in _FORMULA_START else _cell(msg))},"
+                    f"{','.join(map(cell, row[6:-1]))},"
+                    f"{csv_field(data) if data is not None and data[0] == '{' else cell(data)}\r\n"
+                )
+            except TypeError:  # a column that is not text (an archive altered by hand): its value as it is
+                columns = (name, event_id, created_at, event_type, msg)
+                lines.append(csv_line([*map(_cell, columns), *map(cell, row[6:])]))
         if len(lines) == 1000:  # written a thousand lines at a time: one write call a row costs more
             out.write("".join(lines))
             lines.clear()

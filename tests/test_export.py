@@ -172,6 +172,22 @@ def test_an_entry_sqlite_cannot_read_midway_is_read_again_from_where_the_read_st
     assert len(text.splitlines()) == 1 + 5000 + 10
 
 
+def test_columns_altered_by_hand_to_another_type_are_written_as_they_are(tmp_path: Path) -> None:
+    """A column that is not text (a blob written into the archive by hand) cannot stop the CSV: the row
+    shows the stored value, and verify names the row."""
+    entries = awkward_entries()[:6]
+    with Store.open(tmp_path / "a.db") as store:
+        archive(store, entries)
+        with store.transaction():
+            store.conn.execute("UPDATE events SET msg = CAST(msg AS BLOB) WHERE event_id = 2")
+            store.conn.execute("UPDATE events SET created_at = CAST(created_at AS BLOB) WHERE event_id = 4")
+        rows = {int(row["id"]): row for row in csv.DictReader(io.StringIO(store_csv(store, BERLIN)))}
+        assert store.verify().bad_event_id == 2
+    assert rows[2]["msg"] == "b'event 2'"
+    assert rows[4]["created_at"].startswith("b'2026-03-29T00:")
+    assert rows[3]["msg"] == "event 3" and len(rows) == 6
+
+
 def test_a_sqlite_that_spells_values_its_own_way_is_read_the_long_way(tmp_path: Path) -> None:
     entries = awkward_entries()
     with Store.open(tmp_path / "a.db") as store:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -216,7 +216,7 @@ class ArchiveMixin(MetaMixin):
         paths: Sequence[str],
         *,
         source: str | None = None,
-    ) -> Iterator[tuple[Any, ...]] | None:
+    ) -> Generator[tuple[Any, ...], None, None] | None:
         """``iter_events``' events, in its order, as rows ``(source, event_id, created_at, type, msg, raw,
         *values)``: each dotted path's value in the entry (``user.email``) in the archive's own JSON
         spelling (``canonical_json``'s), None when the entry has none; ``created_at`` is the stored UTC
@@ -244,7 +244,9 @@ class ArchiveMixin(MetaMixin):
             [*paths_params, *params],
         )
 
-    def _entry_values(self, read: str, guarded: str, params: list[Any]) -> Iterator[tuple[Any, ...]]:
+    def _entry_values(
+        self, read: str, guarded: str, params: list[Any]
+    ) -> Generator[tuple[Any, ...], None, None]:
         """The rows of ``read``; if SQLite finds an entry it cannot read on the way (``->`` fails the whole
         statement), the rest from ``guarded``, the same rows in the same (total) order, each entry checked
         first (``json_valid``), which costs some 2 microseconds a row: only an archive holding such an
