@@ -139,7 +139,16 @@ REMEMBERED_CELLS = 20_000
 REMEMBERED_LENGTH = 256
 
 
-class _SpelledCells(dict[str | None, str]):
+class _Remembered(dict[Any, str]):
+    """Cells remembered by the value they were made of, within the bounds above."""
+
+    def remember(self, value: str, cell: str) -> str:
+        if len(self) < REMEMBERED_CELLS and len(value) < REMEMBERED_LENGTH:
+            self[value] = cell
+        return cell
+
+
+class _SpelledCells(_Remembered):
     """The CSV field of a value given in the archive's JSON spelling (None: no value): ``_cell`` of the
     decoded value, quoted as csv.writer would. Remembered, for ids, emails, names and labels repeat from
     row to row; objects and lists (``data``) rarely do, and their spelling is their cell."""
@@ -151,23 +160,18 @@ class _SpelledCells(dict[str | None, str]):
         if spelling[0] in "{[":
             return csv_field(spelling)
         if spelling[0] == '"':
-            cell = csv_field(_cell(json.loads(spelling) if "\\" in spelling else spelling[1:-1]))
-        else:  # a number: its spelling is Python's (json spells a float with repr)
-            cell = csv_field(spelling)
-        if len(self) < REMEMBERED_CELLS and len(spelling) < REMEMBERED_LENGTH:
-            self[spelling] = cell
-        return cell
+            return self.remember(
+                spelling, csv_field(_cell(json.loads(spelling) if "\\" in spelling else spelling[1:-1]))
+            )
+        return self.remember(spelling, csv_field(spelling))  # a number: its spelling is Python's (repr)
 
 
-class _Texts(dict[str, str]):
+class _Texts(_Remembered):
     """The CSV field of a source name or an event type (``_cell``, quoted), remembered: a few dozen of them
     fill a month (and entries with a new type each time, no more than REMEMBERED_CELLS)."""
 
     def __missing__(self, text: str) -> str:
-        cell = csv_field(_cell(text))
-        if len(self) < REMEMBERED_CELLS and len(text) < REMEMBERED_LENGTH:
-            self[text] = cell
-        return cell
+        return self.remember(text, csv_field(_cell(text)))
 
 
 # The part of a stored time (``format_timestamp``'s fixed-width text) after its minute: ":SS.ffffff+00:00".

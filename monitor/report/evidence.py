@@ -84,9 +84,10 @@ def worker_pool(store: Store, parallel_min_events: int = PARALLEL_MIN_EVENTS) ->
     archive too small to be worth a worker (told by its head's seq, which is never below its row count:
     counting the rows took 0.4 s at a million, before any worker began), a single CPU, or PostgreSQL (a
     worker would need the password handed to it)."""
-    if not store.reopenable or available_cpus() < 2 or store.head()[0] < parallel_min_events:
+    cpus = available_cpus()
+    if not store.reopenable or cpus < 2 or store.head()[0] < parallel_min_events:
         return None
-    workers = min(available_cpus(), MAX_WORKERS)
+    workers = min(cpus, MAX_WORKERS)
     return ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
 
 

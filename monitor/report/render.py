@@ -254,6 +254,7 @@ def body_figures(figures: Figures, rows: int) -> Figures:
     )
 
 
+# The report's templates: its HTML body, its subject and its text.
 REPORT_TEMPLATES = ("report.html.j2", "report_subject.txt.j2", "report.txt.j2")
 
 
@@ -265,18 +266,18 @@ def compile_templates() -> None:
 
 
 def render(figures: Figures, evidence: Evidence, rows: int = BODY_ROWS) -> RenderedReport:
-    env = environment()
+    html_template, subject_template, text_template = map(environment().get_template, REPORT_TEMPLATES)
     while True:
         context = _context(body_figures(figures, rows), evidence)
-        html = env.get_template("report.html.j2").render(context)
+        html = html_template.render(context)
         if len(html.encode("utf-8")) <= HTML_BODY_LIMIT or rows <= 1:
             break
         rows //= 2  # the lists say how many more rows the attachments hold
-    subject = env.get_template("report_subject.txt.j2").render(context)
+    subject = subject_template.render(context)
     return RenderedReport(
         subject=" ".join(subject.split()),  # one line: a header can never be split by event text
         html=html,
-        text=env.get_template("report.txt.j2").render(context),
+        text=text_template.render(context),
     )
 
 
