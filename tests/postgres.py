@@ -22,10 +22,14 @@ import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 MINIMUM_MAJOR = 15
 ENABLE = "apt-get install -y --no-install-recommends postgresql"
 USER = "monitor"
+# pg_terminate_backend only signals the session; with a timeout (PostgreSQL 14+) it also waits until the
+# session has exited and released its locks, so a test does not race the session's last moments.
+TERMINATE_WAIT_MS = 10_000
 
 
 def find_bin_dir() -> Path | None:
@@ -55,6 +59,13 @@ def unavailable_reason() -> str | None:
         except KeyError:
             return f"running as root and there is no postgres user to run the server as ({ENABLE})"
     return None
+
+
+def terminate_backend(conn: Any, pid: int) -> None:
+    """End the server session ``pid`` and wait until it is gone (its locks released)."""
+    (ended,) = conn.execute("SELECT pg_terminate_backend(%s, %s)", (pid, TERMINATE_WAIT_MS)).fetchone()
+    if not ended:
+        raise AssertionError(f"server session {pid} did not end within {TERMINATE_WAIT_MS} ms")
 
 
 def _free_port() -> int:
@@ -150,7 +161,10 @@ class PostgresServer:
 
         name = url.rsplit("/", 1)[1]
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,))
+            conn.execute(
+                "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE datname = %s",
+                (TERMINATE_WAIT_MS, name),
+            )
 
     def log_tail(self, lines: int = 40) -> str:
         """The end of the server's log, for a failing test's message."""

@@ -26,6 +26,7 @@ from monitor.store.leadership import (
     SoleWriter,
     lock_holder,
 )
+from tests.postgres import terminate_backend
 from tests.tcp_proxy import BlackHoleProxy
 
 FAST = LeaseTimings(heartbeat=0.3, lease=1.5, server_idle=3.0, retry=0.3, connect_timeout=2.0)
@@ -145,7 +146,7 @@ def test_the_transaction_guard_refuses_a_process_that_lost_the_lock(
     with psycopg.connect(pg_url, autocommit=True) as admin:
         holder = lock_holder(admin)
         assert holder is not None
-        admin.execute("SELECT pg_terminate_backend(%s)", (holder.backend_pid,))
+        terminate_backend(admin, holder.backend_pid)
     with pytest.raises(NotLeader):
         in_transaction_guard(pg_url, first)
     wait_for(second.is_leader, 10, "the standby to take over")
@@ -245,7 +246,7 @@ def test_a_daemon_that_lost_the_lock_commits_nothing(pg_url: str) -> None:
         with psycopg.connect(pg_url, autocommit=True) as admin:
             holder = lock_holder(admin)
             assert holder is not None
-            admin.execute("SELECT pg_terminate_backend(%s)", (holder.backend_pid,))
+            terminate_backend(admin, holder.backend_pid)
         assert monitor.is_leader()  # its lease still runs: only the check inside the transaction knows
         with pytest.raises(NotLeader), monitor.store.transaction():
             monitor.store.record_alert(lost, ["console"], lost.event_time)
