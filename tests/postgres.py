@@ -83,6 +83,7 @@ class PostgresServer:
         self.data = self.root / "data"
         self.sockets = self.root / "sockets"
         self.port = _free_port()
+        self._watcher: subprocess.Popen[bytes] | None = None
         self._names = itertools.count(1)
         self._run_as: list[str] = []
         if os.geteuid() == 0:
@@ -129,7 +130,7 @@ class PostgresServer:
             f"while kill -0 {owner} 2>/dev/null; do sleep 2; done; "
             f"if [ -d {shlex.quote(str(self.data))} ]; then {stop}; fi; rm -rf {shlex.quote(str(self.root))}"
         )
-        subprocess.Popen(  # noqa: S603 - our own command line
+        self._watcher = subprocess.Popen(  # noqa: S603 - our own command line
             ["/bin/sh", "-c", watch],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -141,6 +142,9 @@ class PostgresServer:
         with contextlib.suppress(Exception):
             self._run(str(self.bin_dir / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop")
         shutil.rmtree(self.root, ignore_errors=True)
+        if self._watcher is not None:  # a clean stop: the watcher has nothing left to do
+            self._watcher.kill()
+            self._watcher.wait()
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{database}"
