@@ -11,6 +11,8 @@ SQL stays in the store's other modules; this one only deals with the file system
 - **Modes.** The archive names users and IP addresses: at start a writer takes every group and other
   permission off the archive, its ``-wal`` and ``-shm`` files and its folder (0600 and 0700 for the usual
   0644 and 0755), whatever they were created with.
+- **Read-ahead.** A report of a large month asks the kernel to load the archive file ahead of its reads
+  (``read_ahead``), when the file fits well in the memory free.
 - **Read-only copies.** Read commands open the archive with ``mode=ro``; on a location they cannot write
   (a read-only folder or file, a read-only mount) also ``immutable=1``, so SQLite needs no ``-wal``/``-shm``.
 """
@@ -23,6 +25,7 @@ import fcntl
 import logging
 import os
 import stat
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -253,3 +256,71 @@ def readonly_uri(path: str) -> str:
 def _uri_path(path: str) -> str:
     # In a file: URI, '?' and '#' would start the query or the fragment, and '%' an escape.
     return path.replace("%", "%25").replace("?", "%3f").replace("#", "%23")
+
+
+# --- read-ahead: a cold archive read in large chunks ----------------------------------------------------
+
+# SQLite reads a page (4 kB) at a time. The report's processes read the month from several places at once,
+# so from a cold page cache they wait on many small reads: for the bench's 1 GB archive, 32.7 s instead of
+# 27.6 s warm. The disk reads the whole file sequentially in ~2 s, so the report asks the kernel for it
+# first, in chunks of this size: the kernel takes at most the device's read-ahead (often 128 kB) from one
+# request and drops the rest of it.
+READ_AHEAD_CHUNK = 128 << 10
+# Only a file that takes at most this share of the memory free for the page cache: a larger one would
+# evict its own first chunks (and the rest of the machine's cache) before they were read.
+READ_AHEAD_SHARE = 0.5
+
+
+def read_ahead(path: str, stop: threading.Event | None = None) -> int:
+    """Ask the kernel to load the archive and its ``-wal`` into the page cache, the newest part (the end of
+    the file, usually the month being reported) first. Returns the bytes asked for; 0 on a platform without
+    ``posix_fadvise``, or when the files are too large for the memory free (``READ_AHEAD_SHARE``). Only
+    advice: it never fails the caller, and ``stop`` ends it early."""
+    advise = getattr(os, "posix_fadvise", None)
+    room = cache_room()
+    if advise is None or room is None:
+        return 0
+    files = [p for p in (path, f"{path}-wal") if os.path.isfile(p)]
+    sizes = {p: os.path.getsize(p) for p in files}
+    if sum(sizes.values()) > room * READ_AHEAD_SHARE:
+        log.debug("archive too large to read ahead", extra={"bytes": sum(sizes.values()), "room": room})
+        return 0
+    asked = 0
+    for file in reversed(files):  # the -wal holds the newest pages
+        try:
+            descriptor = os.open(file, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            end = sizes[file]
+            while end > 0 and not (stop and stop.is_set()):
+                start = max(0, end - READ_AHEAD_CHUNK)
+                advise(descriptor, start, end - start, os.POSIX_FADV_WILLNEED)
+                asked += end - start
+                end = start
+        except OSError as exc:  # advice refused (a file system without it): reading goes on as without
+            log.debug("read-ahead refused", extra={"error": exc.strerror})
+        finally:
+            os.close(descriptor)
+    return asked
+
+
+def cache_room() -> int | None:
+    """Bytes the page cache could take without evicting much: the kernel's MemAvailable, or less when a
+    cgroup (a container's memory limit) leaves less. None where this cannot be told (not Linux)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            available = next(
+                int(line.split()[1]) * 1024 for line in meminfo if line.startswith("MemAvailable:")
+            )
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+    with contextlib.suppress(OSError, ValueError, StopIteration):  # no cgroup v2 memory limit here
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            # The cgroup's own page cache can be evicted for ours: what it cannot give is its processes'
+            # memory (anon).
+            stat_lines = Path("/sys/fs/cgroup/memory.stat").read_text().splitlines()
+            anon = next(int(line.split()[1]) for line in stat_lines if line.startswith("anon "))
+            available = min(available, max(0, int(limit) - anon))
+    return available

@@ -6,6 +6,8 @@ import csv
 import hashlib
 import os
 import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from report_data import IN_MONTH, NOW, archive, entry
 
 from monitor.config import Config
 from monitor.report import Period, build_report, evidence
-from monitor.store import Store
+from monitor.store import Store, files
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:
@@ -131,9 +133,24 @@ def test_a_large_month_is_written_by_worker_processes_byte_for_byte(
     store: Store, config: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     period = Period.parse("2026-03", config.tz)
+    read_ahead_calls: list[tuple[str, threading.Event | None]] = []
+
+    def spied_read_ahead(path: str, stop: threading.Event | None = None) -> int:
+        read_ahead_calls.append((path, stop))
+        return files.read_ahead(path, stop)
+
+    monkeypatch.setattr(evidence, "read_ahead", spied_read_ahead)
     single = build_report(store, config, period, tmp_path / "single", now=NOW)
+    assert read_ahead_calls == []  # a month written in one process reads as it goes
     monkeypatch.setattr(evidence, "available_cpus", lambda: 2)  # worker processes, whatever runs the test
     parallel = build_report(store, config, period, tmp_path / "parallel", now=NOW, parallel_min_events=1)
+    # With workers, the archive file was asked of the kernel ahead of them, and that ended with the report.
+    deadline = time.monotonic() + 10  # the thread records its call as it runs
+    while not read_ahead_calls and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [(path, stop is not None and stop.is_set()) for path, stop in read_ahead_calls] == [
+        (store.path, True)
+    ]
     assert parallel.rows == IN_MONTH
     assert parallel.csv.read_bytes() == single.csv.read_bytes()  # the slices joined in order, one header
     assert parallel.figures.integrity == single.figures.integrity  # the walk in the workers: the same
