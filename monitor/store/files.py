@@ -280,13 +280,15 @@ def read_ahead(path: str, stop: threading.Event | None = None) -> int:
     room = cache_room()
     if advise is None or room is None:
         return 0
-    files = [p for p in (path, f"{path}-wal") if os.path.isfile(p)]
-    sizes = {p: os.path.getsize(p) for p in files}
+    sizes: dict[str, int] = {}
+    for file in (path, f"{path}-wal"):
+        with contextlib.suppress(OSError):  # no -wal (or the file gone): nothing to ask for
+            sizes[file] = os.path.getsize(file)
     if sum(sizes.values()) > room * READ_AHEAD_SHARE:
         log.debug("archive too large to read ahead", extra={"bytes": sum(sizes.values()), "room": room})
         return 0
     asked = 0
-    for file in reversed(files):  # the -wal holds the newest pages
+    for file in reversed(list(sizes)):  # the -wal holds the newest pages
         try:
             descriptor = os.open(file, os.O_RDONLY)
         except OSError:
