@@ -71,6 +71,14 @@ DATABASE_CHANGE_TYPES = (
 )  # fmt: skip
 
 
+def period_text(instant: datetime) -> str:
+    """A period bound as the dashboard's form and links carry it: to the second when that is exact, else to
+    the microsecond (a bound someone typed), so the links keep exactly the period shown."""
+    if instant.microsecond:
+        return format_timestamp(instant)
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 @dataclass
 class Session:
     name: str
@@ -246,7 +254,9 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
     def period(request: Request) -> tuple[datetime, datetime]:
         query = Query(request, "dashboard", context, drop_empty=True)
         since, until = query.period()
-        until = until or context.clock()
+        # The default period ends at the next whole minute (the current one included), so its form shows
+        # plain times, not the clock's microseconds.
+        until = until or context.clock().replace(second=0, microsecond=0) + timedelta(minutes=1)
         since = since or until - DEFAULT_PERIOD
         if until <= since:
             raise ApiError(
@@ -265,7 +275,7 @@ def console_routes(context: WebContext) -> list[BaseRoute]:
         figures = await dashboard_figures(context, since, until, now)
         return render(
             request, "dashboard.html.j2", session=session, principal=principal,
-            since_text=format_timestamp(since), until_text=format_timestamp(until), **figures,
+            since_text=period_text(since), until_text=period_text(until), **figures,
         )  # fmt: skip
 
     async def events(request: Request, session: Session, principal: Principal) -> Response:

@@ -123,6 +123,24 @@ def test_script_in_every_event_field_is_rendered_as_text(web: Web) -> None:
         assert "&lt;script&gt;window.__xss=1&lt;/script&gt;" in html, path
 
 
+def test_the_default_dashboard_period_shows_whole_minutes_and_a_typed_bound_stays_exact(web: Web) -> None:
+    client = sign_in(web, web.viewer_token)
+
+    def form(html: str) -> tuple[str, str]:
+        found = dict(re.findall(r'<input id="(since|until)" name="\1" value="([^"]*)">', html))
+        return found["since"], found["until"]
+
+    before = datetime.now(UTC)
+    since_text, until_text = form(client.get("/").text)
+    after = datetime.now(UTC)
+    since, until = datetime.fromisoformat(since_text), datetime.fromisoformat(until_text)
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:00Z", until_text), until_text
+    assert before < until <= after + timedelta(minutes=1)  # the current minute is in the period
+    assert until - since == timedelta(days=7)
+    typed = "2026-11-20T08:15:30.250000+00:00"
+    assert form(client.get("/", params={"since": typed, "until": until_text}).text) == (typed, until_text)
+
+
 def test_a_dashboard_period_over_400_days_is_refused(web: Web) -> None:
     client = sign_in(web, web.viewer_token)
     response = client.get("/", params={"since": "2000-01-01"})
@@ -208,7 +226,7 @@ def test_in_the_browser_sign_in_dashboard_search_acknowledge_sign_out(
     assert cookies["am_session"]["httpOnly"] and cookies["am_session"]["sameSite"] == "Strict"
 
     # The dashboard's numbers are the API's for the same period.
-    until = datetime.now(UTC) + timedelta(minutes=1)
+    until = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=1)  # as by default
     since = until - timedelta(days=7)
     query = f"since={format_timestamp(since)}&until={format_timestamp(until)}".replace("+", "%2B")
 
