@@ -34,6 +34,9 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 MAX_TEXT = 2000  # a note, a reason
 DEFAULT_STATS_PERIOD = timedelta(days=7)
+# Every bucket of the period is listed, the empty ones too (a chart shows zero, not a line across a gap):
+# bounded so that a typo cannot ask for decades of hours. 400 days of hours (9,600) fit.
+MAX_STATS_BUCKETS = 10_000
 
 
 class ApiError(Exception):
@@ -221,8 +224,19 @@ def alert_summary(alert: dict[str, Any]) -> dict[str, Any]:
     return {k: alert[k] for k in keys}
 
 
-def stats_body(store: Store, events: search.EventQuery, bucket: str, group_by: str) -> dict[str, Any]:
-    """Events per bucket and group for charts: {series: [{start, counts}], totals, total}."""
+def bucket_starts(since: datetime, until: datetime, bucket: str) -> range:
+    """The epoch-ms starts of the UTC buckets that [since, until) touches."""
+    bucket_ms = search.HOUR_MS if bucket == "hour" else search.DAY_MS
+    first = search.epoch_ms(since) // bucket_ms * bucket_ms
+    last = search.epoch_ms(until - timedelta(microseconds=1)) // bucket_ms * bucket_ms
+    return range(first, last + 1, bucket_ms)
+
+
+def stats_body(
+    store: Store, events: search.EventQuery, starts: range, bucket: str, group_by: str
+) -> dict[str, Any]:
+    """Events per bucket and group for charts: {series: [{start, counts}], totals, total}; ``starts`` are
+    the buckets to list (``bucket_starts``), an empty one with no counts."""
     bucket_ms = search.HOUR_MS if bucket == "hour" else search.DAY_MS
     column = "type" if group_by == "category" else group_by
     series: dict[int, dict[str, int]] = {}
@@ -238,8 +252,11 @@ def stats_body(store: Store, events: search.EventQuery, bucket: str, group_by: s
         "total": sum(totals.values()),
         "totals": totals,
         "series": [
-            {"start": format_timestamp(datetime.fromtimestamp(start / 1000, tz=_UTC)), "counts": counts}
-            for start, counts in sorted(series.items())
+            {
+                "start": format_timestamp(datetime.fromtimestamp(start / 1000, tz=_UTC)),
+                "counts": series.get(start, {}),
+            }
+            for start in starts
         ],
     }
 
@@ -470,8 +487,15 @@ def api_routes(context: WebContext) -> list[BaseRoute]:
         if until <= since:
             raise bad_parameter("until", "must be after since")
         events = search.EventQuery(since=since, until=until, source=query.text("source"))
-        bucket, group_by = query.text("bucket", "day"), query.text("group_by", "category")
-        body = await context.run_db(lambda store: stats_body(store, events, str(bucket), str(group_by)))
+        bucket, group_by = str(query.text("bucket", "day")), str(query.text("group_by", "category"))
+        starts = bucket_starts(since, until, bucket)
+        if len(starts) > MAX_STATS_BUCKETS:
+            raise bad_parameter(
+                "bucket",
+                f"the period holds {len(starts)} {'hourly' if bucket == 'hour' else 'daily'} buckets, "
+                f"at most {MAX_STATS_BUCKETS}: ask for a shorter period or bucket=day",
+            )
+        body = await context.run_db(lambda store: stats_body(store, events, starts, bucket, group_by))
         return json_response({"since": format_timestamp(since), "until": format_timestamp(until), **body})
 
     async def status(request: Request, principal: Principal) -> Response:

@@ -198,7 +198,10 @@ def openapi_document() -> dict[str, Any]:
                 "get": {
                     "summary": "Events per hour or day, grouped, for charts (default: the last 7 days)",
                     "parameters": _params("stats"),
-                    "responses": {"200": {"description": "{since, until, total, totals, series}"}, **_ERRORS},
+                    "responses": {
+                        "200": {"description": "{since, until, total, totals, series}, empty buckets too"},
+                        **_ERRORS,
+                    },
                 }
             },
             "/api/v1/status": {

@@ -375,7 +375,10 @@ def test_stats_count_what_the_simulator_served(web: Web) -> None:
     expected = collections.Counter(category_of(str(e["type"])) for e in inside)
     assert {k: v for k, v in body["totals"].items() if v} == dict(expected)
     per_day = collections.Counter(created(e).date().isoformat() for e in inside)
-    assert {s["start"][:10]: sum(s["counts"].values()) for s in body["series"]} == dict(per_day)
+    days = [(since + timedelta(days=n)).date().isoformat() for n in range(2)]
+    assert [(s["start"][:10], sum(s["counts"].values())) for s in body["series"]] == [
+        (day, per_day[day]) for day in days
+    ]  # every day of the period, in order, a day without events too
     hourly = web.viewer.get(
         "/api/v1/stats",
         params={"since": format_timestamp(since), "until": format_timestamp(until), "bucket": "hour",
@@ -383,6 +386,29 @@ def test_stats_count_what_the_simulator_served(web: Web) -> None:
     ).json()  # fmt: skip
     users = collections.Counter((e.get("user") or {}).get("email") or "" for e in inside)  # type: ignore[union-attr]
     assert hourly["totals"] == dict(users)
+    per_hour = collections.Counter(created(e).replace(minute=0, second=0, microsecond=0) for e in inside)
+    hours = [since + timedelta(hours=n) for n in range(48)]
+    assert [(datetime.fromisoformat(s["start"]), sum(s["counts"].values())) for s in hourly["series"]] == [
+        (hour, per_hour[hour]) for hour in hours
+    ]
+    assert len(per_hour) < 48  # some hours of the period are empty, and listed above with no counts
+
+
+def test_stats_list_empty_buckets_and_refuse_more_than_ten_thousand(web: Web) -> None:
+    quiet = {"since": "2001-03-01T00:00:00Z", "until": "2001-03-01T03:30:00Z", "bucket": "hour"}
+    body = web.viewer.get("/api/v1/stats", params=quiet).json()
+    assert body["total"] == 0
+    assert body["series"] == [
+        {"start": f"2001-03-01T0{h}:00:00.000000+00:00", "counts": {}} for h in range(4)
+    ]  # the bucket holding until's last instant too, and none after
+    exact = web.viewer.get("/api/v1/stats", params={**quiet, "until": "2001-03-01T03:00:00Z"}).json()
+    assert len(exact["series"]) == 3
+    decades_utc = {"since": "2000-01-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"}  # 9,497 days
+    decades = web.viewer.get("/api/v1/stats", params={**decades_utc, "bucket": "hour"})
+    assert decades.status_code == 400
+    assert "227928 hourly buckets, at most 10000" in decades.text and "bucket" in decades.text
+    by_day = web.viewer.get("/api/v1/stats", params=decades_utc)
+    assert by_day.status_code == 200 and len(by_day.json()["series"]) == 9497
 
 
 def test_status_is_what_status_json_prints(web: Web) -> None:
