@@ -237,7 +237,7 @@ def stats_body(
 ) -> dict[str, Any]:
     """Events per bucket and group for charts: {series: [{start, counts}], totals, total}; ``starts`` are
     the buckets to list (``bucket_starts``), an empty one with no counts."""
-    bucket_ms = search.HOUR_MS if bucket == "hour" else search.DAY_MS
+    bucket_ms = starts.step
     column = "type" if group_by == "category" else group_by
     series: dict[int, dict[str, int]] = {}
     totals: dict[str, int] = dict.fromkeys(CATEGORIES, 0) if group_by == "category" else {}
