@@ -350,7 +350,7 @@ def build_report(
         rows, csv_digest = month_csv.write(handle, bom=config.report.csv_bom)
 
     pool = worker_pool(store, parallel_min_events)
-    read_ahead = start_read_ahead(store) if pool is not None else None
+    stop_read_ahead = start_read_ahead(store) if pool is not None else None
     walk = start_verify(store, walk_start(store, period), pool, parallel_min_events)
     month_csv = start_month_csv(
         store,
@@ -383,8 +383,8 @@ def build_report(
         raise ReportError(f"{csv_path}: cannot write the CSV: {exc.strerror}") from None
     finally:
         month_csv.close()
-        if read_ahead is not None:
-            read_ahead.set()
+        if stop_read_ahead is not None:
+            stop_read_ahead.set()
     if walk is not None:
         apply_verify(figures, walk.result())
     # After the snapshot: the count queries go over the network, and only when reconciling is possible.
